@@ -1,0 +1,220 @@
+//! `pvabridge dm-service` and `pvabridge dm ...` as a user runs them: the built binary against
+//! a service it starts on a free loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+
+/// The service process, killed when the test ends however it ends.
+struct ServiceProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_service(dir: &Path) -> ServiceProcess {
+    let mut child = Command::new(BINARY)
+        .args([
+            "dm-service",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-running-jobs",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--users")
+        .arg(dir.join("users"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dm-service starts");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let mut service = ServiceProcess {
+        child,
+        url: String::new(),
+    };
+    let line = receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("dm-service prints its address");
+    service.url = line
+        .trim()
+        .strip_prefix("dm-service listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    service
+}
+
+fn dm(service: &ServiceProcess, dir: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("dm")
+        .args(args)
+        .env("DM_PROC_WEB_SERVICE_URL", &service.url)
+        .env("DM_LOGIN_FILE", dir.join("users"))
+        .output()
+        .expect("pvabridge dm runs")
+}
+
+fn ok_stdout(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+#[test]
+fn the_dm_commands_drive_the_embedded_service() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let workflow = dir.path().join("workflow.json");
+    std::fs::write(
+        &workflow,
+        r#"{"name": "cli-demo", "description": "two stages",
+            "stages": {"01-HELLO": {"command": "echo hello $sample", "outputVariableRegexList": ["hello (?P<greeted>\\w+)"]},
+                       "02-BYE": {"command": "echo bye $greeted"}}}"#,
+    )
+    .unwrap();
+    let service = start_service(dir.path());
+
+    let added = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["add-workflow", workflow.to_str().unwrap()],
+    ));
+    assert_eq!(
+        added.trim(),
+        "name=cli-demo owner=alice stages=01-HELLO,02-BYE"
+    );
+    let listed = ok_stdout(dm(&service, dir.path(), &["list-workflows"]));
+    assert_eq!(listed.trim(), added.trim());
+
+    let started = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "start-job",
+            "--workflow-name",
+            "cli-demo",
+            "filePath:/data/a.h5",
+            "sample:lysozyme",
+        ],
+    ));
+    let id = field(started.trim(), "id").to_string();
+    assert_eq!(field(started.trim(), "owner"), "alice");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let finished = loop {
+        let line = ok_stdout(dm(&service, dir.path(), &["get-job", "--id", &id]));
+        if field(line.trim(), "status") == "done" {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {line}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        finished.trim(),
+        format!("id={id} owner=alice status=done stage=02-BYE")
+    );
+
+    let job: serde_json::Value = serde_json::from_str(&ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["get-job", "--id", &id, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(job["sample"], "lysozyme");
+    assert_eq!(job["greeted"], "lysozyme");
+    assert_eq!(
+        job["workflow"]["stages"]["02-BYE"]["childProcesses"]["0"]["stdOut"],
+        "bye lysozyme\n"
+    );
+
+    let jobs = ok_stdout(dm(&service, dir.path(), &["list-jobs"]));
+    assert_eq!(jobs.trim(), finished.trim());
+    let jobs: serde_json::Value = serde_json::from_str(&ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["--json", "list-jobs"],
+    )))
+    .unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], id.as_str());
+    assert_eq!(jobs[0]["status"], "done");
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_and_a_failure_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let service = start_service(dir.path());
+
+    let output = dm(
+        &service,
+        dir.path(),
+        &["start-job", "--workflow-name", "cli-demo", "no-colon-here"],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("\"no-colon-here\" is not key:value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    let output = dm(&service, dir.path(), &["get-job", "--id", "no-such-job"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no-such-job") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("missing.json");
+    let output = dm(
+        &service,
+        dir.path(),
+        &["add-workflow", missing.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("cannot read"));
+
+    let output = Command::new(BINARY)
+        .args(["dm", "list-jobs"])
+        .env_remove("DM_PROC_WEB_SERVICE_URL")
+        .env_remove("DM_LOGIN_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("DM_PROC_WEB_SERVICE_URL"));
+}
