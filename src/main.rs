@@ -17,12 +17,21 @@ struct Cli {
 enum Command {
     /// Print the version and exit.
     Version,
+    /// Run the embedded DM-compatible processing service (workflows without a facility).
+    DmService(cli::dm::ServiceArgs),
+    /// Talk to a DM processing service, like the `dm-*` tools of the DM distribution.
+    Dm(cli::dm::DmArgs),
+    /// Serve ad-hoc writable PVs (NTScalar, NTScalarArray, NTEnum) until interrupted.
+    Host(cli::host::HostArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cli::version::run(),
+        Command::DmService(args) => cli::dm::run_service(args),
+        Command::Dm(args) => cli::dm::run(args),
+        Command::Host(args) => cli::host::run(args),
     };
     match result {
         Ok(code) => code,

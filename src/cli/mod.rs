@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod dm;
+pub mod host;
 pub mod version;
