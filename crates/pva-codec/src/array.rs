@@ -97,7 +97,7 @@ impl<T: Element> PodArray<T> {
     /// Wrap raw bytes holding elements in `order`. Returns `None` when the length is not a
     /// whole number of elements.
     pub fn from_bytes(bytes: Bytes, order: ByteOrder) -> Option<Self> {
-        (bytes.len() % std::mem::size_of::<T>() == 0).then_some(PodArray {
+        bytes.len().is_multiple_of(std::mem::size_of::<T>()).then_some(PodArray {
             bytes,
             order,
             _t: PhantomData,
@@ -367,7 +367,9 @@ mod tests {
 
     #[test]
     fn ragged_length_is_refused() {
-        assert!(PodArray::<u32>::from_bytes(Bytes::from_static(&[1, 2, 3]), ByteOrder::Little)
-            .is_none());
+        assert!(
+            PodArray::<u32>::from_bytes(Bytes::from_static(&[1, 2, 3]), ByteOrder::Little)
+                .is_none()
+        );
     }
 }

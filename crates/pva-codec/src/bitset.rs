@@ -132,7 +132,8 @@ impl BitSet {
     /// Encode into a standalone buffer (for tests and golden vectors).
     pub fn to_bytes(&self, order: ByteOrder) -> Vec<u8> {
         let mut w = Writer::new(order);
-        self.encode(&mut w).expect("a bitset length always fits a Size");
+        self.encode(&mut w)
+            .expect("a bitset length always fits a Size");
         w.finish_contiguous().to_vec()
     }
 }

@@ -306,7 +306,9 @@ mod tests {
     #[test]
     fn oversized_message_is_refused_from_its_header() {
         let mut d = FrameDecoder::new(100);
-        d.extend(&Header::application(10, Direction::FromClient, ByteOrder::Little, 1 << 30).encode());
+        d.extend(
+            &Header::application(10, Direction::FromClient, ByteOrder::Little, 1 << 30).encode(),
+        );
         assert!(matches!(
             d.next_frame(),
             Err(DecodeError::MessageTooLarge { .. })

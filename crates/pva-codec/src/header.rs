@@ -102,13 +102,13 @@ impl Header {
 
     /// Decode the 8 bytes of a header; the payload size is read in the order its flags say.
     pub fn decode(b: &[u8]) -> DecodeResult<Self> {
-        let b: &[u8; HEADER_SIZE] = b
-            .get(..HEADER_SIZE)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(DecodeError::Truncated {
-                needed: HEADER_SIZE,
-                remaining: b.len(),
-            })?;
+        let b: &[u8; HEADER_SIZE] =
+            b.get(..HEADER_SIZE)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(DecodeError::Truncated {
+                    needed: HEADER_SIZE,
+                    remaining: b.len(),
+                })?;
         if b[0] != MAGIC {
             return Err(DecodeError::BadMagic(b[0]));
         }
@@ -162,7 +162,12 @@ mod tests {
 
     #[test]
     fn header_round_trips_with_every_flag() {
-        for segment in [Segment::None, Segment::First, Segment::Middle, Segment::Last] {
+        for segment in [
+            Segment::None,
+            Segment::First,
+            Segment::Middle,
+            Segment::Last,
+        ] {
             for order in [ByteOrder::Little, ByteOrder::Big] {
                 let h = Header {
                     segment,

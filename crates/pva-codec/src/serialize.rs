@@ -3,7 +3,9 @@
 use crate::array::{each_pod, PodArray, ScalarArray};
 use crate::bitset::BitSet;
 use crate::error::{DecodeError, DecodeResult, EncodeError};
-use crate::types::{ArrayKind, FieldDesc, Limits, ScalarType, StructDesc, TypeCache, TypeDecoder, TypeEncoder};
+use crate::types::{
+    ArrayKind, FieldDesc, Limits, ScalarType, StructDesc, TypeCache, TypeDecoder, TypeEncoder,
+};
 use crate::value::{AnyValue, StructArray, StructValue, UnionArray, UnionValue, Value};
 use crate::wire::{Reader, Writer};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 pub struct ValueDecoder<'a> {
     types: TypeDecoder<'a>,
     budget: usize,
+    initial_budget: usize,
 }
 
 /// Value nodes allowed per input byte, plus a floor; generous for real data (an empty
@@ -23,9 +26,11 @@ const NODE_FLOOR: usize = 1024;
 impl<'a> ValueDecoder<'a> {
     /// A decoder for the data that remains in `r`.
     pub fn new(cache: &'a mut TypeCache, limits: &'a Limits, r: &Reader) -> Self {
+        let budget = NODE_FLOOR + r.remaining().saturating_mul(NODES_PER_BYTE);
         ValueDecoder {
             types: TypeDecoder { cache, limits },
-            budget: NODE_FLOOR + r.remaining().saturating_mul(NODES_PER_BYTE),
+            budget,
+            initial_budget: budget,
         }
     }
 
@@ -35,11 +40,10 @@ impl<'a> ValueDecoder<'a> {
     }
 
     fn spend(&mut self, nodes: usize) -> DecodeResult<()> {
-        let initial = NODE_FLOOR;
         self.budget = self
             .budget
             .checked_sub(nodes)
-            .ok_or(DecodeError::AllocationBudget(initial))?;
+            .ok_or(DecodeError::AllocationBudget(self.initial_budget))?;
         Ok(())
     }
 
@@ -138,13 +142,10 @@ impl<'a> ValueDecoder<'a> {
         let selected = match r.size_or_null()? {
             None => None,
             Some(i) => {
-                let m = u
-                    .members()
-                    .get(i)
-                    .ok_or(DecodeError::BadUnionSelector {
-                        selector: i as u64,
-                        members: u.members().len(),
-                    })?;
+                let m = u.members().get(i).ok_or(DecodeError::BadUnionSelector {
+                    selector: i as u64,
+                    members: u.members().len(),
+                })?;
                 Some((i, Box::new(self.value_at(&m.desc, r, depth + 1)?)))
             }
         };
@@ -226,9 +227,8 @@ impl<'a> ValueDecoder<'a> {
             *into = self.structure(&desc, r, depth)?;
             return Ok(());
         }
-        for (i, m) in desc.members().iter().enumerate() {
-            let off = base + desc.bit_offset(i);
-            let field = &mut into.fields_mut()[i];
+        for ((m, off), field) in desc.members_with_offsets().zip(into.fields_mut()) {
+            let off = base + off;
             match (&m.desc, field) {
                 (FieldDesc::Struct(s), Value::Struct(sv)) => {
                     if changed.any_in(off, off + s.bit_count()) {
@@ -287,7 +287,12 @@ fn mismatch(v: &Value, d: &FieldDesc) -> EncodeError {
 
 impl ValueEncoder<'_> {
     /// Encode a full value as type `desc`.
-    pub fn value(&mut self, desc: &FieldDesc, v: &Value, w: &mut Writer) -> Result<(), EncodeError> {
+    pub fn value(
+        &mut self,
+        desc: &FieldDesc,
+        v: &Value,
+        w: &mut Writer,
+    ) -> Result<(), EncodeError> {
         match (desc, v) {
             (FieldDesc::Scalar(_), _) | (FieldDesc::BoundedString(_), Value::String(_))
                 if v.matches(desc) =>
@@ -388,7 +393,12 @@ impl ValueEncoder<'_> {
     }
 
     /// Encode the fields of `s` selected by `changed` (bit 0 selects everything).
-    pub fn partial(&mut self, s: &StructValue, changed: &BitSet, w: &mut Writer) -> Result<(), EncodeError> {
+    pub fn partial(
+        &mut self,
+        s: &StructValue,
+        changed: &BitSet,
+        w: &mut Writer,
+    ) -> Result<(), EncodeError> {
         self.partial_at(s, changed, 0, w)
     }
 
@@ -402,9 +412,8 @@ impl ValueEncoder<'_> {
         if changed.get(base) {
             return self.structure(s, w);
         }
-        let desc = s.desc();
-        for (i, (m, v)) in desc.members().iter().zip(s.fields()).enumerate() {
-            let off = base + desc.bit_offset(i);
+        for ((m, off), v) in s.desc().members_with_offsets().zip(s.fields()) {
+            let off = base + off;
             match (&m.desc, v) {
                 (FieldDesc::Struct(d), Value::Struct(sv)) => {
                     if changed.any_in(off, off + d.bit_count()) {
@@ -436,7 +445,11 @@ fn encode_scalar(v: &Value, w: &mut Writer) -> Result<(), EncodeError> {
         Value::F32(x) => w.f32(*x),
         Value::F64(x) => w.f64(*x),
         Value::String(s) => w.string(s)?,
-        other => return Err(EncodeError::TypeMismatch(format!("{other:?} is not a scalar"))),
+        other => {
+            return Err(EncodeError::TypeMismatch(format!(
+                "{other:?} is not a scalar"
+            )))
+        }
     }
     Ok(())
 }

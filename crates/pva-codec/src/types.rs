@@ -223,8 +223,13 @@ impl StructDesc {
     }
 
     /// BitSet offset of member `index`, relative to this structure's own bit.
-    pub fn bit_offset(&self, index: usize) -> usize {
-        self.offsets[index]
+    pub fn bit_offset(&self, index: usize) -> Option<usize> {
+        self.offsets.get(index).copied()
+    }
+
+    /// The members with their BitSet offsets relative to this structure's own bit.
+    pub fn members_with_offsets(&self) -> impl Iterator<Item = (&Member, usize)> {
+        self.members.iter().zip(self.offsets.iter().copied())
     }
 
     /// Number of BitSet bits a value of this structure spans, its own bit included.
@@ -463,9 +468,7 @@ impl TypeDecoder<'_> {
         let detail = code & 0x07;
         if kind == 0x80 {
             return match (array, detail) {
-                (0x00, 0) => Ok(FieldDesc::Struct(Arc::new(
-                    self.struct_body(r, depth)?,
-                ))),
+                (0x00, 0) => Ok(FieldDesc::Struct(Arc::new(self.struct_body(r, depth)?))),
                 (0x00, 1) => Ok(FieldDesc::Union(Arc::new(self.union_body(r, depth)?))),
                 (0x00, 2) => Ok(FieldDesc::Any),
                 (0x00, 3) => {

@@ -345,11 +345,9 @@ fn array_from(items: &[Value], t: ScalarType) -> Option<Value> {
             Value::Bool(b) => Some(b),
             _ => None,
         })?),
-        ScalarType::String => ScalarArray::String(collect(items, |v| {
-            match scalar_from(&v, t)? {
-                Value::String(s) => Some(s),
-                _ => None,
-            }
+        ScalarType::String => ScalarArray::String(collect(items, |v| match scalar_from(&v, t)? {
+            Value::String(s) => Some(s),
+            _ => None,
         })?),
         ScalarType::I8 => pod!(I8, t),
         ScalarType::I16 => pod!(I16, t),
@@ -552,19 +550,29 @@ impl StructValue {
         Ok(())
     }
 
-    /// Copy into `self` the fields of `other` whose bits are set in `changed` (same type).
+    /// Copy into `self` the fields of `other` whose bits are set in `changed`. A value of
+    /// another type replaces `self` whole (when anything changed), since its bits mean other
+    /// fields.
     pub fn merge_from(&mut self, other: &StructValue, changed: &crate::bitset::BitSet) {
+        if !Arc::ptr_eq(&self.desc, &other.desc) && self.desc != other.desc {
+            if !changed.is_empty() {
+                self.clone_from(other);
+            }
+            return;
+        }
         self.merge_at(other, changed, 0);
     }
 
+    /// Merge a value of the same type (checked by the caller).
     fn merge_at(&mut self, other: &StructValue, changed: &crate::bitset::BitSet, base: usize) {
         if changed.get(base) {
             self.clone_from(other);
             return;
         }
-        for i in 0..self.fields.len() {
-            let off = base + self.desc.bit_offset(i);
-            match (&mut self.fields[i], &other.fields[i]) {
+        let offsets: Vec<usize> = self.desc.members_with_offsets().map(|(_, o)| o).collect();
+        for ((mine, theirs), off) in self.fields.iter_mut().zip(&other.fields).zip(offsets) {
+            let off = base + off;
+            match (mine, theirs) {
                 (Value::Struct(mine), Value::Struct(theirs)) => {
                     mine.merge_at(theirs, changed, off)
                 }
@@ -616,6 +624,19 @@ mod tests {
         v.set("alarm.message", 3i32).unwrap();
         assert_eq!(v.get("alarm.message"), Some(&Value::String("3".into())));
         assert_eq!(v.set("nope", 1), Err(ValueError::NoField("nope".into())));
+    }
+
+    #[test]
+    fn merging_a_value_of_another_type_replaces_it_instead_of_panicking() {
+        let other = Arc::new(
+            StructDesc::builder("other")
+                .scalar("x", ScalarType::String)
+                .build(),
+        );
+        let mut a = StructValue::new(nt());
+        let b = StructValue::new(other);
+        a.merge_from(&b, &crate::bitset::BitSet::with(2));
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -100,7 +100,12 @@ impl Reader {
 
     /// Fail unless `count` items of at least `min_each` bytes could fit in what remains.
     /// Called before allocating for a count read off the wire.
-    pub fn check_count(&self, what: &'static str, count: usize, min_each: usize) -> DecodeResult<()> {
+    pub fn check_count(
+        &self,
+        what: &'static str,
+        count: usize,
+        min_each: usize,
+    ) -> DecodeResult<()> {
         let claimed = (count as u64).saturating_mul(min_each.max(1) as u64);
         if claimed > self.remaining() as u64 {
             Err(DecodeError::SizeExceedsInput {

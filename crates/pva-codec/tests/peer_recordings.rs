@@ -39,7 +39,11 @@ fn decode_stream(bytes: &[u8]) -> Decoded {
     while at + 8 <= bytes.len() {
         let h = pva_codec::Header::decode(&bytes[at..at + 8]).expect("header");
         segments.push(h.segment);
-        at += 8 + if h.control { 0 } else { h.payload_size as usize };
+        at += 8 + if h.control {
+            0
+        } else {
+            h.payload_size as usize
+        };
     }
     assert_eq!(at, bytes.len(), "stream ends on a message boundary");
 
@@ -165,15 +169,25 @@ fn check_value(v: &StructValue, want: &Json, nt: &str, case: &str) {
                 sizes,
                 "{case}: dims"
             );
-            assert_eq!(f.unique_id as i64, want["uniqueId"].as_i64().unwrap(), "{case}");
+            assert_eq!(
+                f.unique_id as i64,
+                want["uniqueId"].as_i64().unwrap(),
+                "{case}"
+            );
             for a in want["attribute"].as_array().unwrap() {
                 let name = a["name"].as_str().unwrap();
-                let got = f.attribute(name).unwrap_or_else(|| panic!("{case}: attribute {name}"));
+                let got = f
+                    .attribute(name)
+                    .unwrap_or_else(|| panic!("{case}: attribute {name}"));
                 let got = match got {
                     Value::Any(any) => any.get().cloned().unwrap(),
                     other => other.clone(),
                 };
-                assert_eq!(got.as_f64(), a["value"].as_f64(), "{case}: attribute {name}");
+                assert_eq!(
+                    got.as_f64(),
+                    a["value"].as_f64(),
+                    "{case}: attribute {name}"
+                );
             }
         }
         other => panic!("{case}: unexpected normative type {other}"),
@@ -236,7 +250,10 @@ fn every_recorded_stream_decodes_to_the_published_values() {
             })
             .unwrap_or_else(|| panic!("{name}: client validation"));
         assert_eq!(validation.method, "ca", "{name}");
-        assert!(validation.ca_identity().is_some(), "{name}: ca user and host");
+        assert!(
+            validation.ca_identity().is_some(),
+            "{name}: ca user and host"
+        );
         let pv = case["pv"].as_str().unwrap();
         assert!(
             c2s.messages.iter().any(|m| matches!(m, Message::CreateChannel(c) if c.channels.iter().any(|(_, n)| n == pv))),

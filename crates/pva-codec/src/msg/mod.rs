@@ -22,7 +22,9 @@ use crate::status::Status;
 use crate::types::{FieldDesc, Limits, TypeCache};
 use crate::wire::{Reader, Writer};
 
-pub use channel::{CreateChannel, CreateChannelResponse, DestroyChannel, GetField, GetFieldResponse};
+pub use channel::{
+    CreateChannel, CreateChannelResponse, DestroyChannel, GetField, GetFieldResponse,
+};
 pub use connection::{ValidationRequest, ValidationResponse};
 pub use discovery::{Beacon, Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
 pub use op::{OpRequest, OpRequestBody, OpResponse, OpResponseBody};
@@ -241,13 +243,7 @@ pub struct DecodeContext<'a> {
 fn is_op(command: u8) -> bool {
     matches!(
         command,
-        cmd::GET
-            | cmd::PUT
-            | cmd::PUT_GET
-            | cmd::MONITOR
-            | cmd::ARRAY
-            | cmd::PROCESS
-            | cmd::RPC
+        cmd::GET | cmd::PUT | cmd::PUT_GET | cmd::MONITOR | cmd::ARRAY | cmd::PROCESS | cmd::RPC
     )
 }
 
