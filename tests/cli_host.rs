@@ -58,7 +58,11 @@ fn host_serves_scalars_arrays_and_enums_to_p4p() {
     let udp = common::free_udp_port();
     let _host = host(
         udp,
-        &["t:temp=double:21.5", "t:wave=int[]:1,2,3", "t:mode=enum:Off,On:On"],
+        &[
+            "t:temp=double:21.5",
+            "t:wave=int[]:1,2,3",
+            "t:mode=enum:Off,On:On",
+        ],
     );
     let r = p4p(
         udp,
@@ -70,14 +74,22 @@ fn host_serves_scalars_arrays_and_enums_to_p4p() {
     assert_eq!(r.len(), 5, "{r:?}");
     assert_eq!(r[0]["value"]["value"], 21.5);
     assert_eq!(r[0]["id"], "epics:nt/NTScalar:1.0");
-    assert!(r[0]["value"]["timeStamp"]["secondsPastEpoch"].as_i64().unwrap() > 1_600_000_000);
+    assert!(
+        r[0]["value"]["timeStamp"]["secondsPastEpoch"]
+            .as_i64()
+            .unwrap()
+            > 1_600_000_000
+    );
     assert_eq!(r[1]["value"], 22.75);
     assert_eq!(r[2]["value"]["value"], serde_json::json!([1, 2, 3]));
     assert_eq!(r[2]["id"], "epics:nt/NTScalarArray:1.0");
     assert_eq!(r[3]["value"], serde_json::json!([4, 5]));
     assert_eq!(r[4]["id"], "epics:nt/NTEnum:1.0");
     assert_eq!(r[4]["value"]["value"]["index"], 1);
-    assert_eq!(r[4]["value"]["value"]["choices"], serde_json::json!(["Off", "On"]));
+    assert_eq!(
+        r[4]["value"]["value"]["choices"],
+        serde_json::json!(["Off", "On"])
+    );
 }
 
 #[test]

@@ -180,7 +180,14 @@ mod tests {
         assert_eq!(p.value.get("value"), Some(&Value::F64(2.5)));
         let p = parse_spec("w=ushort[]:1, 2,3").unwrap();
         assert_eq!(p.value.id(), "epics:nt/NTScalarArray:1.0");
-        assert_eq!(p.value.get("value").and_then(Value::as_array).unwrap().len(), 3);
+        assert_eq!(
+            p.value
+                .get("value")
+                .and_then(Value::as_array)
+                .unwrap()
+                .len(),
+            3
+        );
         let p = parse_spec("m=enum:Off,On:On").unwrap();
         assert_eq!(p.value.get("value.index"), Some(&Value::I32(1)));
         let p = parse_spec("s=string").unwrap();

@@ -97,11 +97,14 @@ impl<T: Element> PodArray<T> {
     /// Wrap raw bytes holding elements in `order`. Returns `None` when the length is not a
     /// whole number of elements.
     pub fn from_bytes(bytes: Bytes, order: ByteOrder) -> Option<Self> {
-        bytes.len().is_multiple_of(std::mem::size_of::<T>()).then_some(PodArray {
-            bytes,
-            order,
-            _t: PhantomData,
-        })
+        bytes
+            .len()
+            .is_multiple_of(std::mem::size_of::<T>())
+            .then_some(PodArray {
+                bytes,
+                order,
+                _t: PhantomData,
+            })
     }
 
     /// Take ownership of a vector without copying it.

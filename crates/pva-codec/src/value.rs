@@ -573,9 +573,7 @@ impl StructValue {
         for ((mine, theirs), off) in self.fields.iter_mut().zip(&other.fields).zip(offsets) {
             let off = base + off;
             match (mine, theirs) {
-                (Value::Struct(mine), Value::Struct(theirs)) => {
-                    mine.merge_at(theirs, changed, off)
-                }
+                (Value::Struct(mine), Value::Struct(theirs)) => mine.merge_at(theirs, changed, off),
                 (mine, theirs) => {
                     if changed.get(off) {
                         mine.clone_from(theirs);

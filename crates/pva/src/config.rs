@@ -58,9 +58,11 @@ pub struct ServerConfig {
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn first(env: Lookup, names: &[&str]) -> Option<(String, String)> {
-    names
-        .iter()
-        .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (n.to_string(), v)))
+    names.iter().find_map(|n| {
+        env(n)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (n.to_string(), v))
+    })
 }
 
 fn parse_port(env: Lookup, names: &[&str], default: u16) -> Result<u16, ConfigError> {
@@ -214,7 +216,10 @@ impl ServerConfig {
             )?,
             auto_beacon: parse_bool(
                 env,
-                &["EPICS_PVAS_AUTO_BEACON_ADDR_LIST", "EPICS_PVA_AUTO_ADDR_LIST"],
+                &[
+                    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST",
+                    "EPICS_PVA_AUTO_ADDR_LIST",
+                ],
                 true,
             )?,
             beacons: true,

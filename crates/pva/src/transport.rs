@@ -50,7 +50,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
                 } else {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a message").into())
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a message",
+                    )
+                    .into())
                 };
             }
         }

@@ -211,7 +211,9 @@ impl ServerConn {
                         } else {
                             match v.field_desc(&g.sub_field) {
                                 Some(d) => (Status::OK, Some(d)),
-                                None => (Status::error(format!("no field '{}'", g.sub_field)), None),
+                                None => {
+                                    (Status::error(format!("no field '{}'", g.sub_field)), None)
+                                }
                             }
                         }
                     }
@@ -268,11 +270,21 @@ impl ServerConn {
             return;
         }
         let Some(op) = self.ops.get_mut(&ioid) else {
-            out.push(status_reply(command, ioid, subcmd, Status::error("no such request")));
+            out.push(status_reply(
+                command,
+                ioid,
+                subcmd,
+                Status::error("no such request"),
+            ));
             return;
         };
         let Some(ch) = self.channels.get(&op.sid) else {
-            out.push(status_reply(command, ioid, subcmd, Status::error("channel gone")));
+            out.push(status_reply(
+                command,
+                ioid,
+                subcmd,
+                Status::error("channel gone"),
+            ));
             return;
         };
         let pv = ch.pv.clone();
@@ -287,16 +299,18 @@ impl ServerConn {
                     value: pv.current(),
                 },
             })),
-            (OpKind::Put, _) if subcmd & SUB_GET != 0 => out.push(Message::OpResponse(OpResponse {
-                command,
-                ioid,
-                subcmd,
-                status: Status::OK,
-                body: OpResponseBody::Data {
-                    changed: BitSet::with(0),
-                    value: pv.current(),
-                },
-            })),
+            (OpKind::Put, _) if subcmd & SUB_GET != 0 => {
+                out.push(Message::OpResponse(OpResponse {
+                    command,
+                    ioid,
+                    subcmd,
+                    status: Status::OK,
+                    body: OpResponseBody::Data {
+                        changed: BitSet::with(0),
+                        value: pv.current(),
+                    },
+                }))
+            }
             (OpKind::Put, OpRequestBody::Data { changed, value }) => {
                 let status = pv.put(&value, &changed, &self.peer);
                 out.push(status_reply(command, ioid, subcmd, status));
@@ -451,9 +465,7 @@ impl ServerConn {
     /// True when some running monitor has an update it may send now.
     pub fn monitors_ready(&self) -> bool {
         self.ops.values().any(|op| match &op.kind {
-            OpKind::Monitor(m) => {
-                m.running && (!m.pipeline || m.window > 0) && m.sub.has_pending()
-            }
+            OpKind::Monitor(m) => m.running && (!m.pipeline || m.window > 0) && m.sub.has_pending(),
             _ => false,
         })
     }

@@ -66,7 +66,10 @@ fn new_guid() -> Guid {
 
 impl Server {
     /// Bind and start serving `sources` (asked in order) with `config`.
-    pub async fn start(config: ServerConfig, sources: Vec<Arc<dyn Source>>) -> Result<Self, ServerError> {
+    pub async fn start(
+        config: ServerConfig,
+        sources: Vec<Arc<dyn Source>>,
+    ) -> Result<Self, ServerError> {
         Self::start_with_limits(config, sources, Limits::default(), ConnLimits::default()).await
     }
 
@@ -88,19 +91,47 @@ impl Server {
             // Like pvxs: when the default port is taken, fall back to any free port.
             Err(_) if config.tcp_port != 0 => TcpListener::bind(SocketAddr::new(ip, 0))
                 .await
-                .map_err(|source| ServerError::Bind { what: "TCP", addr: tcp_addr, source })?,
-            Err(source) => return Err(ServerError::Bind { what: "TCP", addr: tcp_addr, source }),
+                .map_err(|source| ServerError::Bind {
+                    what: "TCP",
+                    addr: tcp_addr,
+                    source,
+                })?,
+            Err(source) => {
+                return Err(ServerError::Bind {
+                    what: "TCP",
+                    addr: tcp_addr,
+                    source,
+                })
+            }
         };
-        let tcp = listener.local_addr().map_err(|source| ServerError::Bind { what: "TCP", addr: tcp_addr, source })?;
+        let tcp = listener.local_addr().map_err(|source| ServerError::Bind {
+            what: "TCP",
+            addr: tcp_addr,
+            source,
+        })?;
         let udp_addr = SocketAddr::new(ip, config.udp_port);
-        let udp_sock = bind_udp(udp_addr).map_err(|source| ServerError::Bind { what: "UDP", addr: udp_addr, source })?;
-        let udp = udp_sock.local_addr().map_err(|source| ServerError::Bind { what: "UDP", addr: udp_addr, source })?;
+        let udp_sock = bind_udp(udp_addr).map_err(|source| ServerError::Bind {
+            what: "UDP",
+            addr: udp_addr,
+            source,
+        })?;
+        let udp = udp_sock.local_addr().map_err(|source| ServerError::Bind {
+            what: "UDP",
+            addr: udp_addr,
+            source,
+        })?;
         let udp_sock = Arc::new(udp_sock);
 
         let (shutdown, rx) = watch::channel(false);
         let guid = new_guid();
         let mut tasks = JoinSet::new();
-        tasks.spawn(udp::answer_searches(udp_sock.clone(), sources.clone(), guid, tcp, rx.clone()));
+        tasks.spawn(udp::answer_searches(
+            udp_sock.clone(),
+            sources.clone(),
+            guid,
+            tcp,
+            rx.clone(),
+        ));
         if config.beacons && !config.beacon_destinations.is_empty() {
             tasks.spawn(udp::send_beacons(
                 udp_sock,
@@ -128,7 +159,12 @@ impl Server {
             }
         });
         tracing::info!(%tcp, %udp, "PVA server listening");
-        Ok(Server { tcp, udp, shutdown, tasks })
+        Ok(Server {
+            tcp,
+            udp,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The TCP address clients connect to.

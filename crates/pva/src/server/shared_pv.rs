@@ -11,8 +11,7 @@ use super::source::PeerInfo;
 
 /// Decides a put: `Ok(None)` stores the value as put, `Ok(Some(v))` stores `v` instead,
 /// `Err(status)` refuses it and nothing changes.
-pub type PutHandler =
-    Arc<dyn Fn(&PutRequest) -> Result<Option<StructValue>, Status> + Send + Sync>;
+pub type PutHandler = Arc<dyn Fn(&PutRequest) -> Result<Option<StructValue>, Status> + Send + Sync>;
 
 /// Answers an RPC call with a value or an error status.
 pub type RpcHandler = Arc<dyn Fn(&Value, &PeerInfo) -> Result<Value, Status> + Send + Sync>;
@@ -113,7 +112,10 @@ impl Subscription {
 
     /// Updates squashed into others because this subscriber fell behind.
     pub fn squashed(&self) -> u64 {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).squashed
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .squashed
     }
 }
 
@@ -369,7 +371,10 @@ mod tests {
             host: String::new(),
         };
         let big = with_value(&pv, 11);
-        assert_eq!(pv.put(&big, &BitSet::with(1), &peer), Status::error("too big"));
+        assert_eq!(
+            pv.put(&big, &BitSet::with(1), &peer),
+            Status::error("too big")
+        );
         assert_eq!(pv.current().get("value"), Some(&Value::I32(0)));
         let ok = with_value(&pv, 3);
         assert!(pv.put(&ok, &BitSet::with(1), &peer).is_success());

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pva_codec::frame::{control, write_control};
-use pva_codec::{ByteOrder, DecodeContext, Direction, Limits, Message, TypeCache, ValueEncoder, Writer};
+use pva_codec::{
+    ByteOrder, DecodeContext, Direction, Limits, Message, TypeCache, ValueEncoder, Writer,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
