@@ -36,6 +36,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Give back the stream (bytes already buffered are dropped).
+    pub fn into_inner(self) -> R {
+        self.io
+    }
+
     /// The next frame, or `None` at a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
