@@ -36,14 +36,34 @@ async fn check_scalars(script: &'static str) {
         ("t:byte", ScalarType::I8, Value::I8(5), "7"),
         ("t:short", ScalarType::I16, Value::I16(-300), "301"),
         ("t:int", ScalarType::I32, Value::I32(-70000), "70001"),
-        ("t:long", ScalarType::I64, Value::I64(-5_000_000_000), "5000000001"),
+        (
+            "t:long",
+            ScalarType::I64,
+            Value::I64(-5_000_000_000),
+            "5000000001",
+        ),
         ("t:ubyte", ScalarType::U8, Value::U8(200), "201"),
         ("t:ushort", ScalarType::U16, Value::U16(60000), "60001"),
-        ("t:uint", ScalarType::U32, Value::U32(4_000_000_000), "4000000001"),
-        ("t:ulong", ScalarType::U64, Value::U64(10_000_000_000), "10000000001"),
+        (
+            "t:uint",
+            ScalarType::U32,
+            Value::U32(4_000_000_000),
+            "4000000001",
+        ),
+        (
+            "t:ulong",
+            ScalarType::U64,
+            Value::U64(10_000_000_000),
+            "10000000001",
+        ),
         ("t:float", ScalarType::F32, Value::F32(1.5), "2.5"),
         ("t:double", ScalarType::F64, Value::F64(-2.25), "3.75"),
-        ("t:string", ScalarType::String, Value::String("hello".into()), "\"world\""),
+        (
+            "t:string",
+            ScalarType::String,
+            Value::String("hello".into()),
+            "\"world\"",
+        ),
     ];
     for (name, t, v, _) in &cases {
         source.add(*name, scalar_pv(*t, v.clone()));
@@ -55,7 +75,9 @@ async fn check_scalars(script: &'static str) {
 
     let mut args = Vec::new();
     for (name, _, _, put) in &cases {
-        args.extend(["get", name, "--", "put", name, put, "--", "info", name, "--"]);
+        args.extend([
+            "get", name, "--", "put", name, put, "--", "info", name, "--",
+        ]);
     }
     let results = tokio::task::spawn_blocking(move || peer_client(script, udp, &args))
         .await
@@ -82,7 +104,11 @@ async fn check_scalars(script: &'static str) {
         }
         let put_back = &results[i * 3 + 1]["value"];
         let expected: Json = serde_json::from_str(put).unwrap();
-        assert_eq!(as_number(put_back), as_number(&expected), "{name}: put then get");
+        assert_eq!(
+            as_number(put_back),
+            as_number(&expected),
+            "{name}: put then get"
+        );
         // The put reached our server's PV too.
         let ours = source_value(&source, name);
         match &expected {
@@ -93,10 +119,14 @@ async fn check_scalars(script: &'static str) {
         if script.starts_with("p4p") {
             let info = info.as_str().unwrap();
             assert!(info.contains("epics:nt/NTScalar:1.0"), "{name}: {info}");
-            assert!(info.contains(&format!("('value', '{}')", p4p_code(*t))), "{name}: {info}");
+            assert!(
+                info.contains(&format!("('value', '{}')", p4p_code(*t))),
+                "{name}: {info}"
+            );
         } else {
             let value_type = info["value"].to_string().to_ascii_lowercase();
-            assert!(value_type.contains(pvapy_name(*t)), "{name}: {info}");
+            // pvapy names types as pvData does.
+            assert!(value_type.contains(t.name()), "{name}: {info}");
         }
     }
     server.stop().await;
@@ -105,24 +135,6 @@ async fn check_scalars(script: &'static str) {
 /// A JSON number or bool as f64, strings as None (compared separately).
 fn as_number(j: &Json) -> Option<f64> {
     j.as_f64().or(j.as_bool().map(|b| b as u8 as f64))
-}
-
-/// pvapy's name of a scalar type in its introspection dictionary.
-fn pvapy_name(t: ScalarType) -> &'static str {
-    match t {
-        ScalarType::Bool => "boolean",
-        ScalarType::I8 => "byte",
-        ScalarType::I16 => "short",
-        ScalarType::I32 => "int",
-        ScalarType::I64 => "long",
-        ScalarType::U8 => "ubyte",
-        ScalarType::U16 => "ushort",
-        ScalarType::U32 => "uint",
-        ScalarType::U64 => "ulong",
-        ScalarType::F32 => "float",
-        ScalarType::F64 => "double",
-        ScalarType::String => "string",
-    }
 }
 
 /// p4p's one-letter code for a scalar type in its type description.
@@ -183,10 +195,11 @@ async fn check_monitor(script: &'static str) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
-    let results =
-        tokio::task::spawn_blocking(move || peer_client(script, udp, &["monitor", "t:counter", "200"]))
-            .await
-            .unwrap();
+    let results = tokio::task::spawn_blocking(move || {
+        peer_client(script, udp, &["monitor", "t:counter", "200"])
+    })
+    .await
+    .unwrap();
     poster.abort();
     let mon = results.last().unwrap();
     assert_eq!(mon["complete"], true, "{mon}");
@@ -198,7 +211,11 @@ async fn check_monitor(script: &'static str) {
         .collect();
     assert!(values.len() >= 200);
     for pair in values[1..].windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "a monitor update was lost or reordered: {values:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "a monitor update was lost or reordered: {values:?}"
+        );
     }
     server.stop().await;
 }
@@ -227,7 +244,11 @@ fn matrix_source() -> Arc<StaticSource> {
     let mut e = NtEnum::create();
     e.set(
         "value.choices",
-        Value::Array(ScalarArray::String(vec!["Off".into(), "On".into(), "Auto".into()])),
+        Value::Array(ScalarArray::String(vec![
+            "Off".into(),
+            "On".into(),
+            "Auto".into(),
+        ])),
     )
     .unwrap();
     e.set("value.index", 2).unwrap();
@@ -237,8 +258,11 @@ fn matrix_source() -> Arc<StaticSource> {
         .column("x", ScalarType::F64, Some("X (mm)"))
         .column("name", ScalarType::String, None);
     let mut tv = table.create();
-    tv.set("value.x", Value::Array(ScalarArray::F64(PodArray::from_vec(vec![0.5, 1.5]))))
-        .unwrap();
+    tv.set(
+        "value.x",
+        Value::Array(ScalarArray::F64(PodArray::from_vec(vec![0.5, 1.5]))),
+    )
+    .unwrap();
     tv.set(
         "value.name",
         Value::Array(ScalarArray::String(vec!["p".into(), "q".into()])),
@@ -248,7 +272,9 @@ fn matrix_source() -> Arc<StaticSource> {
 
     let pixels: Vec<u16> = (0..64 * 32).map(|i| (3 * i + 1) as u16).collect();
     let frame = NdArrayFrame::new(ScalarArray::U16(PodArray::from_vec(pixels)), &[64, 32], 7);
-    let image = NtNdArray::new().build_value(frame).expect("NTNDArray builds");
+    let image = NtNdArray::new()
+        .build_value(frame)
+        .expect("NTNDArray builds");
     source.add("t:image", SharedPv::readonly(image));
 
     let item = Arc::new(
@@ -260,8 +286,14 @@ fn matrix_source() -> Arc<StaticSource> {
     let choice = Arc::new(UnionDesc::new(
         "",
         vec![
-            Member { name: "i".into(), desc: FieldDesc::Scalar(ScalarType::I32) },
-            Member { name: "s".into(), desc: FieldDesc::Scalar(ScalarType::String) },
+            Member {
+                name: "i".into(),
+                desc: FieldDesc::Scalar(ScalarType::I32),
+            },
+            Member {
+                name: "s".into(),
+                desc: FieldDesc::Scalar(ScalarType::String),
+            },
         ],
     ));
     let sub = StructDesc::builder("")
@@ -339,7 +371,10 @@ fn check_matrix(script: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let source = matrix_source();
     let server = runtime
-        .block_on(Server::start(ServerConfig::isolated(), vec![source.clone()]))
+        .block_on(Server::start(
+            ServerConfig::isolated(),
+            vec![source.clone()],
+        ))
         .expect("server starts");
     let udp = server.udp_addr().port();
     let names: Vec<String> = pva::server::Source::names(source.as_ref());
@@ -347,7 +382,15 @@ fn check_matrix(script: &str) {
     for n in &names {
         args.extend(["get", n.as_str(), "--"]);
     }
-    args.extend(["put", "a:double", "[7.5, 8.5]", "--", "put", "t:enum", "{\"index\": 0}"]);
+    args.extend([
+        "put",
+        "a:double",
+        "[7.5, 8.5]",
+        "--",
+        "put",
+        "t:enum",
+        "{\"index\": 0}",
+    ]);
     let results = peer_client(script, udp, &args);
     assert_eq!(results.len(), names.len() + 2, "{results:?}");
     let by_name: std::collections::HashMap<&str, &Json> = names
@@ -379,10 +422,20 @@ fn check_matrix(script: &str) {
     }
     let e = by_name["t:enum"];
     assert_eq!(find(e, "index"), Some(&Json::from(2)), "{script}: {e}");
-    assert_eq!(find(e, "choices"), Some(&serde_json::json!(["Off", "On", "Auto"])));
+    assert_eq!(
+        find(e, "choices"),
+        Some(&serde_json::json!(["Off", "On", "Auto"]))
+    );
     let table = by_name["t:table"];
-    assert_eq!(find(table, "labels"), Some(&serde_json::json!(["X (mm)", "name"])));
-    assert_eq!(find(table, "x"), Some(&serde_json::json!([0.5, 1.5])), "{table}");
+    assert_eq!(
+        find(table, "labels"),
+        Some(&serde_json::json!(["X (mm)", "name"]))
+    );
+    assert_eq!(
+        find(table, "x"),
+        Some(&serde_json::json!([0.5, 1.5])),
+        "{table}"
+    );
     assert_eq!(find(table, "name"), Some(&serde_json::json!(["p", "q"])));
     let image = by_name["t:image"];
     assert_eq!(find(image, "uniqueId"), Some(&Json::from(7)), "{script}");
@@ -396,17 +449,37 @@ fn check_matrix(script: &str) {
     let sizes: Vec<i64> = dims.iter().map(|d| d["size"].as_i64().unwrap()).collect();
     assert_eq!(sizes, vec![64, 32], "{script}");
     let nested = by_name["t:nested"];
-    assert_eq!(find(nested, "a"), Some(&Json::from(42)), "{script}: {nested}");
-    assert!(contains_value(nested, &Json::from("hi")), "{script}: union member: {nested}");
-    assert!(contains_value(nested, &Json::from(1.25)), "{script}: any member: {nested}");
-    assert!(contains_value(nested, &Json::from("second")), "{script}: struct array: {nested}");
-    assert!(contains_value(nested, &Json::from(10)), "{script}: struct array: {nested}");
+    assert_eq!(
+        find(nested, "a"),
+        Some(&Json::from(42)),
+        "{script}: {nested}"
+    );
+    assert!(
+        contains_value(nested, &Json::from("hi")),
+        "{script}: union member: {nested}"
+    );
+    assert!(
+        contains_value(nested, &Json::from(1.25)),
+        "{script}: any member: {nested}"
+    );
+    assert!(
+        contains_value(nested, &Json::from("second")),
+        "{script}: struct array: {nested}"
+    );
+    assert!(
+        contains_value(nested, &Json::from(10)),
+        "{script}: struct array: {nested}"
+    );
 
     let put_array = &results[names.len()]["value"];
     assert_eq!(put_array, &serde_json::json!([7.5, 8.5]), "{script}");
     use pva::server::Source;
     let ours = source.channel("t:enum").unwrap().current();
-    assert_eq!(ours.get("value.index"), Some(&Value::I32(0)), "{script}: enum put");
+    assert_eq!(
+        ours.get("value.index"),
+        Some(&Value::I32(0)),
+        "{script}: enum put"
+    );
     runtime.block_on(server.stop());
 }
 
