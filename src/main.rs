@@ -23,6 +23,18 @@ enum Command {
     Dm(cli::dm::DmArgs),
     /// Serve ad-hoc writable PVs (NTScalar, NTScalarArray, NTEnum) until interrupted.
     Host(cli::host::HostArgs),
+    /// Read PVs once (like pvxget).
+    Get(cli::get::GetArgs),
+    /// Write a PV (like pvxput).
+    Put(cli::put::PutArgs),
+    /// Print every update of PVs (like pvxmonitor).
+    Monitor(cli::monitor::MonitorArgs),
+    /// Print the type of PVs (like pvxinfo).
+    Info(cli::info::InfoArgs),
+    /// Call a PV with arguments (RPC, like pvxcall).
+    Call(cli::call::CallArgs),
+    /// List the servers that answer searches (like pvxlist).
+    List(cli::list::ListArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +44,12 @@ fn main() -> std::process::ExitCode {
         Command::DmService(args) => cli::dm::run_service(args),
         Command::Dm(args) => cli::dm::run(args),
         Command::Host(args) => cli::host::run(args),
+        Command::Get(args) => cli::get::run(args),
+        Command::Put(args) => cli::put::run(args),
+        Command::Monitor(args) => cli::monitor::run(args),
+        Command::Info(args) => cli::info::run(args),
+        Command::Call(args) => cli::call::run(args),
+        Command::List(args) => cli::list::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,13 @@
 //! One module per subcommand.
 
+pub mod call;
 pub mod dm;
+pub mod format;
+pub mod get;
 pub mod host;
+pub mod info;
+pub mod list;
+pub mod monitor;
+pub mod put;
+pub mod pvaclient;
 pub mod version;

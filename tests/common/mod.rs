@@ -78,5 +78,5 @@ pub fn loopback_env(cmd: &mut Command, udp_port: u16) {
         .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
         .env("EPICS_PVA_BROADCAST_PORT", free_udp_port().to_string())
         .env("EPICS_PVA_NAME_SERVERS", "")
-        .env("EPICS_PVA_CONN_TMO", "5");
+        .env("EPICS_PVA_CONN_TMO", "30");
 }

@@ -1,0 +1,277 @@
+//! The tokio task of one TCP connection: moves frames between the socket and a [`ClientConn`],
+//! sends echoes, and hands events to whoever waits for them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pva_codec::msg::SearchResponse;
+use pva_codec::{BitSet, Limits, Status, StructValue};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::proto::{ClientConn, Credentials, Event, Failure, Ioid, Output, Request};
+use crate::transport::{write_chunks, FrameReader};
+
+/// How often a connection sends an echo: half the connection timeout, within 1..15 s (as pvxs
+/// does), so that servers using the same timeout never find it idle.
+pub(crate) fn echo_period(timeout: Duration) -> Duration {
+    (timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(15))
+}
+
+/// What the rest of the client asks of a connection task.
+pub(crate) enum ConnCmd {
+    /// Run an operation and report to `sink`.
+    Start { request: Request, sink: Sink },
+    /// The user took `n` updates of monitor `ioid`.
+    Consumed { ioid: Ioid, n: u32 },
+    /// Search for a name over this connection (name servers).
+    Search {
+        sequence: u32,
+        id: u32,
+        name: String,
+    },
+}
+
+/// Where an operation's outcome goes.
+pub(crate) enum Sink {
+    /// A one-shot operation's result.
+    Once(oneshot::Sender<Result<Output, Failure>>),
+    /// A monitor's events, and how it ended (`None`: lost, may be created again).
+    Monitor {
+        events: mpsc::UnboundedSender<MonitorItem>,
+        ended: oneshot::Sender<Option<Status>>,
+        started: bool,
+    },
+}
+
+/// Lets the user's side acknowledge a monitor update to the connection that delivered it.
+#[derive(Debug, Clone)]
+pub(crate) struct Acker {
+    conn: mpsc::WeakUnboundedSender<ConnCmd>,
+    ioid: Ioid,
+}
+
+impl Acker {
+    /// One update was taken by the user.
+    pub(crate) fn ack(&self) {
+        // A connection that is gone needs no ack.
+        if let Some(conn) = self.conn.upgrade() {
+            let _ = conn.send(ConnCmd::Consumed {
+                ioid: self.ioid,
+                n: 1,
+            });
+        }
+    }
+}
+
+/// What a monitor's user receives, before it is turned into a public event.
+#[derive(Debug)]
+pub(crate) enum MonitorItem {
+    Connected,
+    Update {
+        value: StructValue,
+        changed: BitSet,
+        overrun: BitSet,
+        acker: Acker,
+    },
+    Disconnected,
+    Finished(Status),
+}
+
+/// Receives search answers that arrive over TCP.
+pub(crate) type SearchSink = Arc<dyn Fn(SearchResponse, SocketAddr) + Send + Sync>;
+
+/// A running connection.
+#[derive(Clone)]
+pub(crate) struct ConnHandle {
+    pub(crate) tx: mpsc::UnboundedSender<ConnCmd>,
+}
+
+impl ConnHandle {
+    /// True while the connection task runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+/// Connect to `peer` and start its task.
+pub(crate) async fn connect(
+    peer: SocketAddr,
+    credentials: Credentials,
+    limits: Limits,
+    echo: Duration,
+    on_search: SearchSink,
+) -> std::io::Result<ConnHandle> {
+    let stream = TcpStream::connect(peer).await?;
+    stream.set_nodelay(true)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = ConnTask {
+        proto: ClientConn::new(credentials, limits),
+        sinks: HashMap::new(),
+        me: tx.downgrade(),
+        peer,
+        on_search,
+    };
+    tokio::spawn(task.run(stream, rx, limits.max_message_size, echo));
+    Ok(ConnHandle { tx })
+}
+
+struct ConnTask {
+    proto: ClientConn,
+    sinks: HashMap<Ioid, Sink>,
+    me: mpsc::WeakUnboundedSender<ConnCmd>,
+    peer: SocketAddr,
+    on_search: SearchSink,
+}
+
+impl ConnTask {
+    async fn run(
+        mut self,
+        stream: TcpStream,
+        mut rx: mpsc::UnboundedReceiver<ConnCmd>,
+        max_message: usize,
+        echo_every: Duration,
+    ) {
+        let (read, mut write) = stream.into_split();
+        let mut reader = FrameReader::new(read, max_message);
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<Bytes>>();
+        let writer = tokio::spawn(async move {
+            while let Some(mut chunks) = wrx.recv().await {
+                while let Ok(more) = wrx.try_recv() {
+                    chunks.extend(more);
+                }
+                if write_chunks(&mut write, &chunks).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut echo = tokio::time::interval(echo_every);
+        echo.tick().await;
+        let mut cmds_open = true;
+        loop {
+            let chunks = self.proto.poll_transmit();
+            if !chunks.is_empty() && wtx.send(chunks).is_err() {
+                break;
+            }
+            self.dispatch();
+            if !cmds_open && self.sinks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                frame = reader.next() => match frame {
+                    Ok(Some(frame)) => {
+                        if let Err(e) = self.proto.handle_frame(&frame) {
+                            tracing::warn!("closing connection to {}: {e}", self.peer);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!("connection to {} failed: {e}", self.peer);
+                        break;
+                    }
+                },
+                cmd = rx.recv(), if cmds_open => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => cmds_open = false,
+                },
+                _ = echo.tick() => self.proto.echo(),
+                _ = wtx.closed() => break,
+            }
+        }
+        writer.abort();
+        self.proto.disconnected();
+        self.dispatch();
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            self.command(cmd);
+        }
+        self.proto.disconnected();
+        self.dispatch();
+    }
+
+    fn command(&mut self, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Start { request, sink } => {
+                let ioid = self.proto.start(request);
+                self.sinks.insert(ioid, sink);
+            }
+            ConnCmd::Consumed { ioid, n } => self.proto.consumed(ioid, n),
+            ConnCmd::Search { sequence, id, name } => self.proto.search(sequence, id, &name),
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while let Some(ev) = self.proto.poll_event() {
+            match ev {
+                Event::Validated => {}
+                Event::Done { ioid, result } => {
+                    if let Some(Sink::Once(tx)) = self.sinks.remove(&ioid) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Event::MonitorStarted { ioid, .. } => {
+                    if let Some(Sink::Monitor {
+                        events, started, ..
+                    }) = self.sinks.get_mut(&ioid)
+                    {
+                        *started = true;
+                        if events.send(MonitorItem::Connected).is_err() {
+                            self.drop_monitor(ioid);
+                        }
+                    }
+                }
+                Event::MonitorUpdate {
+                    ioid,
+                    value,
+                    changed,
+                    overrun,
+                } => {
+                    if let Some(Sink::Monitor { events, .. }) = self.sinks.get(&ioid) {
+                        let item = MonitorItem::Update {
+                            value,
+                            changed,
+                            overrun,
+                            acker: Acker {
+                                conn: self.me.clone(),
+                                ioid,
+                            },
+                        };
+                        if events.send(item).is_err() {
+                            self.drop_monitor(ioid);
+                        }
+                    }
+                }
+                Event::MonitorEnded { ioid, status } => {
+                    if let Some(Sink::Monitor {
+                        events,
+                        ended,
+                        started,
+                    }) = self.sinks.remove(&ioid)
+                    {
+                        match &status {
+                            Some(s) => {
+                                let _ = events.send(MonitorItem::Finished(s.clone()));
+                            }
+                            None if started => {
+                                let _ = events.send(MonitorItem::Disconnected);
+                            }
+                            None => {}
+                        }
+                        let _ = ended.send(status);
+                    }
+                }
+                Event::SearchResponse(r) => (self.on_search)(r, self.peer),
+            }
+        }
+    }
+
+    /// The monitor's user is gone: stop it on the server.
+    fn drop_monitor(&mut self, ioid: Ioid) {
+        self.sinks.remove(&ioid);
+        self.proto.cancel(ioid);
+    }
+}

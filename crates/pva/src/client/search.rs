@@ -1,0 +1,293 @@
+//! Finding which server has a channel: UDP searches with backoff to the configured addresses,
+//! answers matched to waiters by search id. Duplicate answers are normal and ignored.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use pva_codec::msg::{Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
+use pva_codec::{
+    ByteOrder, DecodeContext, Direction, FrameDecoder, Limits, Message, TypeCache, ValueEncoder,
+    Writer,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// First retry delay of a search; it doubles up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(20);
+/// Longest delay between two searches for one name.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Where a found channel lives.
+pub(crate) type Found = SocketAddr;
+
+/// The UDP search engine of a context.
+pub(crate) struct Searcher {
+    socket: Arc<UdpSocket>,
+    destinations: Vec<SocketAddr>,
+    waiters: Mutex<HashMap<u32, mpsc::UnboundedSender<Found>>>,
+    servers: Mutex<HashMap<[u8; 12], SocketAddr>>,
+    next_id: AtomicU32,
+    sequence: AtomicU32,
+    receiver: tokio::task::AbortHandle,
+}
+
+impl Drop for Searcher {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+/// The server address a search answer names (its own address, else the sender's).
+pub(crate) fn answer_address(r: &SearchResponse, from: IpAddr) -> SocketAddr {
+    let ip = match r.address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let ip = if ip.is_unspecified() { from } else { ip };
+    SocketAddr::new(ip, r.port)
+}
+
+/// Decode every search answer in one datagram.
+pub(crate) fn decode_answers(datagram: &[u8]) -> Vec<SearchResponse> {
+    let mut fd = FrameDecoder::new(datagram.len().max(16));
+    fd.extend(datagram);
+    let mut cache = TypeCache::new();
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    while let Ok(Some(frame)) = fd.next_frame() {
+        if frame.header.control {
+            continue;
+        }
+        let decoded = Message::decode(
+            &frame,
+            &mut DecodeContext {
+                cache: &mut cache,
+                limits: &limits,
+                ops: &pva_codec::msg::NoOps,
+            },
+        );
+        if let Ok(Message::SearchResponse(r)) = decoded {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Encode a search datagram.
+pub(crate) fn encode_search(search: &Search) -> Option<bytes::Bytes> {
+    let mut w = Writer::new(ByteOrder::Little);
+    Message::Search(search.clone())
+        .write(&mut w, Direction::FromClient, &mut ValueEncoder::default())
+        .ok()?;
+    Some(w.finish_contiguous())
+}
+
+impl Searcher {
+    /// Bind a UDP socket and start receiving answers. Needs a tokio runtime.
+    pub(crate) fn new(destinations: Vec<SocketAddr>) -> std::io::Result<Arc<Searcher>> {
+        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        std_socket.set_broadcast(true)?;
+        std_socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        Ok(Arc::new_cyclic(|weak: &Weak<Searcher>| {
+            let receiver = tokio::spawn(receive(socket.clone(), weak.clone())).abort_handle();
+            Searcher {
+                socket,
+                destinations,
+                waiters: Mutex::new(HashMap::new()),
+                servers: Mutex::new(HashMap::new()),
+                next_id: AtomicU32::new(1),
+                sequence: AtomicU32::new(1),
+                receiver,
+            }
+        }))
+    }
+
+    /// A fresh search instance id (also used for searches over TCP).
+    pub(crate) fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh search sequence number.
+    pub(crate) fn next_sequence(&self) -> u32 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Route an answer to the waiter of each id it names.
+    pub(crate) fn answer(&self, r: &SearchResponse, from: IpAddr) {
+        let addr = answer_address(r, from);
+        if let Ok(mut servers) = self.servers.lock() {
+            servers.insert(r.guid.0, addr);
+        }
+        if !r.found {
+            return;
+        }
+        if let Ok(waiters) = self.waiters.lock() {
+            for id in &r.ids {
+                if let Some(tx) = waiters.get(id) {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+    }
+
+    /// Servers that answered so far, by GUID.
+    pub(crate) fn servers(&self) -> Vec<([u8; 12], SocketAddr)> {
+        self.servers
+            .lock()
+            .map(|s| s.iter().map(|(g, a)| (*g, *a)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Register a waiter for search id `id`; it is removed when the guard drops.
+    pub(crate) fn wait(self: &Arc<Self>, id: u32) -> (WaiterGuard, mpsc::UnboundedReceiver<Found>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(id, tx);
+        }
+        (
+            WaiterGuard {
+                searcher: self.clone(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    /// Send one search for `names` (id, name) to every destination.
+    pub(crate) async fn send(&self, flags: u8, names: &[(u32, String)]) {
+        let port = self.socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        for dest in &self.destinations {
+            let unicast = match dest.ip() {
+                IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast(),
+                IpAddr::V6(v6) => !v6.is_multicast(),
+            };
+            let search = Search {
+                sequence: self.next_sequence(),
+                flags: flags | if unicast { SEARCH_UNICAST } else { 0 },
+                response_address: Ipv4Addr::UNSPECIFIED.into(),
+                response_port: port,
+                protocols: vec!["tcp".into()],
+                channels: names.to_vec(),
+            };
+            if let Some(bytes) = encode_search(&search) {
+                if let Err(e) = self.socket.send_to(&bytes, dest).await {
+                    tracing::debug!("search to {dest} failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Search for `name` with id `id` until an answer arrives on `rx` (from [`Searcher::wait`]),
+    /// backing off between attempts; the caller bounds the time.
+    pub(crate) async fn find(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Found>,
+        id: u32,
+        name: &str,
+    ) -> Found {
+        let mut delay = FIRST_DELAY;
+        let names = [(id, name.to_owned())];
+        loop {
+            self.send(0, &names).await;
+            match tokio::time::timeout(delay, rx.recv()).await {
+                Ok(Some(found)) => return found,
+                Ok(None) => tokio::time::sleep(delay).await,
+                Err(_) => {}
+            }
+            delay = (delay * 2).min(MAX_DELAY);
+        }
+    }
+
+    /// Ask every server on the search addresses to answer (an empty must-reply search).
+    pub(crate) async fn ping(&self) {
+        self.send(SEARCH_MUST_REPLY, &[]).await;
+    }
+}
+
+/// Removes a search waiter when dropped.
+pub(crate) struct WaiterGuard {
+    searcher: Arc<Searcher>,
+    id: u32,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.searcher.waiters.lock() {
+            w.remove(&self.id);
+        }
+    }
+}
+
+async fn receive(socket: Arc<UdpSocket>, searcher: Weak<Searcher>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(searcher) = searcher.upgrade() else {
+            return;
+        };
+        for r in decode_answers(buf.get(..n).unwrap_or(&[])) {
+            searcher.answer(&r, from.ip());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pva_codec::Guid;
+
+    fn answer(address: IpAddr, ids: Vec<u32>) -> Vec<u8> {
+        let r = SearchResponse {
+            guid: Guid([7; 12]),
+            sequence: 1,
+            address,
+            port: 5075,
+            protocol: "tcp".into(),
+            found: true,
+            ids,
+        };
+        let mut w = Writer::new(ByteOrder::Big);
+        Message::SearchResponse(r)
+            .write(&mut w, Direction::FromServer, &mut ValueEncoder::default())
+            .unwrap();
+        w.finish_contiguous().to_vec()
+    }
+
+    #[test]
+    fn unspecified_address_means_the_sender() {
+        let mut d = answer(Ipv4Addr::UNSPECIFIED.into(), vec![3, 4]);
+        d.extend(answer("10.1.2.3".parse().unwrap(), vec![5]));
+        let got = decode_answers(&d);
+        assert_eq!(got.len(), 2);
+        let from: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            answer_address(&got[0], from),
+            "127.0.0.1:5075".parse().unwrap()
+        );
+        assert_eq!(
+            answer_address(&got[1], from),
+            "10.1.2.3:5075".parse().unwrap()
+        );
+        assert_eq!(got[0].ids, vec![3, 4]);
+    }
+
+    #[test]
+    fn garbage_datagrams_decode_to_nothing() {
+        assert!(decode_answers(&[0xCA, 2, 0x40, 4, 0xff, 0xff, 0xff, 0x7f]).is_empty());
+        assert!(decode_answers(&[1, 2, 3]).is_empty());
+        assert!(decode_answers(&[]).is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! `pvabridge get|put|monitor|info|call` as a user runs them, against a p4p server.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+
+/// The p4p server process, killed when the test ends however it ends.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_ports() -> (u16, u16) {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    (
+        tcp.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    )
+}
+
+fn env(cmd: &mut Command, (tcp, udp): (u16, u16)) {
+    cmd.env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVA_SERVER_PORT", tcp.to_string())
+        .env("EPICS_PVA_BROADCAST_PORT", udp.to_string())
+        .env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_NAME_SERVERS", "")
+        .env("EPICS_PVA_CONN_TMO", "5");
+}
+
+fn start_peer(ports: (u16, u16)) -> Peer {
+    let mut cmd = Command::new(common::python());
+    cmd.arg(common::peer_script("p4p_server.py")).arg("cli:");
+    env(&mut cmd, ports);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start p4p server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let peer = Peer(child);
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("p4p server READY");
+    assert_eq!(line.trim(), "READY");
+    peer
+}
+
+fn pvabridge(ports: (u16, u16), args: &[&str]) -> Output {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args);
+    env(&mut cmd, ports);
+    common::run_bounded(cmd, Duration::from_secs(30))
+}
+
+fn json_lines(out: &Output) -> Vec<Json> {
+    assert!(
+        out.status.success(),
+        "pvabridge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn get_put_info_monitor_and_call_from_the_command_line() {
+    let ports = free_ports();
+    let _peer = start_peer(ports);
+
+    let text = pvabridge(ports, &["get", "cli:double"]);
+    assert!(text.status.success());
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.starts_with("cli:double struct \"epics:nt/NTScalar:1.0\" {"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    double value = 2.25\n"), "{stdout}");
+
+    let got = json_lines(&pvabridge(
+        ports,
+        &["get", "--json", "cli:double", "cli:enum"],
+    ));
+    assert_eq!(got[0]["name"], "cli:double");
+    assert_eq!(got[0]["value"]["value"], 2.25);
+    assert_eq!(got[1]["value"]["value"]["choices"][2], "Auto");
+
+    assert!(pvabridge(ports, &["put", "cli:double", "7.5"])
+        .status
+        .success());
+    assert!(pvabridge(ports, &["put", "cli:enum", "value=Auto"])
+        .status
+        .success());
+    let got = json_lines(&pvabridge(
+        ports,
+        &[
+            "get",
+            "--json",
+            "-r",
+            "field(value)",
+            "cli:double",
+            "cli:enum",
+        ],
+    ));
+    assert_eq!(got[0]["value"]["value"], 7.5);
+    assert_eq!(got[1]["value"]["value"]["index"], 2);
+
+    let info = json_lines(&pvabridge(ports, &["info", "--json", "cli:double"]));
+    assert_eq!(info[0]["type"]["type"], "struct \"epics:nt/NTScalar:1.0\"");
+    assert_eq!(info[0]["type"]["fields"]["value"]["type"], "double");
+
+    // Monitor: the current value, then the one a put brings.
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["monitor", "--json", "-n", "2", "cli:counter"]);
+    env(&mut cmd, ports);
+    let monitor = std::thread::spawn(move || common::run_bounded(cmd, Duration::from_secs(30)));
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(pvabridge(ports, &["put", "cli:counter", "42"])
+            .status
+            .success());
+        if monitor.is_finished() {
+            events = json_lines(&monitor.join().expect("monitor thread"));
+            break;
+        }
+    }
+    let updates: Vec<&Json> = events.iter().filter(|e| e["event"] == "update").collect();
+    assert_eq!(updates.len(), 2, "{events:?}");
+    assert_eq!(updates[1]["value"]["value"], 42);
+    assert_eq!(events[0]["event"], "connected");
+
+    let call = json_lines(&pvabridge(
+        ports,
+        &["call", "--json", "cli:add", "a=1.5", "b=2"],
+    ));
+    assert_eq!(call[0]["value"]["value"], 3.5);
+}
+
+#[test]
+fn bad_input_gives_one_line_and_a_failing_exit() {
+    let ports = free_ports();
+    let _peer = start_peer(ports);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["get", "-w", "0.5", "cli:nothing"],
+            "pvabridge get: timeout after 0.5s waiting for 'cli:nothing'",
+        ),
+        (
+            &["put", "cli:double", "abc"],
+            "pvabridge put: 'cli:double': field 'value':",
+        ),
+        (
+            &["put", "cli:double", "1", "2"],
+            "pvabridge put: '1' is not field=value",
+        ),
+        (
+            &["get", "-r", "field(", "cli:double"],
+            "pvabridge get: invalid pvRequest",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = pvabridge(ports, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+    }
+}
