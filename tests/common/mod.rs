@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The Python interpreter with p4p and pvapy: `PVABRIDGE_PYTHON` (set by ./scripts/test), else
 /// the repository's `.venv`. Panics with a clear message when neither has the peers, so that a
-/// missing peer fails the test instead of skipping it.
+/// missing peer fails the test rather than letting it pass unchecked.
 pub fn python() -> PathBuf {
     let candidate = std::env::var_os("PVABRIDGE_PYTHON")
         .map(PathBuf::from)
