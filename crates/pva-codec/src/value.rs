@@ -569,7 +569,10 @@ impl StructValue {
             self.clone_from(other);
             return;
         }
-        let offsets: Vec<usize> = self.desc.members_with_offsets().map(|(_, o)| o).collect();
+        // A second handle on the description (a refcount, not a copy) lets the fields be
+        // borrowed mutably while the offsets are read.
+        let desc = Arc::clone(&self.desc);
+        let offsets = desc.members_with_offsets().map(|(_, o)| o);
         for ((mine, theirs), off) in self.fields.iter_mut().zip(&other.fields).zip(offsets) {
             let off = base + off;
             match (mine, theirs) {
