@@ -25,7 +25,7 @@ pub use bitset::BitSet;
 pub use error::{DecodeError, DecodeResult, EncodeError};
 pub use frame::{Frame, FrameDecoder};
 pub use header::{Direction, Header, Segment};
-pub use msg::{DecodeContext, Message};
+pub use msg::{decode_datagram, DecodeContext, Message};
 pub use pvrequest::{PvRequest, PvRequestError};
 pub use serialize::{ValueDecoder, ValueEncoder};
 pub use status::{Status, StatusKind};

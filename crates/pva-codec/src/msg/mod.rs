@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::error::{DecodeError, DecodeResult, EncodeError};
 use crate::frame::{write_message, Frame};
-use crate::header::Direction;
+use crate::header::{Direction, Header, HEADER_SIZE};
 use crate::serialize::{ValueDecoder, ValueEncoder};
 use crate::status::Status;
 use crate::types::{FieldDesc, Limits, TypeCache};
@@ -245,6 +245,51 @@ fn is_op(command: u8) -> bool {
         command,
         cmd::GET | cmd::PUT | cmd::PUT_GET | cmd::MONITOR | cmd::ARRAY | cmd::PROCESS | cmd::RPC
     )
+}
+
+/// Decode the application messages of one UDP datagram (searches, search responses,
+/// beacons): each has its own header, none is segmented, and none needs connection state.
+/// Decoding stops at the first malformed message; control messages are passed over.
+pub fn decode_datagram(datagram: Bytes) -> Vec<DecodeResult<Message>> {
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= HEADER_SIZE {
+        let header = match Header::decode(&rest) {
+            Ok(h) => h,
+            Err(e) => {
+                out.push(Err(e));
+                break;
+            }
+        };
+        let size = if header.control {
+            0
+        } else {
+            header.payload_size as usize
+        };
+        if rest.len() - HEADER_SIZE < size {
+            out.push(Err(DecodeError::Truncated {
+                needed: size,
+                remaining: rest.len() - HEADER_SIZE,
+            }));
+            break;
+        }
+        let payload = rest.slice(HEADER_SIZE..HEADER_SIZE + size);
+        rest = rest.slice(HEADER_SIZE + size..);
+        if header.control {
+            continue;
+        }
+        let mut cache = TypeCache::new();
+        out.push(Message::decode(
+            &Frame { header, payload },
+            &mut DecodeContext {
+                cache: &mut cache,
+                limits: &limits,
+                ops: &NoOps,
+            },
+        ));
+    }
+    out
 }
 
 impl Message {
@@ -476,6 +521,36 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, DecodeError::UnknownRequest { ioid: 9 });
+    }
+
+    #[test]
+    fn a_datagram_holding_two_messages_decodes_both_without_a_stream_decoder() {
+        let search = Message::Search(Search {
+            sequence: 1,
+            flags: 0,
+            response_address: "0.0.0.0".parse().unwrap(),
+            response_port: 5076,
+            protocols: vec!["tcp".into()],
+            channels: vec![(9, "x".into())],
+        });
+        let mut w = Writer::new(ByteOrder::Big);
+        crate::frame::write_control(&mut w, Direction::FromClient, 2, 0);
+        search
+            .write(&mut w, Direction::FromClient, &mut ValueEncoder::default())
+            .unwrap();
+        search
+            .write(&mut w, Direction::FromClient, &mut ValueEncoder::default())
+            .unwrap();
+        let mut bytes = w.finish_contiguous().to_vec();
+        let got = decode_datagram(Bytes::from(bytes.clone()));
+        assert_eq!(got, vec![Ok(search.clone()), Ok(search)]);
+        // A truncated last message is reported, not read past.
+        bytes.truncate(bytes.len() - 3);
+        let got = decode_datagram(Bytes::from(bytes));
+        assert!(matches!(
+            got.last(),
+            Some(Err(DecodeError::Truncated { .. }))
+        ));
     }
 
     #[test]

@@ -8,10 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use pva_codec::msg::{Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
-use pva_codec::{
-    ByteOrder, DecodeContext, Direction, FrameDecoder, Limits, Message, TypeCache, ValueEncoder,
-    Writer,
-};
+use pva_codec::{ByteOrder, Direction, Message, ValueEncoder, Writer};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -55,28 +52,13 @@ pub(crate) fn answer_address(r: &SearchResponse, from: IpAddr) -> SocketAddr {
 
 /// Decode every search answer in one datagram.
 pub(crate) fn decode_answers(datagram: &[u8]) -> Vec<SearchResponse> {
-    let mut fd = FrameDecoder::new(datagram.len().max(16));
-    fd.extend(datagram);
-    let mut cache = TypeCache::new();
-    let limits = Limits::default();
-    let mut out = Vec::new();
-    while let Ok(Some(frame)) = fd.next_frame() {
-        if frame.header.control {
-            continue;
-        }
-        let decoded = Message::decode(
-            &frame,
-            &mut DecodeContext {
-                cache: &mut cache,
-                limits: &limits,
-                ops: &pva_codec::msg::NoOps,
-            },
-        );
-        if let Ok(Message::SearchResponse(r)) = decoded {
-            out.push(r);
-        }
-    }
-    out
+    pva_codec::decode_datagram(bytes::Bytes::copy_from_slice(datagram))
+        .into_iter()
+        .filter_map(|m| match m {
+            Ok(Message::SearchResponse(r)) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Encode a search datagram.

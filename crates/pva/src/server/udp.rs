@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pva_codec::msg::{Beacon, SearchResponse};
-use pva_codec::{
-    ByteOrder, DecodeContext, Direction, FrameDecoder, Guid, Limits, Message, TypeCache,
-    ValueEncoder, Writer,
-};
+use pva_codec::{ByteOrder, Direction, Guid, Message, ValueEncoder, Writer};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -24,7 +21,6 @@ pub async fn answer_searches(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 0x10000];
-    let limits = Limits::default();
     loop {
         let (n, from) = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -33,21 +29,8 @@ pub async fn answer_searches(
             },
             _ = shutdown.changed() => return,
         };
-        let mut decoder = FrameDecoder::new(0x10000);
-        decoder.extend(&buf[..n]);
-        while let Ok(Some(frame)) = decoder.next_frame() {
-            if frame.header.control {
-                continue;
-            }
-            let mut cache = TypeCache::new();
-            let msg = Message::decode(
-                &frame,
-                &mut DecodeContext {
-                    cache: &mut cache,
-                    limits: &limits,
-                    ops: &pva_codec::msg::NoOps,
-                },
-            );
+        let datagram = Bytes::copy_from_slice(&buf[..n]);
+        for msg in pva_codec::decode_datagram(datagram) {
             let Ok(Message::Search(search)) = msg else {
                 continue;
             };
