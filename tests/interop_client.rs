@@ -584,6 +584,51 @@ async fn p4p_pipelined_monitor_sees_all_10000_updates_in_order() {
     .expect("test time limit");
 }
 
+/// pvAccessCPP with pvDatabase (pvapy 5.6.0) breaks its own pipelining: asked for
+/// `pipeline=true` it sends queueSize copies of the first value, then stalls, and pvapy's own
+/// client loses most updates the same way. So against pvapy the 10,000 updates go without
+/// pipelining, through a server queue large enough to hold every post; none may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvapy_monitor_sees_all_10000_updates_in_order() {
+    timeout(Duration::from_secs(60), async {
+        let ports = free_ports();
+        let mut peer = start_peer("pvapy_server.py", "cyq:", ports).await;
+        let ctx = client(ports);
+        let mut mon = ctx
+            .monitor("cyq:counter")
+            .queue_size(10_002)
+            .exec()
+            .expect("monitor starts");
+        assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
+        assert_eq!(
+            next_update(&mut mon).await.value.get("value"),
+            Some(&Value::I64(0))
+        );
+        peer.command("count counter 10000").await;
+        for want in 1..=10_000i64 {
+            let u = next_update(&mut mon).await;
+            assert_eq!(
+                u.value.get("value"),
+                Some(&Value::I64(want)),
+                "update {want}"
+            );
+            // pvapy replaces the whole structure on update: bit 0 (all) or bit 1 (value).
+            assert!(
+                u.changed.get(0) || u.changed.get(1),
+                "update {want}: value marked changed"
+            );
+            assert!(
+                u.overrun.is_empty(),
+                "update {want} was squashed on the server"
+            );
+        }
+        peer.expect_line("DONE", T).await;
+        peer.kill().await;
+    })
+    .await
+    .expect("test time limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_reports_disconnect_and_resumes_after_the_server_restarts() {
     timeout(Duration::from_secs(60), async {
