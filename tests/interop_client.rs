@@ -666,6 +666,43 @@ async fn monitor_reports_disconnect_and_resumes_after_the_server_restarts() {
     .expect("test time limit");
 }
 
+/// A server that stops answering but keeps its socket open (here: a p4p process frozen with
+/// SIGSTOP) is noticed by the unanswered echoes: the monitor reports the loss, and resumes once
+/// the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_gives_up_on_a_frozen_server_and_resumes_when_it_thaws() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    timeout(Duration::from_secs(60), async {
+        let ports = free_ports();
+        let peer = start_peer("p4p_server.py", "c4f:", ports).await;
+        let pid = Pid::from_raw(peer.child.id().expect("peer pid") as i32);
+        let mut env = peer_env(ports.0, ports.1);
+        env.insert("EPICS_PVA_CONN_TMO".into(), "2".into());
+        let config = ClientConfig::from_lookup(&|k| env.get(k).cloned()).expect("client config");
+        let ctx = Context::new(config).expect("client context");
+        let mut mon = ctx.monitor("c4f:double").exec().expect("monitor starts");
+        assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
+        next_update(&mut mon).await;
+
+        kill(pid, Signal::SIGSTOP).expect("freeze the peer");
+        let lost = timeout(Duration::from_secs(8), mon.recv()).await;
+        kill(pid, Signal::SIGCONT).expect("thaw the peer");
+        assert_eq!(
+            lost.expect("the loss is noticed within 8 s (silence limit 2.7 s)"),
+            Some(MonitorEvent::Disconnected)
+        );
+        assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
+        assert_eq!(
+            next_update(&mut mon).await.value.get("value"),
+            Some(&Value::F64(2.25))
+        );
+        peer.kill().await;
+    })
+    .await
+    .expect("test time limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pvapy_segmented_ndarray_is_reassembled() {
     timeout(Duration::from_secs(60), async {

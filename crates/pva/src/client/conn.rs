@@ -17,8 +17,14 @@ use crate::transport::{write_chunks, FrameReader};
 
 /// How often a connection sends an echo: half the connection timeout, within 1..15 s (as pvxs
 /// does), so that servers using the same timeout never find it idle.
-pub(crate) fn echo_period(timeout: Duration) -> Duration {
+fn echo_period(timeout: Duration) -> Duration {
     (timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(15))
+}
+
+/// How long a server may stay silent, echoes unanswered, before the connection is given up:
+/// 4/3 of the connection timeout (as pvxs), and never less than two echo periods.
+fn silence_limit(timeout: Duration) -> Duration {
+    (timeout * 4 / 3).max(echo_period(timeout) * 2)
 }
 
 /// What the rest of the client asks of a connection task.
@@ -102,7 +108,7 @@ pub(crate) async fn connect(
     peer: SocketAddr,
     credentials: Credentials,
     limits: Limits,
-    echo: Duration,
+    timeout: Duration,
     on_search: SearchSink,
 ) -> std::io::Result<ConnHandle> {
     let stream = TcpStream::connect(peer).await?;
@@ -115,7 +121,7 @@ pub(crate) async fn connect(
         peer,
         on_search,
     };
-    tokio::spawn(task.run(stream, rx, limits.max_message_size, echo));
+    tokio::spawn(task.run(stream, rx, limits.max_message_size, timeout));
     Ok(ConnHandle { tx })
 }
 
@@ -133,7 +139,7 @@ impl ConnTask {
         stream: TcpStream,
         mut rx: mpsc::UnboundedReceiver<ConnCmd>,
         max_message: usize,
-        echo_every: Duration,
+        timeout: Duration,
     ) {
         let (read, mut write) = stream.into_split();
         let mut reader = FrameReader::new(read, max_message);
@@ -148,8 +154,10 @@ impl ConnTask {
                 }
             }
         });
-        let mut echo = tokio::time::interval(echo_every);
+        let mut echo = tokio::time::interval(echo_period(timeout));
         echo.tick().await;
+        let silence_limit = silence_limit(timeout);
+        let mut last_heard = tokio::time::Instant::now();
         let mut cmds_open = true;
         loop {
             let chunks = self.proto.poll_transmit();
@@ -163,6 +171,7 @@ impl ConnTask {
             tokio::select! {
                 frame = reader.next() => match frame {
                     Ok(Some(frame)) => {
+                        last_heard = tokio::time::Instant::now();
                         if let Err(e) = self.proto.handle_frame(&frame) {
                             tracing::warn!("closing connection to {}: {e}", self.peer);
                             break;
@@ -178,7 +187,17 @@ impl ConnTask {
                     Some(cmd) => self.command(cmd),
                     None => cmds_open = false,
                 },
-                _ = echo.tick() => self.proto.echo(),
+                _ = echo.tick() => {
+                    if last_heard.elapsed() > silence_limit {
+                        tracing::warn!(
+                            "closing connection to {}: silent for {:?}, echoes unanswered",
+                            self.peer,
+                            last_heard.elapsed()
+                        );
+                        break;
+                    }
+                    self.proto.echo();
+                }
                 _ = wtx.closed() => break,
             }
         }

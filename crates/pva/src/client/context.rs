@@ -124,7 +124,7 @@ impl Context {
             server,
             self.inner.credentials.clone(),
             self.inner.limits,
-            conn::echo_period(self.inner.config.timeout),
+            self.inner.config.timeout,
             on_search,
         )
         .await?;
