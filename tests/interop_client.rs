@@ -666,6 +666,39 @@ async fn monitor_reports_disconnect_and_resumes_after_the_server_restarts() {
     .expect("test time limit");
 }
 
+/// With no UDP search address at all, a name server (EPICS_PVA_NAME_SERVERS) is searched over
+/// TCP: pvxs answers there, and the channel is then created on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_over_tcp_finds_a_p4p_pv_through_the_name_server() {
+    timeout(Duration::from_secs(60), async {
+        let ports = free_ports();
+        let peer = start_peer("p4p_server.py", "c4n:", ports).await;
+        let mut env = peer_env(ports.0, ports.1);
+        env.insert("EPICS_PVA_ADDR_LIST".into(), String::new());
+        env.insert(
+            "EPICS_PVA_NAME_SERVERS".into(),
+            format!("127.0.0.1:{}", ports.0),
+        );
+        let config = ClientConfig::from_lookup(&|k| env.get(k).cloned()).expect("client config");
+        assert!(config.addr_list.is_empty() && !config.auto_addr_list);
+        let ctx = Context::new(config).expect("client context");
+        let v = ctx
+            .get("c4n:double")
+            .timeout(T)
+            .await
+            .expect("get by name server");
+        assert_eq!(v.get("value"), Some(&Value::F64(2.25)));
+        let missing = ctx
+            .get("c4n:no_such_pv")
+            .timeout(Duration::from_secs(2))
+            .await;
+        assert!(missing.is_err(), "a name the server lacks is not found");
+        peer.kill().await;
+    })
+    .await
+    .expect("test time limit");
+}
+
 /// A server that stops answering but keeps its socket open (here: a p4p process frozen with
 /// SIGSTOP) is noticed by the unanswered echoes: the monitor reports the loss, and resumes once
 /// the server answers again.
