@@ -1,0 +1,523 @@
+//! Hostile bytes against a live server, over TCP and UDP. For each case the offending connection
+//! gets an error reply or is closed (with one log line naming it), the server's memory stays
+//! bounded, and a p4p client monitoring a counter throughout misses no update.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use pva::server::{ConnLimits, Server, SharedPv, StaticSource};
+use pva::transport::FrameReader;
+use pva::ServerConfig;
+use pva_codec::msg::op::SUB_INIT;
+use pva_codec::msg::{cmd, OpTypeTable};
+use pva_codec::nt::NtScalar;
+use pva_codec::{
+    BitSet, ByteOrder, DecodeContext, Direction, Header, Limits, Message, ScalarType, Segment,
+    TypeCache,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Largest message the server under test accepts.
+const MAX_MESSAGE: usize = 4 << 20;
+
+/// Everything the server logs, kept for the test to read.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("pva=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        buffer
+    })
+}
+
+/// The log lines that name `peer`.
+fn lines_about(peer: SocketAddr) -> Vec<String> {
+    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let needle = format!("peer={peer}");
+    text.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A p4p monitor printing one JSON line per event.
+struct P4pMonitor {
+    child: Child,
+    values: mpsc::Receiver<i64>,
+}
+
+impl P4pMonitor {
+    fn start(udp: u16, pv: &str, stop_at: i64) -> Self {
+        let mut cmd = Command::new(common::python());
+        cmd.arg(common::peer_script("p4p_monitor_stream.py")).args([
+            pv,
+            &stop_at.to_string(),
+            "90",
+        ]);
+        common::loopback_env(&mut cmd, udp);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start p4p monitor");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, values) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(n) = json["value"].as_i64() {
+                    let _ = tx.send(n);
+                }
+            }
+        });
+        P4pMonitor { child, values }
+    }
+}
+
+impl Drop for P4pMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// One application message from a client: little-endian header and `payload` as given.
+fn message(command: u8, segment: Segment, payload: &[u8]) -> Vec<u8> {
+    let header = Header {
+        segment,
+        ..Header::application(
+            command,
+            Direction::FromClient,
+            ByteOrder::Little,
+            payload.len() as u32,
+        )
+    };
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn string(s: &str) -> Vec<u8> {
+    let mut b = vec![s.len() as u8];
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// An operation request's prefix: sid, ioid, subcommand.
+fn op(sid: u32, ioid: u32, subcmd: u8) -> Vec<u8> {
+    let mut b = sid.to_le_bytes().to_vec();
+    b.extend_from_slice(&ioid.to_le_bytes());
+    b.push(subcmd);
+    b
+}
+
+/// A structure type nested `depth` levels deep (an empty structure innermost).
+fn nested_type(depth: usize) -> Vec<u8> {
+    let mut t = vec![0x80, 0x00, 0x00];
+    for _ in 0..depth {
+        let mut outer = vec![0x80, 0x00, 0x01];
+        outer.extend(string("a"));
+        outer.extend(t);
+        t = outer;
+    }
+    t
+}
+
+/// How the server dealt with a hostile message.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Closed,
+    ErrorReply(String),
+}
+
+/// A client speaking raw bytes.
+struct RawClient {
+    reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    local: SocketAddr,
+    cache: TypeCache,
+}
+
+impl RawClient {
+    /// Connect, validate as an anonymous client, and create channel `pv`; returns its sid.
+    async fn connect(addr: SocketAddr, pv: &str) -> (RawClient, u32) {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let local = stream.local_addr().expect("local addr");
+        let (rd, writer) = stream.into_split();
+        let mut client = RawClient {
+            reader: FrameReader::new(rd, 1 << 24),
+            writer,
+            local,
+            cache: TypeCache::new(),
+        };
+        let mut validation = 0x10000u32.to_le_bytes().to_vec();
+        validation.extend_from_slice(&0x7fffu16.to_le_bytes());
+        validation.extend_from_slice(&0u16.to_le_bytes());
+        validation.extend(string("anonymous"));
+        validation.push(0xff);
+        client
+            .send(&message(
+                cmd::CONNECTION_VALIDATION,
+                Segment::None,
+                &validation,
+            ))
+            .await;
+        let mut create = 1u16.to_le_bytes().to_vec();
+        create.extend_from_slice(&7u32.to_le_bytes());
+        create.extend(string(pv));
+        client
+            .send(&message(cmd::CREATE_CHANNEL, Segment::None, &create))
+            .await;
+        loop {
+            match client.next_message().await {
+                Some(Message::CreateChannelResponse(r)) => {
+                    assert!(r.status.is_success(), "create {pv}: {:?}", r.status);
+                    return (client, r.sid);
+                }
+                Some(_) => continue,
+                None => panic!("server closed the connection during the handshake"),
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        // The server may already have closed the connection: that is an outcome, seen later.
+        let _ = self.writer.write_all(bytes).await;
+    }
+
+    /// The next application message, or `None` once the connection is closed.
+    async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let frame = self.reader.next().await.ok()??;
+            if frame.header.control {
+                continue;
+            }
+            let limits = Limits::default();
+            let ops = OpTypeTable::new();
+            let mut ctx = DecodeContext {
+                cache: &mut self.cache,
+                limits: &limits,
+                ops: &ops,
+            };
+            return Some(
+                Message::decode(&frame, &mut ctx).expect("the server sends valid messages"),
+            );
+        }
+    }
+
+    /// Wait for the server's answer to a hostile message: closed, or an error reply.
+    async fn outcome(&mut self) -> Outcome {
+        let wait = async {
+            loop {
+                let status = match self.next_message().await {
+                    None => return Outcome::Closed,
+                    // The successful INIT of a request the hostile bytes then abuse.
+                    Some(Message::OpResponse(r))
+                        if r.subcmd & SUB_INIT != 0 && r.status.is_success() =>
+                    {
+                        continue
+                    }
+                    Some(Message::OpResponse(r)) => r.status,
+                    Some(Message::CreateChannelResponse(r)) => r.status,
+                    Some(Message::GetFieldResponse(r)) => r.status,
+                    Some(_) => continue,
+                };
+                assert!(!status.is_success(), "a hostile message was accepted");
+                return Outcome::ErrorReply(status.message.clone());
+            }
+        };
+        timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the server neither answered with an error nor closed within 10 s")
+    }
+}
+
+/// Send `bytes` after the handshake and check the server closes the connection, saying why in
+/// one log line.
+async fn expect_closed(addr: SocketAddr, pv: &str, what: &str, bytes: impl FnOnce(u32) -> Vec<u8>) {
+    let (mut c, sid) = RawClient::connect(addr, pv).await;
+    c.send(&bytes(sid)).await;
+    assert_eq!(c.outcome().await, Outcome::Closed, "{what}");
+    // The log line is written as the connection closes; give the logger a moment.
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = lines_about(c.local);
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 1, "{what}: one log line, got {lines:?}");
+}
+
+/// Send `bytes` after the handshake and check the server answers with an error status and
+/// goes on serving the connection.
+async fn expect_error_reply(addr: SocketAddr, what: &str, bytes: impl FnOnce(u32) -> Vec<u8>) {
+    let (mut c, sid) = RawClient::connect(addr, "t:count").await;
+    c.send(&bytes(sid)).await;
+    match c.outcome().await {
+        Outcome::ErrorReply(text) => assert!(!text.is_empty(), "{what}: the error says why"),
+        Outcome::Closed => panic!("{what}: closed instead of an error reply"),
+    }
+    // The connection still works: a get-field of the channel succeeds.
+    let mut get_field = sid.to_le_bytes().to_vec();
+    get_field.extend_from_slice(&99u32.to_le_bytes());
+    get_field.extend(string(""));
+    c.send(&message(cmd::GET_FIELD, Segment::None, &get_field))
+        .await;
+    loop {
+        match c.next_message().await {
+            Some(Message::GetFieldResponse(r)) => {
+                assert!(r.status.is_success(), "{what}: get-field after the error");
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("{what}: the connection closed after an error reply"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_harms_no_other_client() {
+    logs();
+    const LAST: i64 = 100_000;
+    let counter = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
+    let source = Arc::new(StaticSource::new());
+    source.add("t:count", counter.clone());
+    source.add(
+        "t:mailbox",
+        SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
+    );
+    let config = ServerConfig {
+        idle_timeout: Duration::from_secs(3),
+        ..ServerConfig::isolated()
+    };
+    let limits = Limits {
+        max_message_size: MAX_MESSAGE,
+        ..Limits::default()
+    };
+    let server = Server::start_with_limits(config, vec![source], limits, ConnLimits::default())
+        .await
+        .expect("server starts");
+    let addr = server.tcp_addr();
+    let udp = server.udp_addr();
+
+    let watcher =
+        tokio::task::spawn_blocking(move || P4pMonitor::start(udp.port(), "t:count", LAST))
+            .await
+            .unwrap();
+    let first = tokio::task::spawn_blocking({
+        let values = watcher.values.recv_timeout(Duration::from_secs(30));
+        move || values
+    })
+    .await
+    .unwrap()
+    .expect("the p4p monitor connects");
+    assert_eq!(first, 0);
+
+    // The counter runs for the whole test.
+    let ticking = tokio::spawn({
+        let counter = counter.clone();
+        async move {
+            let mut n = 0i64;
+            loop {
+                n += 1;
+                counter.update(|v| {
+                    v.set("value", n).expect("long");
+                    BitSet::with(1)
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let before = resident_bytes();
+
+    timeout(Duration::from_secs(120), async {
+        expect_closed(addr, "t:count", "wrong magic", |_| {
+            vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
+        })
+        .await;
+        expect_closed(addr, "t:count", "a size claiming 3 GiB", |_| {
+            let mut m = message(cmd::GET, Segment::None, &[]);
+            m[4..8].copy_from_slice(&0xC000_0000u32.to_le_bytes());
+            m.extend_from_slice(&[0u8; 64]);
+            m
+        })
+        .await;
+        expect_closed(addr, "t:count", "a truncated create-channel", |_| {
+            message(cmd::CREATE_CHANNEL, Segment::None, &[0x01, 0x00, 0x07])
+        })
+        .await;
+        expect_closed(
+            addr,
+            "t:count",
+            "a pvRequest nested 64 levels deep",
+            |sid| {
+                let mut p = op(sid, 1, SUB_INIT);
+                p.extend(nested_type(64));
+                message(cmd::GET, Segment::None, &p)
+            },
+        )
+        .await;
+        expect_closed(
+            addr,
+            "t:count",
+            "a type-cache reference never defined",
+            |sid| {
+                let mut p = op(sid, 1, SUB_INIT);
+                p.extend_from_slice(&[0xFE, 0x34, 0x12]);
+                message(cmd::GET, Segment::None, &p)
+            },
+        )
+        .await;
+        expect_closed(
+            addr,
+            "t:count",
+            "a segmented message that never ends",
+            |_| {
+                let chunk = vec![0u8; 256 * 1024];
+                let mut bytes = message(cmd::CREATE_CHANNEL, Segment::First, &chunk);
+                for _ in 0..(2 * MAX_MESSAGE / chunk.len()) {
+                    bytes.extend(message(cmd::CREATE_CHANNEL, Segment::Middle, &chunk));
+                }
+                bytes
+            },
+        )
+        .await;
+        expect_closed(addr, "t:count", "a first segment and then silence", |_| {
+            message(cmd::CREATE_CHANNEL, Segment::First, &[0x01, 0x00])
+        })
+        .await;
+        expect_closed(
+            addr,
+            "t:mailbox",
+            "a put whose bitset runs past the structure",
+            |sid| {
+                // Put INIT with an empty pvRequest, then data whose bitset marks bit 100.
+                let mut init = op(sid, 5, SUB_INIT);
+                init.extend_from_slice(&[0x80, 0x00, 0x00]);
+                let mut put = op(sid, 5, 0x00);
+                put.push(13);
+                put.extend_from_slice(&[0u8; 12]);
+                put.push(0x10);
+                let mut bytes = message(cmd::PUT, Segment::None, &init);
+                bytes.extend(message(cmd::PUT, Segment::None, &put));
+                bytes
+            },
+        )
+        .await;
+        expect_error_reply(addr, "a get on a channel that does not exist", |_| {
+            let mut p = op(9999, 1, SUB_INIT);
+            p.extend_from_slice(&[0x80, 0x00, 0x00]);
+            message(cmd::GET, Segment::None, &p)
+        })
+        .await;
+        expect_error_reply(addr, "a get on a request that does not exist", |sid| {
+            message(cmd::GET, Segment::None, &op(sid, 4242, 0x00))
+        })
+        .await;
+
+        // A flood of searches and garbage datagrams over UDP.
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let reply_port = sock.local_addr().unwrap().port();
+        for i in 0..20_000u32 {
+            let datagram = if i % 2 == 0 {
+                let mut s = i.to_le_bytes().to_vec();
+                s.extend_from_slice(&[0x81, 0, 0, 0]);
+                s.extend_from_slice(&[0u8; 16]);
+                s.extend_from_slice(&reply_port.to_le_bytes());
+                s.push(1);
+                s.extend(string("tcp"));
+                s.extend_from_slice(&1u16.to_le_bytes());
+                s.extend_from_slice(&i.to_le_bytes());
+                s.extend(string("t:count"));
+                message(cmd::SEARCH, Segment::None, &s)
+            } else {
+                vec![0xCA, 0x02, 0x00, 0x03, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]
+            };
+            let _ = sock.send_to(&datagram, udp).await;
+        }
+        let mut answer = [0u8; 2048];
+        assert!(
+            timeout(Duration::from_secs(5), sock.recv_from(&mut answer))
+                .await
+                .is_ok(),
+            "the flooded server still answers searches"
+        );
+    })
+    .await
+    .expect("hostile cases within the time limit");
+
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "server memory grew by {} MiB under hostile input",
+        grown >> 20
+    );
+
+    // The p4p monitor saw every update, in order, throughout.
+    ticking.abort();
+    let last = counter
+        .current()
+        .get("value")
+        .and_then(|v| v.as_i64())
+        .expect("counter");
+    counter.update(|v| {
+        v.set("value", LAST).expect("long");
+        BitSet::with(1)
+    });
+    let values = tokio::task::spawn_blocking(move || {
+        let mut values = vec![first];
+        loop {
+            let n = watcher
+                .values
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the p4p monitor goes on");
+            values.push(n);
+            if n == LAST {
+                return values;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let mut want: Vec<i64> = (0..=last).collect();
+    want.push(LAST);
+    assert_eq!(values, want, "the p4p monitor missed updates");
+    server.stop().await;
+}
