@@ -932,3 +932,95 @@ async fn p4p_client_monitors_the_type_matrix() {
 async fn pvapy_client_monitors_the_type_matrix() {
     check_matrix_monitor("pvapy_client_ops.py").await;
 }
+
+/// A get with `field(value,alarm.severity)` serves only those fields, with the PV's type ids;
+/// a monitor with `field(value)` sends only changes of `value`.
+async fn check_field_selection(script: &'static str) {
+    let mut initial = NtScalar::new(ScalarType::F64).create();
+    initial.set("value", 2.5).unwrap();
+    initial.set("alarm.severity", 1).unwrap();
+    initial.set("alarm.message", "minor").unwrap();
+    initial.set("timeStamp.userTag", 7).unwrap();
+    let pv = SharedPv::mailbox(initial.clone());
+    let source = Arc::new(StaticSource::new());
+    source.add("t:sel", pv.clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("server starts");
+    let udp = server.udp_addr().port();
+    let peer = peer_name(script);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<String> = [
+            "get",
+            "t:sel",
+            "field(value,alarm.severity)",
+            "--",
+            "monitor",
+            "t:sel",
+            "2",
+            "field(value)",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut session = PeerSession::start(script, udp, &args);
+        let get = session.next();
+        assert_eq!(
+            get["value"],
+            json!({"value": 2.5, "alarm": {"severity": 1}}),
+            "{peer}: {get}"
+        );
+        if peer == "p4p" {
+            assert_eq!(
+                get["spec"],
+                json!([
+                    "S",
+                    "epics:nt/NTScalar:1.0",
+                    [
+                        ["value", "d"],
+                        ["alarm", ["S", "alarm_t", [["severity", "i"]]]]
+                    ]
+                ]),
+                "{peer}: the served type"
+            );
+        } else {
+            assert_eq!(
+                get["type"],
+                json!({"value": "DOUBLE", "alarm": {"severity": "INT"}}),
+                "{peer}: the served type"
+            );
+        }
+
+        let first = session.next();
+        assert_eq!(first["value"], json!({"value": 2.5}), "{peer}: {first}");
+        // A change outside the selection sends nothing; the next update is the value's.
+        let desc = initial.desc().clone();
+        pv.update(|v| {
+            v.set("timeStamp.userTag", 8).unwrap();
+            BitSet::with(desc.bit_of("timeStamp.userTag").unwrap())
+        });
+        pv.update(|v| {
+            v.set("value", 3.5).unwrap();
+            BitSet::with(desc.bit_of("value").unwrap())
+        });
+        let second = session.next();
+        assert_eq!(second["value"], json!({"value": 3.5}), "{peer}: {second}");
+        if peer == "p4p" {
+            assert_eq!(second["changed"], json!(["value"]), "{peer}: {second}");
+        }
+        let done = session.next();
+        assert_eq!(done["complete"], true, "{done}");
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4p_client_gets_and_monitors_a_field_selection() {
+    check_field_selection("p4p_client_ops.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pvapy_client_gets_and_monitors_a_field_selection() {
+    check_field_selection("pvapy_client_ops.py").await;
+}

@@ -1,15 +1,17 @@
 """Drive a PVA server with the p4p client (pvxs) and print one JSON object per operation.
 
 Usage: p4p_client_ops.py OP PV [ARG]... [-- OP PV [ARG]...]...
-  get PV               -> {"op":"get","pv":PV,"id":typeid,"value":...}
+  get PV [REQUEST]     -> {"op":"get","pv":PV,"id":typeid,"value":...,"spec":<its type>}
   put PV VALUE         -> puts VALUE into .value, then {"op":"put",...,"value": value read back}
   set PV FIELDS        -> puts FIELDS, a JSON object of dotted paths (see below), then
                           {"op":"set","pv":PV,"value": the whole structure read back}
-  monitor PV N         -> one {"op":"update","pv":PV,"n":i,"value":...,"changed":[...]} per
+  monitor PV N [REQUEST]
+                       -> one {"op":"update","pv":PV,"n":i,"value":...,"changed":[...]} per
                           update as it arrives, then after N updates
                           {"op":"monitor","pv":PV,"complete":bool,"values":[.value of each]}
   info PV              -> {"op":"info","pv":PV,"id":typeid,"type":"<type text>",
                           "spec":<the type as nested lists, as Type.aspy() gives it>}
+REQUEST is pvRequest text, e.g. 'field(value,alarm)'.
 Values print as p4p's todict() gives them: a union or any as the value it holds (null when
 empty), arrays as lists. In FIELDS, {"@type": T, "value": V} is V as type T (a scalar type name
 as pvData spells it, or an array type "T[]"); with "@union": M added, it selects member M of a
@@ -89,8 +91,10 @@ def main(argv):
         for op in ops:
             kind, pv, args = op[0], op[1], op[2:]
             if kind == "get":
-                v = ctx.get(pv, timeout=5.0)
-                print(json.dumps({"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}))
+                v = ctx.get(pv, request=args[0] if args else None, timeout=5.0)
+                got = {"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}
+                got["spec"] = plain(v.type().aspy())
+                print(json.dumps(got))
             elif kind == "put":
                 ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
                 v = ctx.get(pv, timeout=5.0)
@@ -119,7 +123,8 @@ def main(argv):
                     if len(seen) >= want:
                         done.set()
 
-                sub = ctx.monitor(pv, cb, request="record[queueSize=100000]", notify_disconnect=True)
+                request = args[1] if len(args) > 1 else "record[queueSize=100000]"
+                sub = ctx.monitor(pv, cb, request=request, notify_disconnect=True)
                 ok = done.wait(20.0)
                 sub.close()
                 print(json.dumps({"op": "monitor", "pv": pv, "complete": ok, "values": seen}))

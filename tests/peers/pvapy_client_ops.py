@@ -1,14 +1,16 @@
 """Drive a PVA server with the pvapy client (pvAccessCPP) and print one JSON object per op.
 
 Usage: pvapy_client_ops.py OP PV [ARG]... [-- OP PV [ARG]...]...
-  get PV               -> {"op":"get","pv":PV,"value":{...}}
+  get PV [REQUEST]     -> {"op":"get","pv":PV,"value":{...},"type":<its introspection dict>}
   put PV VALUE         -> puts VALUE (JSON) into .value, then {"op":"put","value": read back}
   set PV FIELDS        -> puts FIELDS, a JSON object of dotted paths (see below), into the
                           structure read first, then {"op":"set","pv":PV,"value": read back}
-  monitor PV N         -> one {"op":"update","pv":PV,"n":i,"value":...} per update as it
+  monitor PV N [REQUEST]
+                       -> one {"op":"update","pv":PV,"n":i,"value":...} per update as it
                           arrives, then after N updates
                           {"op":"monitor","pv":PV,"complete":bool,"values":[.value of each]}
   info PV              -> {"op":"info","type": introspection dict}, from a GET_FIELD request
+REQUEST is pvRequest text (default 'field()').
 Values print in the form p4p's todict() gives, so both peers can be checked alike: a union or
 any as the value it holds (null when empty), bytes as numbers, booleans as true/false. In
 FIELDS, {"@type": T, "value": V} is V as type T (a scalar type name as pvData spells it, or an
@@ -120,7 +122,9 @@ def main(argv):
             ch = pva.Channel(pv)
             ch.setTimeout(5.0)
             if kind == "get":
-                print(json.dumps({"op": "get", "pv": pv, "value": read(ch.get("field()"))}))
+                v = ch.get(args[0] if args else "field()")
+                got = {"op": "get", "pv": pv, "value": read(v), "type": plain(v.getIntrospectionDict())}
+                print(json.dumps(got))
             elif kind == "put":
                 new = json.loads(args[0])
                 if isinstance(new, dict):
@@ -155,7 +159,7 @@ def main(argv):
                         done.set()
 
                 ch.subscribe("s", cb)
-                ch.startMonitor("field()")
+                ch.startMonitor(args[1] if len(args) > 1 else "field()")
                 ok = done.wait(20.0)
                 ch.stopMonitor()
                 ch.unsubscribe("s")

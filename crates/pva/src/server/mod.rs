@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod shared_pv;
 pub mod source;
+pub mod select;
 mod tcp;
 mod udp;
 
