@@ -14,6 +14,7 @@ use pva_codec::{AnyValue, BitSet, FieldDesc, Message, PvRequest, Status, Value};
 use tokio::sync::Notify;
 
 use super::select::Selection;
+use super::server_channel::{server_channel, SERVER_CHANNEL};
 use super::shared_pv::{SharedPv, Subscription};
 use super::source::{PeerInfo, Source};
 
@@ -79,6 +80,8 @@ struct Op {
 pub struct ServerConn {
     peer: PeerInfo,
     sources: Vec<Arc<dyn Source>>,
+    /// The `server` channel, served when no source has a channel of that name.
+    server_channel: SharedPv,
     channels: HashMap<u32, Channel>,
     ops: HashMap<u32, Op>,
     next_sid: u32,
@@ -122,6 +125,7 @@ impl ServerConn {
                 user: String::new(),
                 host: String::new(),
             },
+            server_channel: server_channel(sources.clone()),
             sources,
             channels: HashMap::new(),
             ops: HashMap::new(),
@@ -247,7 +251,10 @@ impl ServerConn {
         if self.channels.len() >= self.limits.max_channels {
             return reply(0, Status::error("too many channels on this connection"));
         }
-        match self.find(&name) {
+        let pv = self
+            .find(&name)
+            .or_else(|| (name == SERVER_CHANNEL).then(|| self.server_channel.clone()));
+        match pv {
             None => reply(0, Status::error(format!("no channel '{name}' here"))),
             Some(pv) => {
                 let sid = self.next_sid;

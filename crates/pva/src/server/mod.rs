@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod select;
+pub mod server_channel;
 pub mod shared_pv;
 pub mod source;
 mod tcp;
