@@ -33,7 +33,7 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Call a PV with arguments (RPC, like pvxcall).
     Call(cli::call::CallArgs),
-    /// List the servers that answer searches (like pvxlist).
+    /// List the servers that answer searches, or the PVs a server serves (like pvxlist).
     List(cli::list::ListArgs),
 }
 

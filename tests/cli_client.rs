@@ -1,9 +1,11 @@
-//! `pvabridge get|put|monitor|info|call` as a user runs them, against a p4p server.
+//! `pvabridge get|put|monitor|info|call|list` as a user runs them, against a p4p server (and
+//! `list` against ours).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -186,4 +188,89 @@ fn bad_input_gives_one_line_and_a_failing_exit() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
         assert!(stderr.starts_with(want), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn list_names_the_pvs_of_a_p4p_server_by_address_and_by_guid() {
+    let ports = free_ports();
+    let _peer = start_peer(ports);
+    let address = format!("127.0.0.1:{}", ports.0);
+
+    let listed = json_lines(&pvabridge(ports, &["list", "--json", &address]));
+    let names: Vec<&str> = listed[0]["channels"]
+        .as_array()
+        .expect("a list of names")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    // p4p_server.py: 12 scalars, 12 arrays, enum, table, image, nested, counter, add.
+    assert_eq!(names.len(), 30, "{names:?}");
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted: {names:?}");
+    for want in ["cli:double", "cli:arr_ulong", "cli:nested", "cli:add"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+
+    let text = pvabridge(ports, &["list", &address]);
+    assert!(text.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&text.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines, names, "one name per line");
+
+    let servers = json_lines(&pvabridge(ports, &["list", "--json"]));
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let guid = format!("0x{}", servers[0]["guid"].as_str().unwrap());
+    let by_guid = json_lines(&pvabridge(ports, &["list", "--json", &guid]));
+    assert_eq!(by_guid[0]["channels"], listed[0]["channels"]);
+    assert_eq!(by_guid[0]["address"], address.as_str());
+
+    let info = json_lines(&pvabridge(ports, &["list", "--json", "--info", &address]));
+    assert_eq!(info[0]["implLang"], "cpp", "{info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_names_the_pvs_of_our_server_which_does_not_advertise_its_server_channel() {
+    use pva::server::{Server, SharedPv, StaticSource};
+    use pva_codec::nt::NtScalar;
+    use pva_codec::ScalarType;
+
+    let source = Arc::new(StaticSource::new());
+    for name in ["ours:b", "ours:a", "ours:c"] {
+        source.add(
+            name,
+            SharedPv::readonly(NtScalar::new(ScalarType::I32).create()),
+        );
+    }
+    let server = Server::start(pva::ServerConfig::isolated(), vec![source])
+        .await
+        .expect("server starts");
+    let ports = (server.tcp_addr().port(), server.udp_addr().port());
+    let address = server.tcp_addr().to_string();
+    let (listed, info, get_ours, get_server) = tokio::task::spawn_blocking(move || {
+        (
+            pvabridge(ports, &["list", "--json", &address]),
+            pvabridge(ports, &["list", "-i", &address]),
+            pvabridge(ports, &["get", "-w", "5", "ours:a"]),
+            pvabridge(ports, &["get", "-w", "1", "server"]),
+        )
+    })
+    .await
+    .unwrap();
+    let listed = json_lines(&listed);
+    assert_eq!(
+        listed[0]["channels"],
+        serde_json::json!(["ours:a", "ours:b", "ours:c"])
+    );
+    let info = String::from_utf8_lossy(&info.stdout).to_string();
+    assert!(info.contains("lang=\"rust\""), "{info}");
+    // Like pvxs, the server channel answers a direct connection but no search: a search
+    // finds our PVs, and not it.
+    assert!(get_ours.status.success());
+    let stderr = String::from_utf8_lossy(&get_server.stderr);
+    assert!(
+        stderr.starts_with("pvabridge get: timeout after 1s waiting for 'server'"),
+        "{stderr}"
+    );
+    server.stop().await;
 }

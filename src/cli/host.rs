@@ -155,11 +155,18 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         }
         let names = pva::server::Source::names(source.as_ref());
         let server = Server::start(config, vec![source]).await?;
+        let list = |addrs: &[std::net::SocketAddr]| {
+            addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         eprintln!(
             "pvabridge host: serving {} PV(s) on TCP {} and UDP {}: {}",
             names.len(),
-            server.tcp_addr(),
-            server.udp_addr(),
+            list(server.tcp_addrs()),
+            list(server.udp_addrs()),
             names.join(" ")
         );
         tokio::signal::ctrl_c().await?;

@@ -1,11 +1,23 @@
 """Drive a PVA server with the p4p client (pvxs) and print one JSON object per operation.
 
-Usage: p4p_client_ops.py OP PV [ARG]...
-  get PV               -> {"op":"get","pv":PV,"id":typeid,"value":...}
+Usage: p4p_client_ops.py OP PV [ARG]... [-- OP PV [ARG]...]...
+  get PV [REQUEST]     -> {"op":"get","pv":PV,"id":typeid,"value":...,"spec":<its type>}
   put PV VALUE         -> puts VALUE into .value, then {"op":"put",...,"value": value read back}
-  monitor PV N         -> collects N updates of .value: {"op":"monitor","values":[...]}
-  info PV              -> {"op":"info","type":"<type text>"}
-Ops may be chained with '--'. Every wait is bounded; errors print {"error": "..."} and exit 1.
+  set PV FIELDS        -> puts FIELDS, a JSON object of dotted paths (see below), then
+                          {"op":"set","pv":PV,"value": the whole structure read back}
+  monitor PV N [REQUEST]
+                       -> one {"op":"update","pv":PV,"n":i,"value":...,"changed":[...]} per
+                          update as it arrives, then after N updates
+                          {"op":"monitor","pv":PV,"complete":bool,"values":[.value of each]}
+  info PV              -> {"op":"info","pv":PV,"id":typeid,"type":"<type text>",
+                          "spec":<the type as nested lists, as Type.aspy() gives it>}
+REQUEST is pvRequest text, e.g. 'field(value,alarm)'.
+Values print as p4p's todict() gives them: a union or any as the value it holds (null when
+empty), arrays as lists. In FIELDS, {"@type": T, "value": V} is V as type T (a scalar type name
+as pvData spells it, or an array type "T[]"); with "@union": M added, it selects member M of a
+union (omit "@union" for an any). p4p has no GET_FIELD (info) call: "info" reports the type the
+server sent when the get was created.
+Every wait is bounded; errors print {"error": "..."} and exit 1.
 """
 import json
 import sys
@@ -13,6 +25,20 @@ import threading
 
 import numpy as np
 from p4p.client.thread import Context
+
+DTYPES = {
+    "boolean": "?",
+    "byte": "i1",
+    "short": "i2",
+    "int": "i4",
+    "long": "i8",
+    "ubyte": "u1",
+    "ushort": "u2",
+    "uint": "u4",
+    "ulong": "u8",
+    "float": "f4",
+    "double": "f8",
+}
 
 
 def plain(v):
@@ -24,11 +50,29 @@ def plain(v):
         return {k: plain(x) for k, x in v.items()}
     if hasattr(v, "todict"):
         return plain(v.todict())
+    if isinstance(v, np.bool_):
+        return bool(v)
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
         return float(v)
     return v
+
+
+def typed(spec):
+    """The Python value p4p assigns for a FIELDS entry."""
+    if isinstance(spec, dict) and "@type" in spec:
+        t, v = spec["@type"], spec["value"]
+        if t.endswith("[]"):
+            v = np.array(v, dtype=object if t == "string[]" else DTYPES[t[:-2]])
+        if "@union" in spec:
+            return (spec["@union"], v)
+        return v
+    if isinstance(spec, list):
+        return [typed(x) for x in spec]
+    if isinstance(spec, dict):
+        return {k: typed(x) for k, x in spec.items()}
+    return spec
 
 
 def main(argv):
@@ -47,32 +91,47 @@ def main(argv):
         for op in ops:
             kind, pv, args = op[0], op[1], op[2:]
             if kind == "get":
-                v = ctx.get(pv, timeout=5.0)
-                print(json.dumps({"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}))
+                v = ctx.get(pv, request=args[0] if args else None, timeout=5.0)
+                got = {"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}
+                got["spec"] = plain(v.type().aspy())
+                print(json.dumps(got))
             elif kind == "put":
                 ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
                 v = ctx.get(pv, timeout=5.0)
                 print(json.dumps({"op": "put", "pv": pv, "value": plain(v["value"])}))
+            elif kind == "set":
+                ctx.put(pv, typed(json.loads(args[0])), timeout=5.0)
+                v = ctx.get(pv, timeout=5.0)
+                print(json.dumps({"op": "set", "pv": pv, "value": plain(v.todict())}))
             elif kind == "monitor":
                 want = int(args[0])
                 seen = []
                 done = threading.Event()
 
                 def cb(v):
-                    if isinstance(v, Exception):
+                    if isinstance(v, Exception) or done.is_set():
                         return
-                    seen.append(plain(v["value"]))
+                    seen.append(plain(v.get("value")))
+                    update = {
+                        "op": "update",
+                        "pv": pv,
+                        "n": len(seen),
+                        "value": plain(v.todict()),
+                        "changed": sorted(v.changedSet()),
+                    }
+                    print(json.dumps(update), flush=True)
                     if len(seen) >= want:
                         done.set()
 
-                sub = ctx.monitor(pv, cb, request="record[queueSize=100000]", notify_disconnect=True)
-                print(json.dumps({"op": "monitor-started", "pv": pv}), flush=True)
+                request = args[1] if len(args) > 1 else "record[queueSize=100000]"
+                sub = ctx.monitor(pv, cb, request=request, notify_disconnect=True)
                 ok = done.wait(20.0)
                 sub.close()
                 print(json.dumps({"op": "monitor", "pv": pv, "complete": ok, "values": seen}))
             elif kind == "info":
                 t = ctx.get(pv, timeout=5.0).type()
-                print(json.dumps({"op": "info", "pv": pv, "type": str(t)}))
+                info = {"op": "info", "pv": pv, "id": t.getID(), "type": str(t), "spec": plain(t.aspy())}
+                print(json.dumps(info))
             else:
                 raise ValueError("unknown op " + kind)
             sys.stdout.flush()

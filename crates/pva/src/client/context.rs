@@ -132,17 +132,22 @@ impl Context {
         Ok(c)
     }
 
-    /// Run a one-shot operation on channel `name` within `timeout`.
+    /// Run a one-shot operation on channel `name` within `timeout`, at `server` if given
+    /// (without searching), else at the server a search finds.
     pub(crate) async fn run_once(
         &self,
         name: &str,
         pv_request: StructValue,
         kind: super::proto::OpKind,
         timeout: Option<Duration>,
+        server: Option<SocketAddr>,
     ) -> Result<Output, ClientError> {
         let after = timeout.unwrap_or(self.inner.config.timeout);
         let work = async {
-            let server = self.resolve(name).await;
+            let server = match server {
+                Some(s) => s,
+                None => self.resolve(name).await,
+            };
             let conn = self.connection(server).await?;
             let (tx, rx) = oneshot::channel();
             let request = Request {

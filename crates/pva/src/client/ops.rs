@@ -2,6 +2,7 @@
 //! simply `ctx.get("pv").await`.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl GetBuilder {
         let req = parse_request(self.request.as_deref())?;
         match self
             .ctx
-            .run_once(&self.name, req.to_value(), OpKind::Get, self.timeout)
+            .run_once(&self.name, req.to_value(), OpKind::Get, self.timeout, None)
             .await?
         {
             Output::Get(v) => Ok(v),
@@ -105,6 +106,7 @@ impl PutBuilder {
                 req.to_value(),
                 OpKind::Put(self.fields),
                 self.timeout,
+                None,
             )
             .await?
         {
@@ -130,9 +132,17 @@ pub struct RpcBuilder {
     arg: StructValue,
     request: Option<String>,
     timeout: Option<Duration>,
+    server: Option<SocketAddr>,
 }
 
 impl RpcBuilder {
+    /// Call the channel on this server, without searching for it (as pvxs's `server()`), for
+    /// channels no server advertises, such as the `server` channel of pvxs servers.
+    pub fn server(mut self, addr: SocketAddr) -> Self {
+        self.server = Some(addr);
+        self
+    }
+
     /// The pvRequest text; by default empty.
     pub fn request(mut self, text: impl Into<String>) -> Self {
         self.request = Some(text.into());
@@ -155,6 +165,7 @@ impl RpcBuilder {
                 req.to_value(),
                 OpKind::Rpc(self.arg),
                 self.timeout,
+                self.server,
             )
             .await?
         {
@@ -204,6 +215,7 @@ impl InfoBuilder {
                 empty,
                 OpKind::Info(self.sub_field),
                 self.timeout,
+                None,
             )
             .await?
         {
@@ -251,6 +263,7 @@ impl Context {
             arg,
             request: None,
             timeout: None,
+            server: None,
         }
     }
 

@@ -10,14 +10,20 @@ use pva_codec::msg::{
     cmd, CreateChannelResponse, DataRole, GetFieldResponse, OpRequest, OpRequestBody, OpResponse,
     OpResponseBody, OpTypes, ValidationRequest,
 };
-use pva_codec::{AnyValue, BitSet, FieldDesc, Message, Status, StructValue, Value};
+use pva_codec::{AnyValue, BitSet, FieldDesc, Message, PvRequest, Status, Value};
 use tokio::sync::Notify;
 
+use super::select::Selection;
+use super::server_channel::{server_channel, SERVER_CHANNEL};
 use super::shared_pv::{SharedPv, Subscription};
 use super::source::{PeerInfo, Source};
 
 /// Default monitor queue when the pvRequest names none (pvxs uses 4).
 pub const DEFAULT_QUEUE_SIZE: usize = 4;
+
+/// Why a get or monitor with a field selection cannot serve a value: the PV was given a value
+/// of another type after the operation was created.
+const TYPE_CHANGED: &str = "the PV changed type since this request was created";
 
 /// Limits one connection is held to.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +71,8 @@ struct Op {
     sid: u32,
     command: u8,
     desc: FieldDesc,
+    /// The pvRequest's field selection (get and monitor); `None` serves the whole PV.
+    selection: Option<Selection>,
     kind: OpKind,
 }
 
@@ -72,6 +80,8 @@ struct Op {
 pub struct ServerConn {
     peer: PeerInfo,
     sources: Vec<Arc<dyn Source>>,
+    /// The `server` channel, served when no source has a channel of that name.
+    server_channel: SharedPv,
     channels: HashMap<u32, Channel>,
     ops: HashMap<u32, Op>,
     next_sid: u32,
@@ -99,12 +109,6 @@ fn status_reply(command: u8, ioid: u32, subcmd: u8, status: Status) -> Message {
     })
 }
 
-fn record_option<'a>(pv_request: &'a StructValue, name: &str) -> Option<&'a str> {
-    pv_request
-        .get(&format!("record._options.{name}"))
-        .and_then(Value::as_str)
-}
-
 impl ServerConn {
     /// A connection from `addr`, served from `sources`; `wake` is notified when a monitor has
     /// something to send.
@@ -121,6 +125,7 @@ impl ServerConn {
                 user: String::new(),
                 host: String::new(),
             },
+            server_channel: server_channel(sources.clone()),
             sources,
             channels: HashMap::new(),
             ops: HashMap::new(),
@@ -246,7 +251,10 @@ impl ServerConn {
         if self.channels.len() >= self.limits.max_channels {
             return reply(0, Status::error("too many channels on this connection"));
         }
-        match self.find(&name) {
+        let pv = self
+            .find(&name)
+            .or_else(|| (name == SERVER_CHANNEL).then(|| self.server_channel.clone()));
+        match pv {
             None => reply(0, Status::error(format!("no channel '{name}' here"))),
             Some(pv) => {
                 let sid = self.next_sid;
@@ -289,16 +297,26 @@ impl ServerConn {
         };
         let pv = ch.pv.clone();
         match (&mut op.kind, body) {
-            (OpKind::Get, _) => out.push(Message::OpResponse(OpResponse {
-                command,
-                ioid,
-                subcmd,
-                status: Status::OK,
-                body: OpResponseBody::Data {
-                    changed: BitSet::with(0),
-                    value: pv.current(),
-                },
-            })),
+            (OpKind::Get, _) => {
+                let current = pv.current();
+                let value = match &op.selection {
+                    None => Some(current),
+                    Some(selection) => selection.value(&current),
+                };
+                out.push(match value {
+                    Some(value) => Message::OpResponse(OpResponse {
+                        command,
+                        ioid,
+                        subcmd,
+                        status: Status::OK,
+                        body: OpResponseBody::Data {
+                            changed: BitSet::with(0),
+                            value,
+                        },
+                    }),
+                    None => status_reply(command, ioid, subcmd, Status::error(TYPE_CHANGED)),
+                })
+            }
             (OpKind::Put, _) if subcmd & SUB_GET != 0 => {
                 out.push(Message::OpResponse(OpResponse {
                     command,
@@ -384,7 +402,16 @@ impl ServerConn {
         else {
             return fail("create without pvRequest");
         };
-        let desc = FieldDesc::Struct(ch.pv.current().desc().clone());
+        let full = ch.pv.current().desc().clone();
+        let request = PvRequest::from_value(&pv_request);
+        let selection = match command {
+            cmd::GET | cmd::MONITOR => match Selection::new(&full, &request) {
+                Ok(s) => s,
+                Err(e) => return fail(&e.to_string()),
+            },
+            _ => None,
+        };
+        let desc = FieldDesc::Struct(selection.as_ref().map_or(full, |s| s.desc().clone()));
         let kind = match command {
             cmd::GET => OpKind::Get,
             cmd::PUT => {
@@ -395,14 +422,14 @@ impl ServerConn {
             }
             cmd::RPC => OpKind::Rpc,
             cmd::MONITOR => {
-                let queue = record_option(&pv_request, "queueSize")
-                    .and_then(|q| q.trim().parse::<usize>().ok())
-                    .unwrap_or(DEFAULT_QUEUE_SIZE)
+                let queue = request
+                    .queue_size()
+                    .map_or(DEFAULT_QUEUE_SIZE, |q| q as usize)
                     .clamp(1, self.limits.max_queue_size);
-                let pipeline = subcmd & SUB_PIPELINE != 0
-                    || record_option(&pv_request, "pipeline") == Some("true");
+                let pipeline = subcmd & SUB_PIPELINE != 0 || request.pipeline();
+                let interest = selection.as_ref().map(|s| s.interest().clone());
                 OpKind::Monitor(MonitorOp {
-                    sub: ch.pv.subscribe(queue, self.wake.clone()),
+                    sub: ch.pv.subscribe_to(queue, self.wake.clone(), interest),
                     pipeline,
                     window: pipeline_window.unwrap_or(queue as u32),
                     running: false,
@@ -416,6 +443,7 @@ impl ServerConn {
                 sid,
                 command,
                 desc: desc.clone(),
+                selection,
                 kind,
             },
         );
@@ -442,6 +470,16 @@ impl ServerConn {
             };
             while m.running && (!m.pipeline || m.window > 0) && taken < max {
                 let Some(u) = m.sub.pop() else { break };
+                let (value, changed, overrun) = match &op.selection {
+                    None => (u.value, u.changed, u.overrun),
+                    Some(s) => match s.value(&u.value) {
+                        Some(v) => (v, s.bits(&u.changed), s.bits(&u.overrun)),
+                        None => {
+                            tracing::warn!(ioid, "{TYPE_CHANGED}: update not sent");
+                            continue;
+                        }
+                    },
+                };
                 if m.pipeline {
                     m.window -= 1;
                 }
@@ -452,9 +490,9 @@ impl ServerConn {
                     subcmd: 0,
                     status: Status::OK,
                     body: OpResponseBody::Update {
-                        changed: u.changed,
-                        value: u.value,
-                        overrun: u.overrun,
+                        changed,
+                        value,
+                        overrun,
                     },
                 }));
             }

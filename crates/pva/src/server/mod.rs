@@ -2,6 +2,8 @@
 //! beacons, serving channels from [`Source`]s.
 
 pub mod conn;
+pub mod select;
+pub mod server_channel;
 pub mod shared_pv;
 pub mod source;
 mod tcp;
@@ -26,8 +28,10 @@ const BEACON_PERIOD: Duration = Duration::from_secs(15);
 
 /// A running server. Dropping it (or calling [`Server::stop`]) stops every task.
 pub struct Server {
-    tcp: SocketAddr,
-    udp: SocketAddr,
+    /// One TCP address per interface, the first interface's first.
+    tcp: Vec<SocketAddr>,
+    /// One UDP address per interface, in the same order.
+    udp: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -74,107 +78,108 @@ impl Server {
     }
 
     /// Like [`Server::start`], with explicit decode and per-connection limits.
+    ///
+    /// Binds a TCP listener and a UDP search socket on every interface of the configuration
+    /// (all interfaces when it names none). As in pvxs, the first interface takes the
+    /// configured ports (its TCP port falls back to a free one when taken, and port 0 picks
+    /// one); the others then use the same port numbers.
     pub async fn start_with_limits(
         config: ServerConfig,
         sources: Vec<Arc<dyn Source>>,
         limits: Limits,
         conn_limits: ConnLimits,
     ) -> Result<Self, ServerError> {
-        let ip = config
-            .interfaces
-            .first()
-            .copied()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let tcp_addr = SocketAddr::new(ip, config.tcp_port);
-        let listener = match TcpListener::bind(tcp_addr).await {
-            Ok(l) => l,
-            // Like pvxs: when the default port is taken, fall back to any free port.
-            Err(_) if config.tcp_port != 0 => TcpListener::bind(SocketAddr::new(ip, 0))
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "TCP",
-                    addr: tcp_addr,
-                    source,
-                })?,
-            Err(source) => {
-                return Err(ServerError::Bind {
-                    what: "TCP",
-                    addr: tcp_addr,
-                    source,
-                })
-            }
+        let interfaces = if config.interfaces.is_empty() {
+            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+        } else {
+            config.interfaces.clone()
         };
-        let tcp = listener.local_addr().map_err(|source| ServerError::Bind {
-            what: "TCP",
-            addr: tcp_addr,
-            source,
-        })?;
-        let udp_addr = SocketAddr::new(ip, config.udp_port);
-        let udp_sock = bind_udp(udp_addr).map_err(|source| ServerError::Bind {
-            what: "UDP",
-            addr: udp_addr,
-            source,
-        })?;
-        let udp = udp_sock.local_addr().map_err(|source| ServerError::Bind {
-            what: "UDP",
-            addr: udp_addr,
-            source,
-        })?;
-        let udp_sock = Arc::new(udp_sock);
+        let mut tcp_port = config.tcp_port;
+        let mut udp_port = config.udp_port;
+        let mut bound = Vec::with_capacity(interfaces.len());
+        for (i, ip) in interfaces.iter().enumerate() {
+            let listener = bind_tcp(SocketAddr::new(*ip, tcp_port), i == 0).await?;
+            let tcp = local_addr(listener.local_addr(), "TCP", *ip, tcp_port)?;
+            let udp_addr = SocketAddr::new(*ip, udp_port);
+            let udp_sock = bind_udp(udp_addr).map_err(|source| ServerError::Bind {
+                what: "UDP",
+                addr: udp_addr,
+                source,
+            })?;
+            let udp = local_addr(udp_sock.local_addr(), "UDP", *ip, udp_port)?;
+            tcp_port = tcp.port();
+            udp_port = udp.port();
+            bound.push((listener, tcp, Arc::new(udp_sock), udp));
+        }
 
         let (shutdown, rx) = watch::channel(false);
         let guid = new_guid();
         let mut tasks = JoinSet::new();
-        tasks.spawn(udp::answer_searches(
-            udp_sock.clone(),
-            sources.clone(),
-            guid,
-            tcp,
-            rx.clone(),
-        ));
+        let tcp_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.1).collect();
+        let udp_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.3).collect();
         if config.beacons && !config.beacon_destinations.is_empty() {
             tasks.spawn(udp::send_beacons(
-                udp_sock,
+                bound[0].2.clone(),
                 config.beacon_destinations.clone(),
                 guid,
-                tcp,
+                bound[0].1,
                 BEACON_PERIOD,
                 rx.clone(),
             ));
         }
         let idle = config.idle_timeout;
-        tasks.spawn(async move {
-            let mut conns = JoinSet::new();
-            let mut rx = rx;
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        if let Ok((stream, _)) = accepted {
-                            conns.spawn(tcp::serve_connection(stream, sources.clone(), limits, conn_limits, idle, rx.clone()));
+        for (listener, tcp, udp_sock, _) in bound {
+            tasks.spawn(udp::answer_searches(
+                udp_sock,
+                sources.clone(),
+                guid,
+                tcp,
+                rx.clone(),
+            ));
+            let sources = sources.clone();
+            let mut rx = rx.clone();
+            tasks.spawn(async move {
+                let mut conns = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            if let Ok((stream, _)) = accepted {
+                                conns.spawn(tcp::serve_connection(stream, sources.clone(), limits, conn_limits, idle, rx.clone()));
+                            }
                         }
+                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                        _ = rx.changed() => return,
                     }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    _ = rx.changed() => return,
                 }
-            }
-        });
-        tracing::info!(%tcp, %udp, "PVA server listening");
+            });
+        }
+        tracing::info!(tcp = ?tcp_addrs, udp = ?udp_addrs, "PVA server listening");
         Ok(Server {
-            tcp,
-            udp,
+            tcp: tcp_addrs,
+            udp: udp_addrs,
             shutdown,
             tasks,
         })
     }
 
-    /// The TCP address clients connect to.
+    /// The TCP address clients connect to (on the first interface).
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp
+        self.tcp[0]
     }
 
-    /// The UDP address searches go to.
+    /// The UDP address searches go to (on the first interface).
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp
+        self.udp[0]
+    }
+
+    /// The TCP address on every interface served, in the configured order.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// The UDP search address on every interface served, in the configured order.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
     }
 
     /// Stop serving and wait for every task to end.
@@ -182,6 +187,37 @@ impl Server {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// A TCP listener on `addr`; with `fallback`, a free port when the port asked for is taken
+/// (as pvxs does for the default port).
+async fn bind_tcp(addr: SocketAddr, fallback: bool) -> Result<TcpListener, ServerError> {
+    let error = |source| ServerError::Bind {
+        what: "TCP",
+        addr,
+        source,
+    };
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(_) if fallback && addr.port() != 0 => TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+            .await
+            .map_err(error),
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// The address a socket bound to, or the bind error for `ip:port`.
+fn local_addr(
+    result: std::io::Result<SocketAddr>,
+    what: &'static str,
+    ip: IpAddr,
+    port: u16,
+) -> Result<SocketAddr, ServerError> {
+    result.map_err(|source| ServerError::Bind {
+        what,
+        addr: SocketAddr::new(ip, port),
+        source,
+    })
 }
 
 /// A UDP socket that shares its port with other PVA servers and clients on the host

@@ -44,6 +44,8 @@ pub struct Update {
 pub struct Subscription {
     queue: Mutex<QueueState>,
     wake: Arc<Notify>,
+    /// Only changes of these bits are queued (a monitor's field selection); all when `None`.
+    interest: Option<BitSet>,
 }
 
 #[derive(Debug)]
@@ -54,8 +56,9 @@ struct QueueState {
 }
 
 impl Subscription {
-    fn new(capacity: usize, wake: Arc<Notify>) -> Self {
+    fn new(capacity: usize, wake: Arc<Notify>, interest: Option<BitSet>) -> Self {
         Subscription {
+            interest,
             queue: Mutex::new(QueueState {
                 items: VecDeque::with_capacity(capacity.min(64)),
                 capacity: capacity.max(1),
@@ -66,6 +69,11 @@ impl Subscription {
     }
 
     fn push(&self, value: &StructValue, changed: &BitSet) {
+        if let Some(interest) = &self.interest {
+            if !changed.iter().any(|bit| interest.get(bit)) {
+                return;
+            }
+        }
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.items.len() >= q.capacity {
@@ -254,7 +262,19 @@ impl SharedPv {
     /// Subscribe with a queue of `capacity` updates; `wake` is notified on each push. The
     /// current value is queued first.
     pub fn subscribe(&self, capacity: usize, wake: Arc<Notify>) -> Arc<Subscription> {
-        let sub = Arc::new(Subscription::new(capacity, wake));
+        self.subscribe_to(capacity, wake, None)
+    }
+
+    /// Like [`SharedPv::subscribe`], queueing only changes that touch a bit of `interest`
+    /// (all changes when `None`), so that updates outside a monitor's field selection neither
+    /// reach the client nor take its queue.
+    pub fn subscribe_to(
+        &self,
+        capacity: usize,
+        wake: Arc<Notify>,
+        interest: Option<BitSet>,
+    ) -> Arc<Subscription> {
+        let sub = Arc::new(Subscription::new(capacity, wake, interest));
         let mut st = self.lock();
         sub.push(&st.value, &BitSet::with(0));
         st.subscribers.push(Arc::downgrade(&sub));

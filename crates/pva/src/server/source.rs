@@ -23,8 +23,12 @@ pub struct PeerInfo {
 pub trait Source: Send + Sync {
     /// The PV for `name`, if this source has it.
     fn channel(&self, name: &str) -> Option<SharedPv>;
-    /// Every name this source can list (for discovery tools).
-    fn names(&self) -> Vec<String>;
+    /// Every name this source can list, for the `server` channel's `op=channels` (what
+    /// `pvxlist HOST` and `pvabridge list HOST` show). A source that cannot enumerate its
+    /// names (one that makes channels up on request) lists none.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A fixed map of names to shared PVs, changeable at run time.
