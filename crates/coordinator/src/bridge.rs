@@ -159,7 +159,7 @@ impl Bridge {
             let machine = match state_file::load(&config.state_dir, prefix)? {
                 Some(record) => {
                     tracing::info!(
-                        "{prefix}: resuming in {} from {}: {}",
+                        "slot {prefix} resuming in {} from {}: {}",
                         record.state,
                         state_file::path_for(&config.state_dir, prefix).display(),
                         record.message
@@ -267,12 +267,12 @@ fn make_hooks(
             let result = lock(&machine).command(command, now());
             match result {
                 Ok(actions) => {
-                    tracing::info!("{prefix}: command {command}");
+                    tracing::info!("slot {prefix} command {command}");
                     let _ = events.send(Event::Actions(actions));
                     Ok(())
                 }
                 Err(refused) => {
-                    tracing::info!("{prefix}: {refused}");
+                    tracing::info!("slot {prefix} {refused}");
                     Err(refused.to_string())
                 }
             }
@@ -370,7 +370,7 @@ impl SlotTask {
         if let Input::JobPolled(JobPoll::Unreachable(message)) | Input::JobFound(Err(message)) =
             &input
         {
-            tracing::warn!("{}: DM unreachable: {message}", self.slot.prefix);
+            tracing::warn!("slot {} DM unreachable: {message}", self.slot.prefix);
         }
         lock(&self.slot.machine).handle(input, now())
     }
@@ -383,7 +383,7 @@ impl SlotTask {
         }
         match state_file::save(&self.state_dir, &record) {
             Ok(()) => self.saved = text,
-            Err(err) => tracing::error!("{}: {err}", self.slot.prefix),
+            Err(err) => tracing::error!("slot {}: {err}", self.slot.prefix),
         }
     }
 
@@ -392,11 +392,11 @@ impl SlotTask {
         for action in actions {
             match action {
                 Action::Transitioned { from, to, message } => {
-                    tracing::info!("{prefix}: {from} -> {to}: {message}");
+                    tracing::info!("slot {prefix} {from} -> {to}: {message}");
                 }
                 Action::ClearWorkflowInputs => self.slot.pvs.clear_workflow_inputs(),
                 Action::StartJob { workflow, args } => {
-                    tracing::info!("{prefix}: starting a job of DM workflow {workflow}");
+                    tracing::info!("slot {prefix} starting a job of DM workflow {workflow}");
                     let dm = self.dm.clone();
                     self.answer(false, async move {
                         let result = dm.start_job(&workflow, &args).await;
@@ -404,7 +404,7 @@ impl SlotTask {
                     });
                 }
                 Action::StopJob { job_id } => {
-                    tracing::info!("{prefix}: stopping DM job {job_id}");
+                    tracing::info!("slot {prefix} stopping DM job {job_id}");
                     let dm = self.dm.clone();
                     self.answer(false, async move {
                         let result = dm.stop_job(&job_id).await;
@@ -413,7 +413,7 @@ impl SlotTask {
                 }
                 Action::SendRun { run_id, run } => {
                     tracing::info!(
-                        "{prefix}: sending run {} of experiment {} to the DM run catalog",
+                        "slot {prefix} sending run {} of experiment {} to the DM run catalog",
                         run.run_name,
                         run.experiment_name
                     );
