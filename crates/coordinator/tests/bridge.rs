@@ -85,6 +85,14 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         );
         slot.command(Command::AcqStarted).await.unwrap();
         assert_eq!(slot.state().await.unwrap(), State::Acquiring);
+        let busy = slot.submit_request(&request).await.unwrap_err();
+        assert!(busy.to_string().contains("a run is in progress"), "{busy}");
+        let beat = slot.status().await.unwrap().heartbeat;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            slot.status().await.unwrap().heartbeat > beat,
+            "the heartbeat counts while the bridge lives"
+        );
         progress_to(slot.progress_reporter(Duration::from_millis(10)), 3).await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
