@@ -346,7 +346,8 @@ impl ProgressReporter {
         self.latest.send_replace(frames);
     }
 
-    /// Put the last value reported and stop; the first failed put, if any, is the error.
+    /// Put the last value reported (0 if none was) and stop; the first failed put, if any, is
+    /// the error.
     pub async fn finish(self) -> Result<(), AgentError> {
         drop(self.latest);
         match self.task.await {
