@@ -17,6 +17,10 @@ struct Cli {
 enum Command {
     /// Print the version and exit.
     Version,
+    /// Run the coordinator: the handshake PVs of run slots, driving DM workflow jobs.
+    Serve(Box<cli::serve::ServeArgs>),
+    /// Take part in a run's handshake from a DM stage (ready, progress, message, wait-state).
+    Workflow(cli::workflow::WorkflowArgs),
     /// Run the embedded DM-compatible processing service (workflows without a facility).
     DmService(cli::dm::ServiceArgs),
     /// Talk to a DM processing service, like the `dm-*` tools of the DM distribution.
@@ -41,6 +45,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => cli::version::run(),
+        Command::Serve(args) => cli::serve::run(*args),
+        Command::Workflow(args) => cli::workflow::run(args),
         Command::DmService(args) => cli::dm::run_service(args),
         Command::Dm(args) => cli::dm::run(args),
         Command::Host(args) => cli::host::run(args),

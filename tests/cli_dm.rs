@@ -218,3 +218,61 @@ fn bad_input_gives_one_clear_line_and_a_failure_exit() {
         .unwrap()
         .contains("DM_PROC_WEB_SERVICE_URL"));
 }
+
+#[test]
+fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let service = start_service(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client =
+            dm::DmClient::new(dm::ClientConfig::new(&service.url, "alice", "wonderland")).unwrap();
+        let mut run = dm::ExperimentRun {
+            experiment_name: "e1".into(),
+            run_name: "r1".into(),
+            ..dm::ExperimentRun::default()
+        };
+        run.extra.insert("finalState".into(), "DONE".into());
+        run.extra.insert("jobId".into(), "j1".into());
+        client.add_run(&run).await.unwrap();
+    });
+
+    let listed = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["list-runs", "--experiment", "e1"],
+    ));
+    assert_eq!(listed.trim(), "experiment=e1 run=r1 state=DONE job=j1");
+    let json: serde_json::Value = serde_json::from_str(&ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["list-runs", "--experiment", "e1", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(json[0]["runName"], "r1");
+    let none = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["list-runs", "--experiment", "e2"],
+    ));
+    assert!(none.trim().is_empty(), "{none}");
+
+    let output = dm(
+        &service,
+        dir.path(),
+        &[
+            "list-runs",
+            "--experiment",
+            "e1",
+            "--list-runs-path",
+            "elsewhere/{experiment}",
+        ],
+    );
+    assert!(!output.status.success(), "the path is taken as given");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("No such DM request path"), "{stderr}");
+}

@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use dm::client::{read_login_file, LOGIN_FILE_ENV, URL_ENV};
-use dm::{ClientConfig, DmClient, JobQuery, ProcessingJob, ServiceConfig, Workflow};
+use dm::{
+    ClientConfig, DmClient, ExperimentRun, JobQuery, ProcessingJob, ServiceConfig, ServicePaths,
+    Workflow,
+};
 use serde_json::{Map, Value};
 
 /// Options of `pvabridge dm-service`.
@@ -51,7 +54,8 @@ Examples:
   pvabridge dm add-workflow workflow.json
   pvabridge dm start-job --workflow-name example filePath:/data/scan1.h5 pvaPrefix:bdp:wf1:
   pvabridge dm get-job --id 5c0e...   (add --json for the whole job)
-  pvabridge dm list-jobs --json"#;
+  pvabridge dm list-jobs --json
+  pvabridge dm list-runs --experiment pvabridge   (the runs pvabridge serve recorded)"#;
 
 /// Options of `pvabridge dm`.
 #[derive(Args, Debug)]
@@ -75,6 +79,12 @@ pub struct DmArgs {
     /// Print the service's JSON instead of one line per object.
     #[arg(long, global = true)]
     json: bool,
+    /// Path below /dm that stops a job ({owner}, {id} are filled in); DM does not publish it.
+    #[arg(long, value_name = "TEMPLATE", global = true, default_value_t = ServicePaths::default().stop_job)]
+    stop_job_path: String,
+    /// Path below /dm that lists the runs of an experiment ({experiment} is filled in).
+    #[arg(long, value_name = "TEMPLATE", global = true, default_value_t = ServicePaths::default().list_runs)]
+    list_runs_path: String,
     #[command(subcommand)]
     command: DmCommand,
 }
@@ -123,6 +133,12 @@ enum DmCommand {
         /// The job id.
         #[arg(long)]
         id: String,
+    },
+    /// List the runs of an experiment in the run catalog (pvabridge serve adds one per run).
+    ListRuns {
+        /// The experiment.
+        #[arg(long)]
+        experiment: String,
     },
 }
 
@@ -215,6 +231,9 @@ pub fn run(args: DmArgs) -> anyhow::Result<ExitCode> {
             DmCommand::StopJob { id } => {
                 print_jobs(&[client.stop_job(&id).await?], Shown::one(json))
             }
+            DmCommand::ListRuns { experiment } => {
+                print_runs(&client.list_runs(&experiment).await?, Shown::list(json))
+            }
         }
     })?;
     Ok(ExitCode::SUCCESS)
@@ -238,6 +257,11 @@ fn client_config(args: &DmArgs) -> anyhow::Result<ClientConfig> {
     config.ca_file = args.ca_file.clone();
     config.accept_invalid_certs = args.insecure;
     config.request_timeout = Duration::from_secs_f64(args.timeout);
+    config.paths = ServicePaths {
+        stop_job: args.stop_job_path.clone(),
+        list_runs: args.list_runs_path.clone(),
+        ..ServicePaths::default()
+    };
     Ok(config)
 }
 
@@ -329,6 +353,29 @@ fn print_jobs(jobs: &[ProcessingJob], shown: Shown) -> anyhow::Result<()> {
         if let Some(message) = &job.error_message {
             emit(&format!("  errorMessage={message}"))?;
         }
+    }
+    Ok(())
+}
+
+fn print_runs(runs: &[ExperimentRun], shown: Shown) -> anyhow::Result<()> {
+    if shown != Shown::Lines {
+        return print_json(runs, shown);
+    }
+    for run in runs {
+        let extra_text = |key: &str| {
+            run.extra
+                .get(key)
+                .map(dm::model::value_as_text)
+                .filter(|text| !text.is_empty() && text != "null")
+                .unwrap_or_else(|| "-".into())
+        };
+        emit(&format!(
+            "experiment={} run={} state={} job={}",
+            run.experiment_name,
+            run.run_name,
+            extra_text("finalState"),
+            extra_text("jobId")
+        ))?;
     }
     Ok(())
 }

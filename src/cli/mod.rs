@@ -10,4 +10,6 @@ pub mod list;
 pub mod monitor;
 pub mod put;
 pub mod pvaclient;
+pub mod serve;
 pub mod version;
+pub mod workflow;

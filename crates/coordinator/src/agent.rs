@@ -1,0 +1,361 @@
+//! A client of one slot's handshake PVs over PVAccess.
+//!
+//! The workflow side (a DM stage: `pvabridge workflow ...`, or a consumer built on this crate)
+//! reports through [`HandshakeClient::set_ready`], [`HandshakeClient::report_progress`] (or a
+//! coalescing [`ProgressReporter`]) and [`HandshakeClient::set_workflow_message`]. Whoever plays
+//! the Bluesky side (the demo, tests, Rust plans) uses [`HandshakeClient::start`],
+//! [`HandshakeClient::command`] and [`HandshakeClient::wait_for_state`]. Both may read
+//! [`HandshakeClient::status`].
+
+use std::time::Duration;
+
+use pva::client::{ClientError, Context, MonitorEvent};
+use pva_codec::{StructValue, Value};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::pvs::names;
+use crate::request::RunRequest;
+use crate::state::{Command, State};
+
+/// What a handshake client call can fail with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AgentError {
+    /// The PVAccess operation failed (unreachable, refused by the coordinator, ...).
+    #[error(transparent)]
+    Pva(#[from] ClientError),
+    /// A PV held something other than what the handshake layout says.
+    #[error("{pv} holds an unexpected value: {message}")]
+    Unexpected {
+        /// The PV.
+        pv: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The wanted state did not come in time.
+    #[error("{wanted} not reached within {} s (last seen: {})", .after.as_secs_f64(),
+        .last.map_or("nothing".to_string(), |s| s.to_string()))]
+    Timeout {
+        /// The states waited for.
+        wanted: String,
+        /// The time allowed.
+        after: Duration,
+        /// The last state seen.
+        last: Option<State>,
+    },
+    /// The run reached a final state that was not waited for.
+    #[error("the run ended in {state}: {message}")]
+    RunEnded {
+        /// The final state.
+        state: State,
+        /// The coordinator's message.
+        message: String,
+    },
+}
+
+/// The `Status` PV of a slot, read into plain fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSnapshot {
+    /// The state.
+    pub state: State,
+    /// What happened last.
+    pub message: String,
+    /// The DM workflow.
+    pub workflow: String,
+    /// The DM job's owner.
+    pub owner: String,
+    /// The DM job id.
+    pub job_id: String,
+    /// The DM job status.
+    pub job_status: String,
+    /// The DM job's stage.
+    pub stage_id: String,
+    /// Seconds the DM job has run.
+    pub run_time: f64,
+    /// Frames expected.
+    pub frames_expected: i64,
+    /// Frames accounted for.
+    pub frames_received: i64,
+    /// Frames missed.
+    pub frames_missed: i64,
+    /// The workflow's Ready.
+    pub ready: bool,
+    /// The workflow's Progress.
+    pub progress: i64,
+    /// The workflow's message.
+    pub workflow_message: String,
+    /// The Bluesky run uid.
+    pub run_uid: String,
+    /// The run request JSON.
+    pub request: String,
+    /// The coordinator's heartbeat.
+    pub heartbeat: i64,
+}
+
+impl StatusSnapshot {
+    /// Read a `Status` structure.
+    pub fn from_value(pv: &str, value: &StructValue) -> Result<StatusSnapshot, AgentError> {
+        let text = |name: &str| {
+            value
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let long = |name: &str| value.get(name).and_then(Value::as_i64).unwrap_or(0);
+        let state = text("state")
+            .parse()
+            .map_err(|err| AgentError::Unexpected {
+                pv: pv.to_string(),
+                message: format!("state: {err}"),
+            })?;
+        Ok(StatusSnapshot {
+            state,
+            message: text("message"),
+            workflow: text("workflow"),
+            owner: text("owner"),
+            job_id: text("jobId"),
+            job_status: text("jobStatus"),
+            stage_id: text("stageId"),
+            run_time: value.get("runTime").and_then(Value::as_f64).unwrap_or(0.0),
+            frames_expected: long("framesExpected"),
+            frames_received: long("framesReceived"),
+            frames_missed: long("framesMissed"),
+            ready: long("ready") != 0,
+            progress: long("progress"),
+            workflow_message: text("workflowMessage"),
+            run_uid: text("runUid"),
+            request: text("request"),
+            heartbeat: long("heartbeat"),
+        })
+    }
+}
+
+/// A client of the PVs of the slot under one prefix. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HandshakeClient {
+    ctx: Context,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl HandshakeClient {
+    /// A client of slot `prefix` through `ctx`; each operation may take the context's default
+    /// timeout (EPICS_PVA_CONN_TMO).
+    pub fn new(ctx: Context, prefix: impl Into<String>) -> Self {
+        let timeout = ctx.default_timeout();
+        HandshakeClient {
+            ctx,
+            prefix: prefix.into(),
+            timeout,
+        }
+    }
+
+    /// The same client with another time limit per operation.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The slot's prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full name of the slot's PV `suffix` (see [`names`]).
+    pub fn pv_name(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    async fn put(&self, suffix: &str, value: impl Into<Value>) -> Result<(), AgentError> {
+        self.ctx
+            .put(&self.pv_name(suffix))
+            .set("value", value)
+            .timeout(self.timeout)
+            .exec()
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, suffix: &str) -> Result<StructValue, AgentError> {
+        Ok(self
+            .ctx
+            .get(&self.pv_name(suffix))
+            .timeout(self.timeout)
+            .exec()
+            .await?)
+    }
+
+    /// Workflow side: say whether the workflow is ready to receive.
+    pub async fn set_ready(&self, ready: bool) -> Result<(), AgentError> {
+        self.put(names::READY, i32::from(ready)).await
+    }
+
+    /// Workflow side: report the frames processed so far.
+    pub async fn report_progress(&self, frames: u64) -> Result<(), AgentError> {
+        let frames = i64::try_from(frames).unwrap_or(i64::MAX);
+        self.put(names::PROGRESS, frames).await
+    }
+
+    /// Workflow side: free text for the operator.
+    pub async fn set_workflow_message(&self, text: &str) -> Result<(), AgentError> {
+        self.put(names::WORKFLOW_MESSAGE, text).await
+    }
+
+    /// Workflow side: a reporter that takes progress as often as frames come and puts the
+    /// latest value at most once per `period`; [`ProgressReporter::finish`] puts the last one.
+    pub fn progress_reporter(&self, period: Duration) -> ProgressReporter {
+        ProgressReporter::start(self.clone(), period)
+    }
+
+    /// Bluesky side: write the run request.
+    pub async fn submit_request(&self, request: &RunRequest) -> Result<(), AgentError> {
+        self.put(names::REQUEST, request.to_json()).await
+    }
+
+    /// Bluesky side: send a command. When this returns, the coordinator has applied it; a
+    /// refused command is an error with the coordinator's reason.
+    pub async fn command(&self, command: Command) -> Result<(), AgentError> {
+        self.put(names::COMMAND, command.name()).await
+    }
+
+    /// Bluesky side: write the request and START the run.
+    pub async fn start(&self, request: &RunRequest) -> Result<(), AgentError> {
+        self.submit_request(request).await?;
+        self.command(Command::Start).await
+    }
+
+    /// The slot's state.
+    pub async fn state(&self) -> Result<State, AgentError> {
+        let pv = self.pv_name(names::STATE);
+        state_of(&pv, &self.get(names::STATE).await?)
+    }
+
+    /// The slot's `Status` structure.
+    pub async fn status(&self) -> Result<StatusSnapshot, AgentError> {
+        let value = self.get(names::STATUS).await?;
+        StatusSnapshot::from_value(&self.pv_name(names::STATUS), &value)
+    }
+
+    /// Wait until the state is one of `wanted` and return it. A final state that is not
+    /// wanted ends the wait with [`AgentError::RunEnded`], so that nobody waits for a run that is
+    /// over. The monitor rides out a restart of the coordinator.
+    pub async fn wait_for_state(
+        &self,
+        wanted: &[State],
+        timeout: Duration,
+    ) -> Result<State, AgentError> {
+        let pv = self.pv_name(names::STATE);
+        let mut monitor = self.ctx.monitor(&pv).exec()?;
+        let mut last = None;
+        let watch = async {
+            while let Some(event) = monitor.recv().await {
+                match event {
+                    MonitorEvent::Update(update) => {
+                        let state = state_of(&pv, &update.value)?;
+                        last = Some(state);
+                        if wanted.contains(&state) {
+                            return Ok(state);
+                        }
+                        if state.is_final() {
+                            let message = match self.get(names::MESSAGE).await {
+                                Ok(value) => value
+                                    .get("value")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                Err(err) => format!("(Message unreadable: {err})"),
+                            };
+                            return Err(AgentError::RunEnded { state, message });
+                        }
+                    }
+                    MonitorEvent::Finished(Err(err)) => return Err(err.into()),
+                    MonitorEvent::Finished(Ok(())) => break,
+                    MonitorEvent::Connected | MonitorEvent::Disconnected => {}
+                }
+            }
+            Err(AgentError::Unexpected {
+                pv: pv.clone(),
+                message: "the server ended the monitor".into(),
+            })
+        };
+        match tokio::time::timeout(timeout, watch).await {
+            Ok(result) => result,
+            Err(_) => Err(AgentError::Timeout {
+                wanted: wanted
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                after: timeout,
+                last,
+            }),
+        }
+    }
+}
+
+fn state_of(pv: &str, value: &StructValue) -> Result<State, AgentError> {
+    let index = value
+        .get("value.index")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AgentError::Unexpected {
+            pv: pv.to_string(),
+            message: "no value.index: not an NTEnum".into(),
+        })?;
+    i32::try_from(index)
+        .ok()
+        .and_then(State::from_index)
+        .ok_or_else(|| AgentError::Unexpected {
+            pv: pv.to_string(),
+            message: format!("state index {index} is out of range"),
+        })
+}
+
+/// Puts the latest progress at a bounded rate, however fast frames come.
+#[derive(Debug)]
+pub struct ProgressReporter {
+    latest: watch::Sender<u64>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl ProgressReporter {
+    fn start(client: HandshakeClient, period: Duration) -> ProgressReporter {
+        let (latest, mut receiver) = watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            let mut sent = None;
+            loop {
+                let more = receiver.changed().await.is_ok();
+                let frames = *receiver.borrow_and_update();
+                if sent != Some(frames) {
+                    client.report_progress(frames).await?;
+                    sent = Some(frames);
+                }
+                if !more {
+                    return Ok(());
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        ProgressReporter { latest, task }
+    }
+
+    /// Note the frames processed so far (never blocks).
+    pub fn report(&self, frames: u64) {
+        self.latest.send_replace(frames);
+    }
+
+    /// Put the last value reported (0 if none was) and stop; the first failed put, if any, is
+    /// the error.
+    pub async fn finish(self) -> Result<(), AgentError> {
+        drop(self.latest);
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(AgentError::Unexpected {
+                pv: "Progress".into(),
+                message: format!("the reporter task failed: {join_error}"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The runtime of the coordinator: serves the PV set of each run slot, applies what clients put
+//! to the slot's [`Machine`], carries out its actions against DM, polls DM (which never pushes),
+//! shows the machine on the PVs, and keeps each slot's record in its state file.
+//!
+//! Commands are applied inside the put: when a `Command` put returns, the state has already
+//! changed (or the put failed with the reason), and `Command` reads NONE again.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dm::error::status as dm_status;
+use dm::{DmClient, DmError, JobQuery};
+use pva::server::{Server, ServerError, Source, StaticSource};
+use pva::ServerConfig;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::machine::{Action, DmQuery, Input, JobPoll, Machine, MachineConfig};
+use crate::pvs::{HandshakePvs, PutHooks};
+use crate::request::{RunRequest, RUN_ID_ARG};
+use crate::state::Command;
+use crate::state_file::{self, StateFileError};
+
+/// How often the heartbeat counts and the deadlines are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How many times the run metadata is offered to a catalog that could not be reached.
+const SEND_ATTEMPTS: u32 = 3;
+/// The wait between those attempts.
+const SEND_RETRY: Duration = Duration::from_secs(2);
+
+/// How to run the bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// One run slot per prefix, e.g. `bdp:wf1:`.
+    pub prefixes: Vec<String>,
+    /// Timeouts and the default experiment of the run catalog.
+    pub machine: MachineConfig,
+    /// Where each slot keeps its state file.
+    pub state_dir: PathBuf,
+    /// The time between polls of DM (apstools uses 1 s).
+    pub poll_period: Duration,
+}
+
+impl BridgeConfig {
+    /// Slots for `prefixes`, state files in `state_dir`, default timeouts and a 1 s poll.
+    pub fn new(prefixes: Vec<String>, state_dir: impl Into<PathBuf>) -> Self {
+        BridgeConfig {
+            prefixes,
+            machine: MachineConfig::default(),
+            state_dir: state_dir.into(),
+            poll_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// No prefix was given.
+    #[error("give at least one PV prefix (a run slot)")]
+    NoPrefix,
+    /// A prefix is unusable.
+    #[error("prefix {0:?} must be non-empty and contain no whitespace")]
+    BadPrefix(String),
+    /// The same prefix twice.
+    #[error("prefix {0:?} is given twice")]
+    DuplicatePrefix(String),
+    /// The poll period makes no sense.
+    #[error("the DM poll period must be positive")]
+    BadPollPeriod,
+    /// A state file could not be read.
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
+    /// The PVA server did not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// A running bridge. Stop it with [`Bridge::stop`] so that every slot saves its record.
+pub struct Bridge {
+    server: Server,
+    slots: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+    prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("tcp", &self.server.tcp_addr())
+            .field("udp", &self.server.udp_addr())
+            .field("prefixes", &self.prefixes)
+            .finish()
+    }
+}
+
+/// What reaches a slot's task.
+enum Event {
+    /// Actions from a put handler.
+    Actions(Vec<Action>),
+    /// DM's answer to an action.
+    Answer(Input),
+    /// DM's answer to a query (a poll or a search).
+    QueryAnswer(Input),
+}
+
+/// One slot: its machine (shared with the put handlers), PVs and channel to its task.
+struct Slot {
+    prefix: String,
+    machine: Arc<Mutex<Machine>>,
+    pvs: HandshakePvs,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+fn lock(machine: &Mutex<Machine>) -> MutexGuard<'_, Machine> {
+    machine.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The wall-clock time in seconds since the epoch, the machine's time.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+fn check_prefixes(prefixes: &[String]) -> Result<(), BridgeError> {
+    if prefixes.is_empty() {
+        return Err(BridgeError::NoPrefix);
+    }
+    for (i, prefix) in prefixes.iter().enumerate() {
+        if prefix.is_empty() || prefix.chars().any(char::is_whitespace) {
+            return Err(BridgeError::BadPrefix(prefix.clone()));
+        }
+        if prefixes[..i].contains(prefix) {
+            return Err(BridgeError::DuplicatePrefix(prefix.clone()));
+        }
+    }
+    Ok(())
+}
+
+impl Bridge {
+    /// Restore each slot from its state file (or start it IDLE), serve the PVs with `pva`, and
+    /// start following DM through `dm`.
+    pub async fn start(
+        config: BridgeConfig,
+        dm: DmClient,
+        pva: ServerConfig,
+    ) -> Result<Bridge, BridgeError> {
+        check_prefixes(&config.prefixes)?;
+        if config.poll_period.is_zero() {
+            return Err(BridgeError::BadPollPeriod);
+        }
+        let source = Arc::new(StaticSource::new());
+        let mut ready_slots = Vec::new();
+        for prefix in &config.prefixes {
+            let machine = match state_file::load(&config.state_dir, prefix)? {
+                Some(record) => {
+                    tracing::info!(
+                        "slot {prefix} resuming in {} from {}: {}",
+                        record.state,
+                        state_file::path_for(&config.state_dir, prefix).display(),
+                        record.message
+                    );
+                    Machine::restore(record, config.machine.clone())
+                }
+                None => Machine::new(prefix.clone(), config.machine.clone(), now()),
+            };
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let slot = Slot::new(prefix.clone(), machine, sender);
+            slot.pvs.add_to(&source);
+            ready_slots.push((slot, receiver));
+        }
+        let server = Server::start(pva, vec![source.clone() as Arc<dyn Source>]).await?;
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let mut slots = JoinSet::new();
+        for (slot, receiver) in ready_slots {
+            let task = SlotTask {
+                slot,
+                events: receiver,
+                dm: dm.clone(),
+                state_dir: config.state_dir.clone(),
+                poll_period: config.poll_period,
+                saved: String::new(),
+            };
+            slots.spawn(task.run(shutdown_receiver.clone()));
+        }
+        tracing::info!(
+            "coordinator serving {} on TCP {} and UDP {}, DM at {}",
+            config.prefixes.join(" "),
+            server.tcp_addr(),
+            server.udp_addr(),
+            dm.base_url()
+        );
+        Ok(Bridge {
+            server,
+            slots,
+            shutdown,
+            prefixes: config.prefixes,
+        })
+    }
+
+    /// The TCP address clients connect to.
+    pub fn tcp_addr(&self) -> std::net::SocketAddr {
+        self.server.tcp_addr()
+    }
+
+    /// The UDP address searches go to.
+    pub fn udp_addr(&self) -> std::net::SocketAddr {
+        self.server.udp_addr()
+    }
+
+    /// The prefixes served.
+    pub fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// Stop every slot (each saves its record) and the server.
+    pub async fn stop(mut self) {
+        self.shutdown.send_replace(true);
+        while self.slots.join_next().await.is_some() {}
+        self.server.stop().await;
+    }
+}
+
+impl Slot {
+    fn new(prefix: String, mut machine: Machine, events: mpsc::UnboundedSender<Event>) -> Slot {
+        let view = machine.view(now());
+        // After a restart START may reuse the request on show.
+        machine.handle(Input::Request(view.request.clone()), now());
+        let (ready, progress) = machine
+            .run()
+            .map_or((false, 0), |run| (run.ready, run.progress));
+        let machine = Arc::new(Mutex::new(machine));
+        let hooks = make_hooks(&prefix, &machine, &events);
+        let pvs = HandshakePvs::new(&prefix, &view, ready, progress, hooks);
+        Slot {
+            prefix,
+            machine,
+            pvs,
+            events,
+        }
+    }
+}
+
+fn make_hooks(
+    prefix: &str,
+    machine: &Arc<Mutex<Machine>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> PutHooks {
+    let feed = {
+        let machine = machine.clone();
+        let events = events.clone();
+        move |input: Input| {
+            let actions = lock(&machine).handle(input, now());
+            let _ = events.send(Event::Actions(actions));
+            Ok(())
+        }
+    };
+    let command = {
+        let machine = machine.clone();
+        let events = events.clone();
+        let prefix = prefix.to_string();
+        move |command: Command| {
+            let result = lock(&machine).command(command, now());
+            match result {
+                Ok(actions) => {
+                    tracing::info!("slot {prefix} command {command}");
+                    let _ = events.send(Event::Actions(actions));
+                    Ok(())
+                }
+                Err(refused) => {
+                    tracing::info!("slot {prefix} {refused}");
+                    Err(refused.to_string())
+                }
+            }
+        }
+    };
+    let request = {
+        let machine = machine.clone();
+        move |text: &str| {
+            let mut machine = lock(&machine);
+            let state = machine.state();
+            if state.is_active() {
+                return Err(format!(
+                    "a run is in progress (state {state}); the Request is read at START"
+                ));
+            }
+            if !text.trim().is_empty() {
+                RunRequest::parse(text).map_err(|err| err.to_string())?;
+            }
+            machine.handle(Input::Request(text.to_string()), now());
+            Ok(())
+        }
+    };
+    let (ready_feed, progress_feed) = (feed.clone(), feed);
+    let render = events.clone();
+    PutHooks {
+        command: Box::new(command),
+        request: Box::new(request),
+        ready: Box::new(move |ready| ready_feed(Input::Ready(ready))),
+        progress: Box::new(move |frames| progress_feed(Input::Progress(frames))),
+        workflow_message: Box::new(move |_| {
+            let _ = render.send(Event::Actions(Vec::new()));
+            Ok(())
+        }),
+    }
+}
+
+/// The task that runs one slot.
+struct SlotTask {
+    slot: Slot,
+    events: mpsc::UnboundedReceiver<Event>,
+    dm: DmClient,
+    state_dir: PathBuf,
+    poll_period: Duration,
+    saved: String,
+}
+
+impl SlotTask {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat: i64 = 0;
+        let mut query_in_flight = false;
+        let mut next_query = Instant::now();
+        let resumed = self.feed(Input::Tick);
+        self.execute(resumed);
+        self.save();
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(Event::Actions(actions)) => self.execute(actions),
+                    Some(Event::Answer(input)) => {
+                        let actions = self.feed(input);
+                        self.execute(actions);
+                    }
+                    Some(Event::QueryAnswer(input)) => {
+                        query_in_flight = false;
+                        let actions = self.feed(input);
+                        self.execute(actions);
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    heartbeat += 1;
+                    let actions = self.feed(Input::Tick);
+                    self.execute(actions);
+                }
+                _ = shutdown.changed() => break,
+            }
+            if !query_in_flight && Instant::now() >= next_query {
+                let query = lock(&self.slot.machine).dm_query();
+                if let Some(query) = query {
+                    query_in_flight = true;
+                    next_query = Instant::now() + self.poll_period;
+                    self.ask(query);
+                }
+            }
+            let view = lock(&self.slot.machine).view(now());
+            self.slot.pvs.show(&view, heartbeat);
+            self.save();
+        }
+        self.save();
+    }
+
+    fn feed(&self, input: Input) -> Vec<Action> {
+        if let Input::JobPolled(JobPoll::Unreachable(message)) | Input::JobFound(Err(message)) =
+            &input
+        {
+            tracing::warn!("slot {} DM unreachable: {message}", self.slot.prefix);
+        }
+        lock(&self.slot.machine).handle(input, now())
+    }
+
+    fn save(&mut self) {
+        let record = lock(&self.slot.machine).record().clone();
+        let text = serde_json::to_string(&record).expect("a record always serializes");
+        if text == self.saved {
+            return;
+        }
+        match state_file::save(&self.state_dir, &record) {
+            Ok(()) => self.saved = text,
+            Err(err) => tracing::error!("slot {}: {err}", self.slot.prefix),
+        }
+    }
+
+    fn execute(&self, actions: Vec<Action>) {
+        let prefix = &self.slot.prefix;
+        for action in actions {
+            match action {
+                Action::Transitioned { from, to, message } => {
+                    tracing::info!("slot {prefix} {from} -> {to}: {message}");
+                }
+                Action::ClearWorkflowInputs => self.slot.pvs.clear_workflow_inputs(),
+                Action::StartJob { workflow, args } => {
+                    tracing::info!("slot {prefix} starting a job of DM workflow {workflow}");
+                    let dm = self.dm.clone();
+                    self.answer(false, async move {
+                        let result = dm.start_job(&workflow, &args).await;
+                        Input::JobStarted(result.map(Box::new).map_err(|e| e.to_string()))
+                    });
+                }
+                Action::StopJob { job_id } => {
+                    tracing::info!("slot {prefix} stopping DM job {job_id}");
+                    let dm = self.dm.clone();
+                    self.answer(false, async move {
+                        let result = dm.stop_job(&job_id).await;
+                        Input::JobStopped(result.map(Box::new).map_err(|e| e.to_string()))
+                    });
+                }
+                Action::SendRun { run_id, run } => {
+                    tracing::info!(
+                        "slot {prefix} sending run {} of experiment {} to the DM run catalog",
+                        run.run_name,
+                        run.experiment_name
+                    );
+                    let dm = self.dm.clone();
+                    self.answer(false, async move {
+                        let mut attempt = 1;
+                        let result = loop {
+                            match dm.add_run(&run).await {
+                                Err(err) if err.is_transient() && attempt < SEND_ATTEMPTS => {
+                                    attempt += 1;
+                                    tokio::time::sleep(SEND_RETRY).await;
+                                }
+                                other => break other.map(|_| ()).map_err(|e| e.to_string()),
+                            }
+                        };
+                        Input::RunSent { run_id, result }
+                    });
+                }
+            }
+        }
+    }
+
+    fn ask(&self, query: DmQuery) {
+        let dm = self.dm.clone();
+        match query {
+            DmQuery::Poll { job_id } => self.answer(true, async move {
+                Input::JobPolled(match dm.get_job(&job_id).await {
+                    Ok(job) => JobPoll::Seen(Box::new(job)),
+                    Err(err) if is_not_found(&err) => JobPoll::NotFound(err.to_string()),
+                    Err(err) => JobPoll::Unreachable(err.to_string()),
+                })
+            }),
+            DmQuery::Find { run_id } => self.answer(true, async move {
+                let filter = Map::from_iter([(RUN_ID_ARG.to_string(), Value::String(run_id))]);
+                let query = JobQuery {
+                    skip: None,
+                    limit: Some(1),
+                    filter: Some(filter),
+                };
+                Input::JobFound(
+                    dm.list_jobs(&query)
+                        .await
+                        .map(|jobs| jobs.into_iter().next().map(Box::new))
+                        .map_err(|e| e.to_string()),
+                )
+            }),
+        }
+    }
+
+    /// Run `work` apart and hand its answer to the slot.
+    fn answer(&self, query: bool, work: impl std::future::Future<Output = Input> + Send + 'static) {
+        let events = self.slot.events.clone();
+        tokio::spawn(async move {
+            let input = work.await;
+            let event = if query {
+                Event::QueryAnswer(input)
+            } else {
+                Event::Answer(input)
+            };
+            let _ = events.send(event);
+        });
+    }
+}
+
+fn is_not_found(err: &DmError) -> bool {
+    match err {
+        DmError::Service { code, .. } => *code == dm_status::OBJECT_NOT_FOUND,
+        DmError::Http { status, .. } => *status == 404,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(matches!(check_prefixes(&[]), Err(BridgeError::NoPrefix)));
+        let two = ["a:".to_string(), "a:".to_string()];
+        assert!(matches!(
+            check_prefixes(&two),
+            Err(BridgeError::DuplicatePrefix(_))
+        ));
+        assert!(matches!(
+            check_prefixes(&["a b".to_string()]),
+            Err(BridgeError::BadPrefix(_))
+        ));
+        assert!(check_prefixes(&["a:".to_string(), "b:".to_string()]).is_ok());
+    }
+}

@@ -1,0 +1,1061 @@
+//! The handshake state machine of one run slot, without I/O.
+//!
+//! Inputs go in ([`Machine::command`] for Bluesky's commands, [`Machine::handle`] for everything
+//! else: the request text, the workflow's Ready and Progress, DM's answers, and the passing of
+//! time); [`Action`]s come out for the runtime to carry out (start, find or stop a DM job, send
+//! the run to the DM run catalog, clear the workflow's PVs, log a transition). DM is polled, never
+//! pushed: [`Machine::dm_query`] says what to ask DM next. Time is wall-clock seconds since the
+//! epoch, given with every input, so that the machine is deterministic under test and its saved
+//! [`SlotRecord`] keeps meaning after a restart.
+
+use std::time::Duration;
+
+use dm::{ExperimentRun, JobStatus, ProcessingJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::request::{RunRequest, PREFIX_ARG, RUN_ID_ARG};
+use crate::state::{Command, State};
+
+/// How many times stopping a DM job is tried before the bridge gives up on it.
+const MAX_STOP_ATTEMPTS: u32 = 3;
+/// Seconds between attempts to stop a DM job.
+const STOP_RETRY_SECS: f64 = 2.0;
+
+/// How long each wait may last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// STARTING: for DM to start the job.
+    pub start: Duration,
+    /// WAIT_READY: for the workflow's Ready, unless the request gives `readyTimeout`.
+    pub ready: Duration,
+    /// READY: for ACQ_STARTED.
+    pub arm: Duration,
+    /// ACQUIRING: for ACQ_DONE.
+    pub acquire: Duration,
+    /// DRAINING: without new progress, before the remaining frames count as missed.
+    pub drain_idle: Duration,
+    /// PROCESSING: for the DM job to end.
+    pub processing: Duration,
+    /// While a run is active: DM unreachable this long fails the run.
+    pub dm_lost: Duration,
+    /// After a final state: for the DM job's final snapshot before the run metadata is sent
+    /// without it.
+    pub finish: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            start: Duration::from_secs(30),
+            ready: Duration::from_secs(60),
+            arm: Duration::from_secs(600),
+            acquire: Duration::from_secs(3600),
+            drain_idle: Duration::from_secs(10),
+            processing: Duration::from_secs(3600),
+            dm_lost: Duration::from_secs(120),
+            finish: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The settings of a machine that are not part of its saved record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// The waits.
+    pub timeouts: Timeouts,
+    /// The run catalog experiment for requests that name none.
+    pub experiment: String,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            timeouts: Timeouts::default(),
+            experiment: "pvabridge".into(),
+        }
+    }
+}
+
+/// One entry of a run's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// The state entered.
+    pub state: State,
+    /// When (seconds since the epoch).
+    pub at: f64,
+    /// Why.
+    pub message: String,
+}
+
+/// Where the run's metadata is with the DM run catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum CatalogStatus {
+    /// Not sent yet.
+    Pending,
+    /// Accepted by the catalog.
+    Sent,
+    /// Refused or unreachable; the reason.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Requests sent to DM whose answers have not come back (not saved: after a restart nothing
+/// is in flight).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct InFlight {
+    start: bool,
+    stop: bool,
+    send: bool,
+}
+
+/// The current run of a slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// The bridge's id of the run, passed to the DM job as `pvabridgeRunId`.
+    pub run_id: String,
+    /// What Bluesky asked for.
+    pub request: RunRequest,
+    /// When START was accepted.
+    pub started_at: f64,
+    /// When the run reached a final state.
+    pub ended_at: Option<f64>,
+    /// The DM job, once DM named it.
+    pub job_id: Option<String>,
+    /// The DM job as last seen.
+    pub job: Option<ProcessingJob>,
+    /// DM no longer knows the job: stop following it.
+    pub job_lost: bool,
+    /// The workflow said it is ready.
+    pub ready: bool,
+    /// Frames the workflow has processed, as it reported.
+    pub progress: u64,
+    /// When progress last changed.
+    pub progress_at: f64,
+    /// Frames expected but never accounted for, known once draining ended.
+    pub frames_missed: Option<u64>,
+    /// Every state entered, in order.
+    pub history: Vec<Transition>,
+    /// The DM job must be stopped (abort or timeout).
+    pub stop_wanted: bool,
+    /// Attempts made to stop it.
+    pub stop_attempts: u32,
+    /// Not before this time is stopping tried again.
+    pub next_stop_at: f64,
+    /// Since when DM has not answered polls.
+    pub dm_unreachable_since: Option<f64>,
+    /// Where the run's metadata is with the run catalog.
+    pub catalog: CatalogStatus,
+    #[serde(skip)]
+    in_flight: InFlight,
+}
+
+impl Run {
+    fn new(run_id: String, request: RunRequest, now: f64) -> Run {
+        Run {
+            run_id,
+            request,
+            started_at: now,
+            ended_at: None,
+            job_id: None,
+            job: None,
+            job_lost: false,
+            ready: false,
+            progress: 0,
+            progress_at: now,
+            frames_missed: None,
+            history: Vec::new(),
+            stop_wanted: false,
+            stop_attempts: 0,
+            next_stop_at: now,
+            dm_unreachable_since: None,
+            catalog: CatalogStatus::Pending,
+            in_flight: InFlight::default(),
+        }
+    }
+
+    fn job_is_final(&self) -> bool {
+        self.job.as_ref().is_some_and(|job| job.status.is_final())
+    }
+
+    fn reached_draining(&self) -> bool {
+        self.history.iter().any(|t| t.state == State::Draining)
+    }
+
+    fn frames_summary(&self) -> String {
+        match self.request.expected_frames {
+            Some(expected) => format!(
+                "{} of {expected} frames accounted for, {} missed",
+                self.progress,
+                expected.saturating_sub(self.progress)
+            ),
+            None => format!("{} frames accounted for", self.progress),
+        }
+    }
+}
+
+/// Everything a slot must remember across a restart of the bridge: its state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotRecord {
+    /// The PV prefix of the slot.
+    pub prefix: String,
+    /// Where the slot is.
+    pub state: State,
+    /// Since when (seconds since the epoch).
+    pub state_since: f64,
+    /// What happened last, in words.
+    pub message: String,
+    /// The current run; `None` in IDLE.
+    pub run: Option<Run>,
+}
+
+/// Something the runtime must do for the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a processing job of `workflow` with `args`; answer with [`Input::JobStarted`].
+    StartJob {
+        /// The workflow name.
+        workflow: String,
+        /// The argsDict.
+        args: Map<String, Value>,
+    },
+    /// Stop the job; answer with [`Input::JobStopped`].
+    StopJob {
+        /// The job id.
+        job_id: String,
+    },
+    /// Add the run to the DM run catalog; answer with [`Input::RunSent`].
+    SendRun {
+        /// The bridge's id of the run.
+        run_id: String,
+        /// The catalog entry.
+        run: Box<ExperimentRun>,
+    },
+    /// Put the workflow-written PVs (Ready, Progress, WorkflowMessage) back to their defaults
+    /// for a new run.
+    ClearWorkflowInputs,
+    /// The state changed; log it.
+    Transitioned {
+        /// The state left.
+        from: State,
+        /// The state entered.
+        to: State,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What to ask DM next (one question at a time, at the poll period).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmQuery {
+    /// Get the job; answer with [`Input::JobPolled`].
+    Poll {
+        /// The job id.
+        job_id: String,
+    },
+    /// Look for the job of a run whose start was cut short by a restart; answer with
+    /// [`Input::JobFound`].
+    Find {
+        /// The `pvabridgeRunId` argsDict value of the job.
+        run_id: String,
+    },
+}
+
+/// The answer to a poll of the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobPoll {
+    /// DM answered with the job.
+    Seen(Box<ProcessingJob>),
+    /// DM says there is no such job.
+    NotFound(String),
+    /// DM did not answer (or failed in a way that may pass).
+    Unreachable(String),
+}
+
+/// An input other than a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The text of the `Request` PV, read when a command comes.
+    Request(String),
+    /// The workflow wrote `Ready`.
+    Ready(bool),
+    /// The workflow wrote `Progress`.
+    Progress(u64),
+    /// The answer to [`Action::StartJob`].
+    JobStarted(Result<Box<ProcessingJob>, String>),
+    /// The answer to [`DmQuery::Find`]: the job, or none.
+    JobFound(Result<Option<Box<ProcessingJob>>, String>),
+    /// The answer to [`DmQuery::Poll`].
+    JobPolled(JobPoll),
+    /// The answer to [`Action::StopJob`].
+    JobStopped(Result<Box<ProcessingJob>, String>),
+    /// The answer to [`Action::SendRun`].
+    RunSent {
+        /// The run it was about.
+        run_id: String,
+        /// Accepted, or why not.
+        result: Result<(), String>,
+    },
+    /// Time passed.
+    Tick,
+}
+
+/// A command refused; the `Command` put fails with this text, and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command} refused in state {state}: {reason}")]
+pub struct CommandRefused {
+    /// The command.
+    pub command: Command,
+    /// The state it came in.
+    pub state: State,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the PVs of a slot show, derived from the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotView {
+    /// `State`.
+    pub state: State,
+    /// `Message`.
+    pub message: String,
+    /// `Workflow`.
+    pub workflow: String,
+    /// `Owner`: the DM job's owner.
+    pub owner: String,
+    /// `JobId`.
+    pub job_id: String,
+    /// `JobStatus`.
+    pub job_status: String,
+    /// `StageId`.
+    pub stage_id: String,
+    /// `RunTime`: seconds the DM job has run.
+    pub run_time: f64,
+    /// `FramesExpected`.
+    pub frames_expected: i64,
+    /// `FramesReceived`: the workflow's progress.
+    pub frames_received: i64,
+    /// `FramesMissed`.
+    pub frames_missed: i64,
+    /// The Bluesky run uid, if the request gave one.
+    pub run_uid: String,
+    /// The request of the current run as JSON (empty in IDLE).
+    pub request: String,
+}
+
+/// The handshake state machine of one slot.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    config: MachineConfig,
+    record: SlotRecord,
+    pending_request: String,
+}
+
+fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl Machine {
+    /// A slot in IDLE.
+    pub fn new(prefix: impl Into<String>, config: MachineConfig, now: f64) -> Machine {
+        Machine {
+            config,
+            record: SlotRecord {
+                prefix: prefix.into(),
+                state: State::Idle,
+                state_since: now,
+                message: "waiting for START".into(),
+                run: None,
+            },
+            pending_request: String::new(),
+        }
+    }
+
+    /// A slot as a saved record left it; feed [`Input::Tick`] next, so that it resumes what was
+    /// under way (find, poll or stop the job, send the run).
+    pub fn restore(record: SlotRecord, config: MachineConfig) -> Machine {
+        Machine {
+            config,
+            record,
+            pending_request: String::new(),
+        }
+    }
+
+    /// What to save.
+    pub fn record(&self) -> &SlotRecord {
+        &self.record
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.record.state
+    }
+
+    /// What happened last.
+    pub fn message(&self) -> &str {
+        &self.record.message
+    }
+
+    /// The current run.
+    pub fn run(&self) -> Option<&Run> {
+        self.record.run.as_ref()
+    }
+
+    /// Apply a command from Bluesky, or refuse it (then nothing changes).
+    pub fn command(&mut self, command: Command, now: f64) -> Result<Vec<Action>, CommandRefused> {
+        let state = self.record.state;
+        let refuse = |reason: String| CommandRefused {
+            command,
+            state,
+            reason,
+        };
+        let mut out = Vec::new();
+        match command {
+            Command::None => {}
+            Command::Start => {
+                if state.is_active() {
+                    return Err(refuse("a run is in progress; ABORT it first".into()));
+                }
+                let request =
+                    RunRequest::parse(&self.pending_request).map_err(|e| refuse(e.to_string()))?;
+                self.retire_run(&mut out);
+                let run_id = format!("{}@{}", self.record.prefix, (now * 1000.0) as u64);
+                let args = request.job_args(&self.record.prefix, &run_id);
+                let workflow = request.workflow.clone();
+                let mut run = Run::new(run_id, request, now);
+                run.in_flight.start = true;
+                self.record.run = Some(run);
+                out.push(Action::ClearWorkflowInputs);
+                self.go(
+                    State::Starting,
+                    format!("starting DM workflow {workflow}"),
+                    now,
+                    &mut out,
+                );
+                out.push(Action::StartJob { workflow, args });
+            }
+            Command::AcqStarted => {
+                if state != State::Ready {
+                    return Err(refuse("ACQ_STARTED is accepted only in READY".into()));
+                }
+                self.go(
+                    State::Acquiring,
+                    "acquisition started".into(),
+                    now,
+                    &mut out,
+                );
+            }
+            Command::AcqDone => {
+                if state != State::Acquiring {
+                    return Err(refuse("ACQ_DONE is accepted only in ACQUIRING".into()));
+                }
+                let summary = self.run().map(Run::frames_summary).unwrap_or_default();
+                self.go(
+                    State::Draining,
+                    format!("acquisition done; {summary}"),
+                    now,
+                    &mut out,
+                );
+                self.check_drained(now, &mut out);
+            }
+            Command::Abort => {
+                if state.is_active() {
+                    self.end(
+                        State::Aborted,
+                        "aborted by command".into(),
+                        true,
+                        now,
+                        &mut out,
+                    );
+                } else {
+                    self.record.message = format!("ABORT: nothing to abort in state {state}");
+                }
+            }
+            Command::Reset => {
+                if state.is_active() {
+                    return Err(refuse("a run is in progress; ABORT it first".into()));
+                }
+                if state.is_final() {
+                    self.retire_run(&mut out);
+                    self.go(
+                        State::Idle,
+                        "reset; waiting for START".into(),
+                        now,
+                        &mut out,
+                    );
+                } else {
+                    self.record.message = "RESET: already IDLE".into();
+                }
+            }
+        }
+        self.check_deadlines(now, &mut out);
+        self.follow_up(now, &mut out);
+        Ok(out)
+    }
+
+    /// Apply an input other than a command.
+    pub fn handle(&mut self, input: Input, now: f64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Request(text) => self.pending_request = text,
+            Input::Ready(ready) => self.on_ready(ready, now, &mut out),
+            Input::Progress(frames) => self.on_progress(frames, now, &mut out),
+            Input::JobStarted(result) => {
+                if let Some(run) = self.record.run.as_mut() {
+                    run.in_flight.start = false;
+                }
+                match result {
+                    Ok(job) => self.on_job_named(*job, now, &mut out),
+                    Err(message) => self.on_start_failed(message, now, &mut out),
+                }
+            }
+            Input::JobFound(result) => match result {
+                Ok(Some(job)) => self.on_job_named(*job, now, &mut out),
+                Ok(None) => {
+                    if self.record.state == State::Starting {
+                        let run_id = self.run().map(|r| r.run_id.clone()).unwrap_or_default();
+                        self.end(
+                            State::Failed,
+                            format!(
+                                "the bridge restarted while starting the DM job, and DM has no job of run {run_id}"
+                            ),
+                            false,
+                            now,
+                            &mut out,
+                        );
+                    }
+                }
+                Err(message) => self.on_dm_unreachable(message, now, &mut out),
+            },
+            Input::JobPolled(poll) => self.on_poll(poll, now, &mut out),
+            Input::JobStopped(result) => self.on_stopped(result, now),
+            Input::RunSent { run_id, result } => self.on_run_sent(&run_id, result),
+            Input::Tick => {}
+        }
+        self.check_deadlines(now, &mut out);
+        self.follow_up(now, &mut out);
+        out
+    }
+
+    /// What to ask DM next, if anything.
+    pub fn dm_query(&self) -> Option<DmQuery> {
+        let run = self.run()?;
+        if run.job_lost {
+            return None;
+        }
+        match &run.job_id {
+            Some(job_id) => {
+                let following =
+                    self.record.state.is_active() || run.catalog == CatalogStatus::Pending;
+                (following && !run.job_is_final()).then(|| DmQuery::Poll {
+                    job_id: job_id.clone(),
+                })
+            }
+            None => (self.record.state == State::Starting && !run.in_flight.start).then(|| {
+                DmQuery::Find {
+                    run_id: run.run_id.clone(),
+                }
+            }),
+        }
+    }
+
+    /// What the PVs show at `now`.
+    pub fn view(&self, now: f64) -> SlotView {
+        let run = self.run();
+        let job = run.and_then(|r| r.job.as_ref());
+        let run_time = job
+            .and_then(|job| {
+                job.run_time.or_else(|| {
+                    (job.status == JobStatus::Running)
+                        .then_some(job.start_time)
+                        .flatten()
+                        .map(|start| (now - start).max(0.0))
+                })
+            })
+            .unwrap_or(0.0);
+        let as_long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        SlotView {
+            state: self.record.state,
+            message: self.record.message.clone(),
+            workflow: run.map(|r| r.request.workflow.clone()).unwrap_or_default(),
+            owner: job.map(|j| j.owner.clone()).unwrap_or_default(),
+            job_id: run.and_then(|r| r.job_id.clone()).unwrap_or_default(),
+            job_status: job.map(|j| j.status.to_string()).unwrap_or_default(),
+            stage_id: job.and_then(|j| j.stage.clone()).unwrap_or_default(),
+            run_time,
+            frames_expected: run
+                .and_then(|r| r.request.expected_frames)
+                .map_or(0, as_long),
+            frames_received: run.map_or(0, |r| as_long(r.progress)),
+            frames_missed: run.and_then(|r| r.frames_missed).map_or(0, as_long),
+            run_uid: run
+                .and_then(|r| r.request.run_uid.clone())
+                .unwrap_or_default(),
+            request: run.map(|r| r.request.to_json()).unwrap_or_default(),
+        }
+    }
+
+    fn go(&mut self, to: State, message: String, now: f64, out: &mut Vec<Action>) {
+        let from = self.record.state;
+        self.record.state = to;
+        self.record.state_since = now;
+        self.record.message = message.clone();
+        if let Some(run) = self.record.run.as_mut() {
+            run.history.push(Transition {
+                state: to,
+                at: now,
+                message: message.clone(),
+            });
+            if to.is_final() {
+                run.ended_at = Some(now);
+                if run.frames_missed.is_none() && run.reached_draining() {
+                    run.frames_missed = run
+                        .request
+                        .expected_frames
+                        .map(|expected| expected.saturating_sub(run.progress));
+                }
+            }
+        }
+        out.push(Action::Transitioned { from, to, message });
+    }
+
+    /// Enter a final state; `stop_job` when the DM job must not run on.
+    fn end(&mut self, to: State, message: String, stop_job: bool, now: f64, out: &mut Vec<Action>) {
+        if let Some(run) = self.record.run.as_mut() {
+            run.stop_wanted |= stop_job;
+        }
+        self.go(to, message, now, out);
+    }
+
+    /// Before a run is replaced or reset away: its metadata goes to the catalog now if it has
+    /// not gone yet.
+    fn retire_run(&mut self, out: &mut Vec<Action>) {
+        if let Some(run) = self.record.run.as_ref() {
+            if run.catalog == CatalogStatus::Pending && !run.in_flight.send {
+                out.push(self.send_run_action());
+            }
+        }
+        self.record.run = None;
+    }
+
+    fn on_ready(&mut self, ready: bool, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if matches!(state, State::Starting | State::WaitReady) {
+            run.ready = ready;
+        } else {
+            run.ready |= ready;
+        }
+        if state == State::WaitReady && ready {
+            self.go(State::Ready, "the workflow is ready".into(), now, out);
+        }
+    }
+
+    fn on_progress(&mut self, frames: u64, now: f64, out: &mut Vec<Action>) {
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if run.progress != frames {
+            run.progress = frames;
+            run.progress_at = now;
+        }
+        self.check_drained(now, out);
+    }
+
+    /// DRAINING ends once every expected frame is accounted for.
+    fn check_drained(&mut self, now: f64, out: &mut Vec<Action>) {
+        if self.record.state != State::Draining {
+            return;
+        }
+        let expected = self.run().and_then(|run| {
+            run.request
+                .expected_frames
+                .filter(|expected| run.progress >= *expected)
+        });
+        if let Some(expected) = expected {
+            self.leave_draining(format!("all {expected} frames accounted for"), now, out);
+        }
+    }
+
+    fn leave_draining(&mut self, message: String, now: f64, out: &mut Vec<Action>) {
+        if let Some(run) = self.record.run.as_mut() {
+            run.frames_missed = run
+                .request
+                .expected_frames
+                .map(|expected| expected.saturating_sub(run.progress));
+        }
+        self.go(State::Processing, message, now, out);
+        self.react_to_job(now, out);
+    }
+
+    /// DM named the job of the run (answer to the start, or found after a restart).
+    fn on_job_named(&mut self, job: ProcessingJob, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if run.job_id.as_ref().is_some_and(|id| *id != job.id) {
+            return;
+        }
+        let job_id = job.id.clone();
+        let status = job.status;
+        run.job_id = Some(job.id.clone());
+        run.job = Some(job);
+        run.dm_unreachable_since = None;
+        if state != State::Starting {
+            return;
+        }
+        self.go(
+            State::WaitReady,
+            format!("DM job {job_id} started ({status}); waiting for the workflow to be ready"),
+            now,
+            out,
+        );
+        self.react_to_job(now, out);
+        if self.record.state == State::WaitReady && self.run().is_some_and(|r| r.ready) {
+            self.go(State::Ready, "the workflow is ready".into(), now, out);
+        }
+    }
+
+    fn on_start_failed(&mut self, message: String, now: f64, out: &mut Vec<Action>) {
+        let workflow = self
+            .run()
+            .map(|r| r.request.workflow.clone())
+            .unwrap_or_default();
+        let text = format!("DM could not start workflow {workflow}: {message}");
+        if self.record.state == State::Starting {
+            self.end(State::Failed, text, false, now, out);
+        } else {
+            self.record.message = text;
+        }
+    }
+
+    fn on_poll(&mut self, poll: JobPoll, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        let Some(job_id) = run.job_id.clone() else {
+            return;
+        };
+        match poll {
+            JobPoll::Seen(job) => {
+                if job.id != job_id {
+                    return;
+                }
+                run.dm_unreachable_since = None;
+                run.job = Some(*job);
+                self.react_to_job(now, out);
+            }
+            JobPoll::NotFound(message) => {
+                run.job_lost = true;
+                if state.is_active() {
+                    self.end(
+                        State::Failed,
+                        format!("DM no longer has job {job_id}: {message}"),
+                        false,
+                        now,
+                        out,
+                    );
+                }
+            }
+            JobPoll::Unreachable(message) => self.on_dm_unreachable(message, now, out),
+        }
+    }
+
+    fn on_dm_unreachable(&mut self, message: String, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let dm_lost = secs(self.config.timeouts.dm_lost);
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        let since = *run.dm_unreachable_since.get_or_insert(now);
+        if state.is_active() && now - since >= dm_lost {
+            self.end(
+                State::Failed,
+                format!("lost contact with DM for {:.0} s: {message}", now - since),
+                true,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// React to the job as last seen.
+    fn react_to_job(&mut self, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let Some(run) = self.run() else {
+            return;
+        };
+        let Some(job) = run.job.as_ref() else {
+            return;
+        };
+        let job_id = job.id.clone();
+        let status = job.status;
+        let stage = job.stage.clone().unwrap_or_else(|| "-".into());
+        let reason = job
+            .error_message
+            .clone()
+            .unwrap_or_else(|| "DM gave no reason".into());
+        let summary = run.frames_summary();
+        let ready_stage_reached = run
+            .request
+            .ready_stage
+            .as_ref()
+            .zip(job.stage.as_ref())
+            .is_some_and(|(wanted, current)| current >= wanted);
+        match (status, state) {
+            (JobStatus::Failed, s) if s.is_active() => {
+                let text = format!("DM job {job_id} failed in stage {stage}: {reason}");
+                self.end(State::Failed, text, false, now, out);
+            }
+            (JobStatus::Aborted, s) if s.is_active() => {
+                let text = format!("DM job {job_id} was aborted outside the bridge");
+                self.end(State::Aborted, text, false, now, out);
+            }
+            (JobStatus::Done, State::Draining | State::Processing) => {
+                let text = format!("DM job {job_id} done; {summary}");
+                self.end(State::Done, text, false, now, out);
+            }
+            (JobStatus::Done, s) if s.is_active() => {
+                let text = format!(
+                    "DM job {job_id} ended (done, stage {stage}) in {s}, before the run was over: the workflow is gone"
+                );
+                self.end(State::Failed, text, false, now, out);
+            }
+            (JobStatus::Running, State::WaitReady) if ready_stage_reached => {
+                self.go(
+                    State::Ready,
+                    format!("the DM job reached stage {stage}; the workflow counts as ready"),
+                    now,
+                    out,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_stopped(&mut self, result: Result<Box<ProcessingJob>, String>, now: f64) {
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        run.in_flight.stop = false;
+        match result {
+            Ok(job) => {
+                if run.job_id.as_deref() == Some(job.id.as_str()) {
+                    run.job = Some(*job);
+                }
+            }
+            Err(message) => {
+                run.next_stop_at = now + STOP_RETRY_SECS;
+                let job_id = run.job_id.clone().unwrap_or_default();
+                self.record.message = format!(
+                    "{}; could not stop DM job {job_id}: {message}",
+                    self.record.message
+                );
+            }
+        }
+    }
+
+    fn on_run_sent(&mut self, run_id: &str, result: Result<(), String>) {
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if run.run_id != run_id {
+            return;
+        }
+        run.in_flight.send = false;
+        match result {
+            Ok(()) => {
+                run.catalog = CatalogStatus::Sent;
+                self.record.message = format!(
+                    "{}; run metadata sent to the DM run catalog",
+                    self.record.message
+                );
+            }
+            Err(message) => {
+                self.record.message = format!(
+                    "{}; the DM run catalog refused the run metadata: {message}",
+                    self.record.message
+                );
+                run.catalog = CatalogStatus::Failed { message };
+            }
+        }
+    }
+
+    fn check_deadlines(&mut self, now: f64, out: &mut Vec<Action>) {
+        let timeouts = self.config.timeouts;
+        let since = self.record.state_since;
+        let Some(run) = self.run() else {
+            return;
+        };
+        let ready_limit = run
+            .request
+            .ready_timeout
+            .unwrap_or_else(|| secs(timeouts.ready));
+        let last_progress = since.max(run.progress_at);
+        let summary = run.frames_summary();
+        let after = |limit: f64| now >= since + limit;
+        let (to, text) = match self.record.state {
+            State::Starting if after(secs(timeouts.start)) => (
+                State::Timeout,
+                format!("DM did not start the job within {} s", secs(timeouts.start)),
+            ),
+            State::WaitReady if after(ready_limit) => (
+                State::Timeout,
+                format!("the workflow did not become ready within {ready_limit} s"),
+            ),
+            State::Ready if after(secs(timeouts.arm)) => (
+                State::Timeout,
+                format!(
+                    "ACQ_STARTED did not come within {} s of READY",
+                    secs(timeouts.arm)
+                ),
+            ),
+            State::Acquiring if after(secs(timeouts.acquire)) => (
+                State::Timeout,
+                format!(
+                    "ACQ_DONE did not come within {} s of ACQ_STARTED",
+                    secs(timeouts.acquire)
+                ),
+            ),
+            State::Draining if now >= last_progress + secs(timeouts.drain_idle) => (
+                State::Processing,
+                format!(
+                    "no new frame for {} s; {summary}",
+                    secs(timeouts.drain_idle)
+                ),
+            ),
+            State::Processing if after(secs(timeouts.processing)) => (
+                State::Timeout,
+                format!(
+                    "the DM job did not end within {} s of PROCESSING",
+                    secs(timeouts.processing)
+                ),
+            ),
+            _ => return,
+        };
+        if to == State::Processing {
+            self.leave_draining(text, now, out);
+        } else {
+            self.end(to, text, true, now, out);
+        }
+    }
+
+    /// Requests that follow from where the run is: stop a job that must stop, send the run to
+    /// the catalog once it has settled.
+    fn follow_up(&mut self, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let finish = secs(self.config.timeouts.finish);
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        let job_final = run.job_is_final();
+        if let Some(job_id) = run.job_id.clone() {
+            if run.stop_wanted
+                && !job_final
+                && !run.job_lost
+                && !run.in_flight.stop
+                && run.stop_attempts < MAX_STOP_ATTEMPTS
+                && now >= run.next_stop_at
+            {
+                run.in_flight.stop = true;
+                run.stop_attempts += 1;
+                out.push(Action::StopJob { job_id });
+            }
+        }
+        let mut send = false;
+        if state.is_final() && run.catalog == CatalogStatus::Pending && !run.in_flight.send {
+            let never_started = run.job_id.is_none() && !run.in_flight.start;
+            let ended_at = run.ended_at.unwrap_or(now);
+            send = job_final || never_started || run.job_lost || now >= ended_at + finish;
+            run.in_flight.send = send;
+        }
+        if send {
+            out.push(self.send_run_action());
+        }
+    }
+
+    fn send_run_action(&self) -> Action {
+        let run = self.run().expect("called with a run");
+        Action::SendRun {
+            run_id: run.run_id.clone(),
+            run: Box::new(self.catalog_entry(run)),
+        }
+    }
+
+    /// The run as the DM run catalog records it: the request, the job's final snapshot, the
+    /// frame counts and the time spent in each state.
+    fn catalog_entry(&self, run: &Run) -> ExperimentRun {
+        let request = &run.request;
+        let mut durations = Map::new();
+        for pair in run.history.windows(2) {
+            let spent = pair[1].at - pair[0].at;
+            let entry = durations
+                .entry(pair[0].state.name())
+                .or_insert_with(|| Value::from(0.0));
+            *entry = Value::from(entry.as_f64().unwrap_or(0.0) + spent);
+        }
+        let history: Vec<Value> = run
+            .history
+            .iter()
+            .map(|t| json!({"state": t.state.name(), "at": t.at, "message": t.message}))
+            .collect();
+        let mut extra = Map::new();
+        extra.insert(PREFIX_ARG.into(), json!(self.record.prefix));
+        extra.insert(RUN_ID_ARG.into(), json!(run.run_id));
+        extra.insert("workflow".into(), json!(request.workflow));
+        extra.insert("finalState".into(), json!(self.record.state.name()));
+        extra.insert("message".into(), json!(self.record.message));
+        extra.insert(
+            "request".into(),
+            serde_json::to_value(request).unwrap_or(Value::Null),
+        );
+        extra.insert("jobId".into(), json!(run.job_id));
+        extra.insert(
+            "job".into(),
+            serde_json::to_value(&run.job).unwrap_or(Value::Null),
+        );
+        extra.insert(
+            "frames".into(),
+            json!({
+                "expected": request.expected_frames,
+                "received": run.progress,
+                "missed": run.frames_missed,
+            }),
+        );
+        extra.insert("history".into(), Value::Array(history));
+        extra.insert("secondsInState".into(), Value::Object(durations));
+        ExperimentRun {
+            experiment_name: request
+                .experiment_name
+                .clone()
+                .unwrap_or_else(|| self.config.experiment.clone()),
+            run_name: request
+                .run_uid
+                .clone()
+                .unwrap_or_else(|| run.run_id.clone()),
+            description: Some(format!(
+                "{} on {}: {}",
+                request.workflow,
+                self.record.prefix,
+                self.record.state.name()
+            )),
+            start_time: Some(run.started_at),
+            end_time: run.ended_at,
+            extra,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

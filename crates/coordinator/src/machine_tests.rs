@@ -1,0 +1,798 @@
+//! Deterministic tests of the state machine: every transition, ABORT from every active state,
+//! every timeout, RESET, restarts, and that a final state is always reached.
+
+use super::*;
+use proptest::prelude::*;
+
+const T0: f64 = 1_000.0;
+const PREFIX: &str = "t:wf1:";
+
+fn job(id: &str, status: JobStatus, stage: &str) -> Box<ProcessingJob> {
+    Box::new(ProcessingJob {
+        id: id.into(),
+        owner: "dmuser".into(),
+        status,
+        stage: Some(stage.into()),
+        workflow: None,
+        error_message: None,
+        submission_time: Some(T0),
+        submission_timestamp: None,
+        start_time: Some(T0),
+        start_timestamp: None,
+        end_time: None,
+        end_timestamp: None,
+        run_time: None,
+        extra: Map::new(),
+    })
+}
+
+fn failed_job(id: &str, message: &str) -> Box<ProcessingJob> {
+    let mut job = job(id, JobStatus::Failed, "02-RUN");
+    job.error_message = Some(message.into());
+    job
+}
+
+fn machine() -> Machine {
+    Machine::new(PREFIX, MachineConfig::default(), T0)
+}
+
+fn request_json() -> String {
+    r#"{"workflow":"stream","expectedFrames":5,"runUid":"uid-1","dataChannel":"det:Image"}"#.into()
+}
+
+fn transitions(actions: &[Action]) -> Vec<State> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transitioned { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stops(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopJob { job_id } => Some(job_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_run(actions: &[Action]) -> Option<ExperimentRun> {
+    actions.iter().find_map(|a| match a {
+        Action::SendRun { run, .. } => Some((**run).clone()),
+        _ => None,
+    })
+}
+
+/// START with the standard request; returns the actions.
+fn start(m: &mut Machine, now: f64) -> Vec<Action> {
+    m.handle(Input::Request(request_json()), now);
+    m.command(Command::Start, now).expect("START accepted")
+}
+
+/// A slot driven to `target` along the normal path (job "j1", times one second apart).
+fn at(target: State) -> (Machine, f64) {
+    let mut m = machine();
+    let mut now = T0;
+    let path = [
+        State::Starting,
+        State::WaitReady,
+        State::Ready,
+        State::Acquiring,
+        State::Draining,
+        State::Processing,
+    ];
+    for step in path {
+        now += 1.0;
+        match step {
+            State::Starting => {
+                start(&mut m, now);
+            }
+            State::WaitReady => {
+                m.handle(
+                    Input::JobStarted(Ok(job("j1", JobStatus::Running, "01-START"))),
+                    now,
+                );
+            }
+            State::Ready => {
+                m.handle(Input::Ready(true), now);
+            }
+            State::Acquiring => {
+                m.command(Command::AcqStarted, now).unwrap();
+            }
+            State::Draining => {
+                m.handle(Input::Progress(3), now);
+                m.command(Command::AcqDone, now).unwrap();
+            }
+            State::Processing => {
+                m.handle(Input::Progress(5), now);
+            }
+            _ => unreachable!(),
+        }
+        assert_eq!(m.state(), step, "{}", m.message());
+        if step == target {
+            return (m, now);
+        }
+    }
+    panic!("{target} is not on the normal path");
+}
+
+const ACTIVE: [State; 6] = [
+    State::Starting,
+    State::WaitReady,
+    State::Ready,
+    State::Acquiring,
+    State::Draining,
+    State::Processing,
+];
+
+#[test]
+fn a_run_goes_through_every_state_to_done_and_is_sent_to_the_catalog() {
+    let mut m = machine();
+    assert_eq!(m.state(), State::Idle);
+    let actions = start(&mut m, T0 + 1.0);
+    assert_eq!(actions[0], Action::ClearWorkflowInputs);
+    let Some(Action::StartJob { workflow, args }) = actions.last() else {
+        panic!("{actions:?}");
+    };
+    assert_eq!(workflow, "stream");
+    assert_eq!(args["handshakePrefix"], PREFIX);
+    assert_eq!(args["filePath"], "pva://det:Image");
+    assert_eq!(m.dm_query(), None, "no poll while the start is under way");
+
+    let actions = m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01-START"))),
+        T0 + 2.0,
+    );
+    assert_eq!(transitions(&actions), [State::WaitReady]);
+    assert_eq!(
+        m.dm_query(),
+        Some(DmQuery::Poll {
+            job_id: "j1".into()
+        })
+    );
+    assert_eq!(
+        transitions(&m.handle(Input::Ready(true), T0 + 3.0)),
+        [State::Ready]
+    );
+    m.command(Command::AcqStarted, T0 + 4.0).unwrap();
+    assert_eq!(m.state(), State::Acquiring);
+    m.handle(Input::Progress(4), T0 + 5.0);
+    m.command(Command::AcqDone, T0 + 6.0).unwrap();
+    assert_eq!(m.state(), State::Draining);
+    let actions = m.handle(Input::Progress(5), T0 + 7.0);
+    assert_eq!(transitions(&actions), [State::Processing]);
+    assert!(m.message().contains("all 5 frames"), "{}", m.message());
+
+    let mut done = job("j1", JobStatus::Done, "02-END");
+    done.run_time = Some(9.0);
+    let actions = m.handle(Input::JobPolled(JobPoll::Seen(done)), T0 + 10.0);
+    assert_eq!(transitions(&actions), [State::Done]);
+    let run = sent_run(&actions).expect("the run goes to the catalog at once");
+    assert_eq!(run.experiment_name, "pvabridge");
+    assert_eq!(run.run_name, "uid-1");
+    assert_eq!(run.start_time, Some(T0 + 1.0));
+    assert_eq!(run.end_time, Some(T0 + 10.0));
+    assert_eq!(run.extra["finalState"], "DONE");
+    assert_eq!(run.extra["job"]["status"], "done");
+    assert_eq!(run.extra["request"]["workflow"], "stream");
+    assert_eq!(run.extra["frames"]["received"], 5);
+    assert_eq!(run.extra["frames"]["missed"], 0);
+    assert_eq!(run.extra["secondsInState"]["ACQUIRING"], 2.0);
+    assert_eq!(run.extra["history"].as_array().unwrap().len(), 7);
+    assert_eq!(m.dm_query(), None, "a final job is not polled");
+
+    let view = m.view(T0 + 11.0);
+    assert_eq!(view.state, State::Done);
+    assert_eq!(view.job_id, "j1");
+    assert_eq!(view.job_status, "done");
+    assert_eq!(view.run_time, 9.0);
+    assert_eq!(view.frames_expected, 5);
+    assert_eq!(view.frames_received, 5);
+    assert_eq!(view.owner, "dmuser");
+
+    let run_id = m.run().unwrap().run_id.clone();
+    m.handle(
+        Input::RunSent {
+            run_id,
+            result: Ok(()),
+        },
+        T0 + 11.0,
+    );
+    assert_eq!(m.run().unwrap().catalog, CatalogStatus::Sent);
+    assert!(m.message().contains("run catalog"), "{}", m.message());
+}
+
+#[test]
+fn ready_before_the_job_id_leads_straight_to_ready() {
+    let mut m = machine();
+    start(&mut m, T0);
+    m.handle(Input::Ready(true), T0 + 0.5);
+    assert_eq!(m.state(), State::Starting);
+    let actions = m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+        T0 + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::WaitReady, State::Ready]);
+}
+
+#[test]
+fn reaching_the_ready_stage_counts_as_ready() {
+    let mut m = machine();
+    m.handle(
+        Input::Request(r#"{"workflow":"w","readyStage":"02-STREAM"}"#.into()),
+        T0,
+    );
+    m.command(Command::Start, T0).unwrap();
+    m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01-PREPARE"))),
+        T0 + 1.0,
+    );
+    assert_eq!(m.state(), State::WaitReady);
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Running, "02-STREAM"))),
+        T0 + 2.0,
+    );
+    assert_eq!(m.state(), State::Ready);
+    assert!(m.message().contains("02-STREAM"), "{}", m.message());
+}
+
+#[test]
+fn ready_may_come_in_any_state_without_harm() {
+    let (mut m, now) = at(State::Acquiring);
+    assert!(transitions(&m.handle(Input::Ready(true), now)).is_empty());
+    assert!(transitions(&m.handle(Input::Ready(false), now)).is_empty());
+    assert_eq!(m.state(), State::Acquiring);
+    let mut idle = machine();
+    assert!(idle.handle(Input::Ready(true), T0).is_empty());
+    assert!(idle.handle(Input::Progress(3), T0).is_empty());
+}
+
+#[test]
+fn abort_from_every_active_state_stops_the_job_and_ends_aborted() {
+    for state in ACTIVE {
+        let (mut m, now) = at(state);
+        let actions = m.command(Command::Abort, now + 1.0).unwrap();
+        assert_eq!(transitions(&actions), [State::Aborted], "from {state}");
+        if state == State::Starting {
+            assert!(stops(&actions).is_empty(), "no job id to stop yet");
+            let actions = m.handle(
+                Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+                now + 2.0,
+            );
+            assert_eq!(stops(&actions), ["j1"], "the late job is stopped");
+            assert_eq!(m.state(), State::Aborted, "and the state stays");
+        } else {
+            assert_eq!(stops(&actions), ["j1"], "from {state}");
+        }
+        assert!(m.message().contains("aborted by command"));
+        assert!(
+            sent_run(&actions).is_none(),
+            "the catalog waits for the stop"
+        );
+        let actions = m.handle(
+            Input::JobStopped(Ok(job("j1", JobStatus::Aborted, "01"))),
+            now + 3.0,
+        );
+        let run = sent_run(&actions).expect("sent once the job is final");
+        assert_eq!(run.extra["finalState"], "ABORTED");
+        assert_eq!(run.extra["job"]["status"], "aborted");
+        assert_eq!(m.dm_query(), None);
+    }
+}
+
+#[test]
+fn abort_outside_a_run_changes_nothing() {
+    let mut m = machine();
+    let actions = m.command(Command::Abort, T0).unwrap();
+    assert!(actions.is_empty());
+    assert_eq!(m.state(), State::Idle);
+    assert!(m.message().contains("nothing to abort"));
+}
+
+#[test]
+fn each_wait_times_out_and_stops_the_job() {
+    let timeouts = Timeouts::default();
+    let cases = [
+        (State::WaitReady, timeouts.ready, "did not become ready"),
+        (State::Ready, timeouts.arm, "ACQ_STARTED did not come"),
+        (State::Acquiring, timeouts.acquire, "ACQ_DONE did not come"),
+        (State::Processing, timeouts.processing, "did not end"),
+    ];
+    for (state, limit, words) in cases {
+        let (mut m, now) = at(state);
+        let limit = limit.as_secs_f64();
+        assert!(
+            m.handle(Input::Tick, now + limit - 0.5).is_empty(),
+            "{state}"
+        );
+        let actions = m.handle(Input::Tick, now + limit);
+        assert_eq!(transitions(&actions), [State::Timeout], "{state}");
+        assert_eq!(stops(&actions), ["j1"], "{state}");
+        assert!(m.message().contains(words), "{state}: {}", m.message());
+    }
+}
+
+#[test]
+fn starting_times_out_and_a_late_job_is_stopped() {
+    let mut m = machine();
+    start(&mut m, T0);
+    let actions = m.handle(Input::Tick, T0 + 30.0);
+    assert_eq!(transitions(&actions), [State::Timeout]);
+    assert!(m.message().contains("did not start the job"));
+    let actions = m.handle(
+        Input::JobStarted(Ok(job("late", JobStatus::Pending, "01"))),
+        T0 + 31.0,
+    );
+    assert_eq!(stops(&actions), ["late"]);
+}
+
+#[test]
+fn the_request_ready_timeout_overrides_the_default() {
+    let mut m = machine();
+    m.handle(
+        Input::Request(r#"{"workflow":"w","readyTimeout":2.5}"#.into()),
+        T0,
+    );
+    m.command(Command::Start, T0).unwrap();
+    m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+        T0,
+    );
+    assert!(m.handle(Input::Tick, T0 + 2.4).is_empty());
+    let actions = m.handle(Input::Tick, T0 + 2.5);
+    assert_eq!(transitions(&actions), [State::Timeout]);
+    assert!(m.message().contains("2.5 s"), "{}", m.message());
+}
+
+#[test]
+fn draining_ends_when_frames_stop_coming_and_counts_the_missed_ones() {
+    let (mut m, now) = at(State::Draining);
+    let idle = Timeouts::default().drain_idle.as_secs_f64();
+    m.handle(Input::Progress(4), now + idle - 1.0);
+    assert!(
+        m.handle(Input::Tick, now + idle + 1.0).is_empty(),
+        "progress restarts the idle wait"
+    );
+    let actions = m.handle(Input::Tick, now + 2.0 * idle);
+    assert_eq!(transitions(&actions), [State::Processing]);
+    assert!(stops(&actions).is_empty(), "the job goes on processing");
+    assert_eq!(m.view(now).frames_missed, 1);
+    assert!(m.message().contains("4 of 5"), "{}", m.message());
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now + 30.0,
+    );
+    assert_eq!(m.state(), State::Done);
+    assert!(m.message().contains("1 missed"), "{}", m.message());
+}
+
+#[test]
+fn acq_done_with_every_frame_in_goes_on_to_processing() {
+    let (mut m, now) = at(State::Acquiring);
+    m.handle(Input::Progress(5), now);
+    let actions = m.command(Command::AcqDone, now + 1.0).unwrap();
+    assert_eq!(transitions(&actions), [State::Draining, State::Processing]);
+}
+
+#[test]
+fn a_job_that_ends_while_draining_ends_the_run() {
+    let (mut m, now) = at(State::Draining);
+    let actions = m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::Done]);
+    assert_eq!(m.view(now).frames_missed, 2, "3 of 5 frames came");
+}
+
+#[test]
+fn a_failed_job_fails_the_run_with_dms_reason_in_every_active_state() {
+    for state in &ACTIVE[1..] {
+        let (mut m, now) = at(*state);
+        let actions = m.handle(
+            Input::JobPolled(JobPoll::Seen(failed_job(
+                "j1",
+                "Stage 02-RUN failed: disk full",
+            ))),
+            now + 1.0,
+        );
+        assert_eq!(transitions(&actions), [State::Failed], "{state}");
+        assert!(m.message().contains("disk full"), "{}", m.message());
+        assert!(stops(&actions).is_empty(), "a failed job needs no stop");
+        assert!(sent_run(&actions).is_some(), "{state}");
+    }
+}
+
+#[test]
+fn a_job_that_fails_at_once_fails_the_run() {
+    let mut m = machine();
+    start(&mut m, T0);
+    let actions = m.handle(
+        Input::JobStarted(Ok(failed_job("j1", "Invalid input file specification."))),
+        T0 + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::WaitReady, State::Failed]);
+    assert!(m.message().contains("Invalid input file specification."));
+}
+
+#[test]
+fn a_workflow_that_ends_before_the_run_is_over_is_lost() {
+    for state in [State::WaitReady, State::Ready, State::Acquiring] {
+        let (mut m, now) = at(state);
+        m.handle(
+            Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+            now + 1.0,
+        );
+        assert_eq!(m.state(), State::Failed, "{state}");
+        assert!(m.message().contains("workflow is gone"), "{}", m.message());
+    }
+}
+
+#[test]
+fn a_job_aborted_by_someone_else_ends_aborted() {
+    let (mut m, now) = at(State::Acquiring);
+    let actions = m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Aborted, "02"))),
+        now + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::Aborted]);
+    assert!(m.message().contains("outside the bridge"));
+}
+
+#[test]
+fn a_job_dm_forgot_fails_the_run() {
+    let (mut m, now) = at(State::Processing);
+    let actions = m.handle(
+        Input::JobPolled(JobPoll::NotFound("Job j1 not found.".into())),
+        now + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::Failed]);
+    assert!(m.message().contains("no longer has job j1"));
+    assert!(sent_run(&actions).is_some());
+    assert_eq!(m.dm_query(), None);
+}
+
+#[test]
+fn dm_out_of_reach_for_too_long_fails_the_run() {
+    let (mut m, now) = at(State::Acquiring);
+    let lost = Timeouts::default().dm_lost.as_secs_f64();
+    let poll = |m: &mut Machine, t: f64| {
+        m.handle(
+            Input::JobPolled(JobPoll::Unreachable("connection refused".into())),
+            t,
+        )
+    };
+    assert!(poll(&mut m, now + 1.0).is_empty());
+    assert!(poll(&mut m, now + lost).is_empty());
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Running, "02"))),
+        now + lost + 0.5,
+    );
+    assert!(
+        poll(&mut m, now + lost + 1.0).is_empty(),
+        "an answer resets the count"
+    );
+    let actions = poll(&mut m, now + 2.0 * lost + 1.0);
+    assert_eq!(transitions(&actions), [State::Failed]);
+    assert!(m.message().contains("lost contact with DM"));
+    assert_eq!(
+        stops(&actions),
+        ["j1"],
+        "the job is stopped if DM comes back"
+    );
+}
+
+#[test]
+fn a_refused_start_fails_the_run_with_dms_reason() {
+    let mut m = machine();
+    start(&mut m, T0);
+    let actions = m.handle(
+        Input::JobStarted(Err("DM error 14: Workflow stream not found.".into())),
+        T0 + 1.0,
+    );
+    assert_eq!(transitions(&actions), [State::Failed]);
+    assert!(m.message().contains("Workflow stream not found."));
+    let run = sent_run(&actions).expect("a run that never started is sent at once");
+    assert_eq!(run.extra["jobId"], Value::Null);
+}
+
+#[test]
+fn commands_out_of_place_are_refused_and_change_nothing() {
+    let mut m = machine();
+    let err = m.command(Command::Start, T0).unwrap_err();
+    assert!(err.to_string().contains("Request is empty"), "{err}");
+    m.handle(Input::Request(r#"{"workflw":"x"}"#.into()), T0);
+    let err = m.command(Command::Start, T0).unwrap_err();
+    assert!(err.to_string().contains("workflw"), "{err}");
+    for command in [Command::AcqStarted, Command::AcqDone] {
+        let err = m.command(command, T0).unwrap_err();
+        assert_eq!(err.state, State::Idle);
+    }
+    assert_eq!(m.state(), State::Idle);
+
+    let (mut m, now) = at(State::Acquiring);
+    let before = m.record().clone();
+    for command in [Command::Start, Command::AcqStarted, Command::Reset] {
+        let err = m.command(command, now).unwrap_err();
+        assert_eq!(err.command, command);
+        assert_eq!(err.state, State::Acquiring);
+    }
+    assert_eq!(m.record(), &before);
+    assert!(m.command(Command::None, now).unwrap().is_empty());
+}
+
+#[test]
+fn reset_returns_a_final_state_to_idle_and_start_may_follow_a_final_state() {
+    let (mut m, now) = at(State::Ready);
+    m.command(Command::Abort, now).unwrap();
+    let actions = m.command(Command::Reset, now + 1.0).unwrap();
+    assert_eq!(transitions(&actions), [State::Idle]);
+    assert!(
+        sent_run(&actions).is_some(),
+        "a run not yet in the catalog is sent before it is forgotten"
+    );
+    assert!(m.run().is_none());
+    assert_eq!(m.view(now).job_id, "");
+    let actions = m.command(Command::Reset, now + 2.0).unwrap();
+    assert!(actions.is_empty());
+    assert!(m.message().contains("already IDLE"));
+
+    let (mut m, now) = at(State::Processing);
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now,
+    );
+    let run_id = m.run().unwrap().run_id.clone();
+    m.handle(
+        Input::RunSent {
+            run_id,
+            result: Ok(()),
+        },
+        now,
+    );
+    let actions = start(&mut m, now + 1.0);
+    assert_eq!(transitions(&actions), [State::Starting]);
+    assert!(sent_run(&actions).is_none(), "already in the catalog");
+    assert_eq!(m.run().unwrap().job_id, None, "a fresh run");
+}
+
+#[test]
+fn the_run_goes_to_the_catalog_after_the_finish_wait_even_without_a_final_job() {
+    let (mut m, now) = at(State::Acquiring);
+    let actions = m.command(Command::Abort, now).unwrap();
+    assert_eq!(stops(&actions), ["j1"]);
+    m.handle(Input::JobStopped(Err("timed out".into())), now + 1.0);
+    assert!(m.message().contains("could not stop DM job j1"));
+    let actions = m.handle(Input::Tick, now + 3.0);
+    assert_eq!(stops(&actions), ["j1"], "stopping is tried again");
+    m.handle(Input::JobStopped(Err("timed out".into())), now + 4.0);
+    let actions = m.handle(Input::Tick, now + 6.0);
+    assert_eq!(stops(&actions), ["j1"]);
+    m.handle(Input::JobStopped(Err("timed out".into())), now + 7.0);
+    assert!(
+        stops(&m.handle(Input::Tick, now + 10.0)).is_empty(),
+        "three attempts at most"
+    );
+    let finish = Timeouts::default().finish.as_secs_f64();
+    let actions = m.handle(Input::Tick, now + finish);
+    let run = sent_run(&actions).expect("sent after the finish wait");
+    assert_eq!(run.extra["job"]["status"], "running");
+    assert!(sent_run(&m.handle(Input::Tick, now + finish + 1.0)).is_none());
+}
+
+#[test]
+fn a_refused_catalog_entry_is_reported() {
+    let (mut m, now) = at(State::Processing);
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now,
+    );
+    let run_id = m.run().unwrap().run_id.clone();
+    m.handle(
+        Input::RunSent {
+            run_id,
+            result: Err("Run uid-1 already exists.".into()),
+        },
+        now,
+    );
+    assert!(matches!(
+        m.run().unwrap().catalog,
+        CatalogStatus::Failed { .. }
+    ));
+    assert!(m.message().contains("already exists"), "{}", m.message());
+    assert_eq!(m.state(), State::Done);
+}
+
+fn restored(m: &Machine) -> Machine {
+    let text = serde_json::to_string(m.record()).unwrap();
+    Machine::restore(
+        serde_json::from_str(&text).unwrap(),
+        MachineConfig::default(),
+    )
+}
+
+#[test]
+fn after_a_restart_the_same_job_is_followed_to_done() {
+    let (m, now) = at(State::Processing);
+    let mut m = restored(&m);
+    assert_eq!(m.state(), State::Processing);
+    assert!(m.handle(Input::Tick, now + 1.0).is_empty());
+    assert_eq!(
+        m.dm_query(),
+        Some(DmQuery::Poll {
+            job_id: "j1".into()
+        })
+    );
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now + 2.0,
+    );
+    assert_eq!(m.state(), State::Done);
+    assert_eq!(m.run().unwrap().history.len(), 7);
+}
+
+#[test]
+fn a_restart_during_the_start_finds_the_job_by_run_id() {
+    let mut m = machine();
+    start(&mut m, T0);
+    let mut found = restored(&m);
+    let run_id = m.run().unwrap().run_id.clone();
+    assert_eq!(found.dm_query(), Some(DmQuery::Find { run_id }));
+    found.handle(
+        Input::JobFound(Ok(Some(job("j1", JobStatus::Running, "01")))),
+        T0 + 1.0,
+    );
+    assert_eq!(found.state(), State::WaitReady);
+
+    let mut lost = restored(&m);
+    lost.handle(Input::JobFound(Ok(None)), T0 + 1.0);
+    assert_eq!(lost.state(), State::Failed);
+    assert!(lost.message().contains("restarted while starting"));
+}
+
+#[test]
+fn a_restart_in_a_final_state_resumes_stopping_and_sending() {
+    let (mut m, now) = at(State::Acquiring);
+    m.command(Command::Abort, now).unwrap();
+    let mut m = restored(&m);
+    let actions = m.handle(Input::Tick, now + 10.0);
+    assert_eq!(stops(&actions), ["j1"], "the stop in flight is sent again");
+    let actions = m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Aborted, "02"))),
+        now + 11.0,
+    );
+    assert!(sent_run(&actions).is_some());
+}
+
+#[test]
+fn answers_about_other_jobs_or_runs_are_ignored() {
+    let (mut m, now) = at(State::Acquiring);
+    let before = m.record().clone();
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("other", JobStatus::Failed, "01"))),
+        now,
+    );
+    m.handle(
+        Input::RunSent {
+            run_id: "other".into(),
+            result: Ok(()),
+        },
+        now,
+    );
+    m.handle(
+        Input::JobStarted(Ok(job("other", JobStatus::Running, "01"))),
+        now,
+    );
+    assert_eq!(m.record(), &before);
+}
+
+#[test]
+fn the_view_shows_the_run_time_of_a_running_job() {
+    let (m, _) = at(State::Acquiring);
+    let view = m.view(T0 + 12.5);
+    assert_eq!(view.run_time, 12.5);
+    assert_eq!(view.stage_id, "01-START");
+    assert_eq!(view.job_status, "running");
+    assert_eq!(view.run_uid, "uid-1");
+    assert_eq!(view.workflow, "stream");
+    assert!(view.request.contains("\"expectedFrames\":5"));
+}
+
+/// One step of a random session.
+#[derive(Debug, Clone)]
+enum Step {
+    Command(Command),
+    Ready(bool),
+    Progress(u64),
+    Started(bool),
+    Poll(u8),
+    Stopped(bool),
+    Sent(bool),
+    Wait(u16),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        prop::sample::select(Command::ALL.to_vec()).prop_map(Step::Command),
+        any::<bool>().prop_map(Step::Ready),
+        (0u64..8).prop_map(Step::Progress),
+        any::<bool>().prop_map(Step::Started),
+        (0u8..6).prop_map(Step::Poll),
+        any::<bool>().prop_map(Step::Stopped),
+        any::<bool>().prop_map(Step::Sent),
+        (0u16..5000).prop_map(Step::Wait),
+    ]
+}
+
+proptest! {
+    /// Whatever happens, once time passes every run ends in a final state (or the slot is IDLE),
+    /// and every run that ended went to the catalog.
+    #[test]
+    fn a_final_state_is_always_reached(steps in prop::collection::vec(step(), 0..40)) {
+        let mut m = machine();
+        let mut now = T0;
+        let mut sent = std::collections::HashSet::new();
+        let mut note_sent = |actions: Vec<Action>| {
+            for action in actions {
+                if let Action::SendRun { run_id, .. } = action {
+                    sent.insert(run_id);
+                }
+            }
+        };
+        m.handle(Input::Request(request_json()), now);
+        for step in steps {
+            now += 0.5;
+            let job_id = m.run().and_then(|r| r.job_id.clone()).unwrap_or_else(|| "j1".into());
+            let actions = match step {
+                Step::Command(c) => m.command(c, now).unwrap_or_default(),
+                Step::Ready(r) => m.handle(Input::Ready(r), now),
+                Step::Progress(n) => m.handle(Input::Progress(n), now),
+                Step::Started(ok) => m.handle(Input::JobStarted(if ok {
+                    Ok(job(&job_id, JobStatus::Running, "01"))
+                } else {
+                    Err("refused".into())
+                }), now),
+                Step::Poll(kind) => {
+                    let poll = match kind {
+                        0 => JobPoll::Seen(job(&job_id, JobStatus::Running, "02")),
+                        1 => JobPoll::Seen(job(&job_id, JobStatus::Done, "03")),
+                        2 => JobPoll::Seen(failed_job(&job_id, "boom")),
+                        3 => JobPoll::Seen(job(&job_id, JobStatus::Aborted, "02")),
+                        4 => JobPoll::NotFound("gone".into()),
+                        _ => JobPoll::Unreachable("down".into()),
+                    };
+                    m.handle(Input::JobPolled(poll), now)
+                }
+                Step::Stopped(ok) => m.handle(Input::JobStopped(if ok {
+                    Ok(job(&job_id, JobStatus::Aborted, "02"))
+                } else {
+                    Err("no".into())
+                }), now),
+                Step::Sent(ok) => {
+                    let run_id = m.run().map(|r| r.run_id.clone()).unwrap_or_default();
+                    m.handle(Input::RunSent { run_id, result: if ok { Ok(()) } else { Err("no".into()) } }, now)
+                }
+                Step::Wait(seconds) => {
+                    now += f64::from(seconds);
+                    m.handle(Input::Tick, now)
+                }
+            };
+            note_sent(actions);
+        }
+        for _ in 0..4 {
+            now += 10_000.0;
+            note_sent(m.handle(Input::Tick, now));
+        }
+        prop_assert!(m.state().is_final() || m.state() == State::Idle, "stuck in {}", m.state());
+        if let Some(run) = m.run() {
+            prop_assert!(
+                run.catalog != CatalogStatus::Pending || sent.contains(&run.run_id),
+                "run {} never went to the catalog", run.run_id
+            );
+        }
+    }
+}

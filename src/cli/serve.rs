@@ -1,0 +1,254 @@
+//! `pvabridge serve`: the coordinator. Serves the handshake PVs of each run slot and drives its
+//! runs through DM (the facility's service, or the embedded one started in this process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use coordinator::embedded::EmbeddedDm;
+use coordinator::{Bridge, BridgeConfig, MachineConfig, Timeouts};
+use dm::client::{read_login_file, LOGIN_FILE_ENV, URL_ENV};
+use dm::{ClientConfig, DmClient, ServicePaths};
+use serde_json::json;
+
+/// Options of `pvabridge serve`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Each --prefix is one run slot with the PVs PREFIX State, Command, Request, Ready, Progress,
+WorkflowMessage, Workflow, Owner, JobId, JobStatus, StageId, RunTime, FramesExpected, FramesReceived,
+FramesMissed, Message, Heartbeat, Status and PVI (ophyd-async: PviDeviceConnector on PREFIX PVI).
+
+A run: write the request JSON to Request, e.g.
+  {\"workflow\": \"stream-stats\", \"argsDict\": {\"sample\": \"Si\"}, \"runUid\": \"...\",
+   \"expectedFrames\": 100, \"dataChannel\": \"det:Image\", \"readyTimeout\": 30}
+then put Command START, wait for State READY, put ACQ_STARTED, take data, put ACQ_DONE, and wait for
+DONE, FAILED, ABORTED or TIMEOUT. The DM job gets the argsDict plus handshakePrefix, pvabridgeRunId,
+dataChannel, expectedFrames, runUid and a placeholder filePath; its stage reports with
+`pvabridge workflow ready|progress|message --handshake $handshakePrefix`.
+
+DM: --dm-url and DM_LOGIN_FILE (or DM_PROC_WEB_SERVICE_URL), or --embedded-dm DIR to run the
+embedded DM service in this process (its stages then end with it: for runs that survive a restart of
+the bridge, run `pvabridge dm-service` apart and point --dm-url at it).
+
+Each slot keeps its current run in STATE_DIR, so a restarted bridge follows the same DM job.
+Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVA_BROADCAST_PORT.
+
+Examples:
+  pvabridge serve --prefix bdp:wf1: --embedded-dm /tmp/dm
+  DM_LOGIN_FILE=~/.dm/login pvabridge serve --prefix bdp:wf1: --prefix bdp:wf2: --dm-url https://dmhost:22236")]
+pub struct ServeArgs {
+    /// PV prefix of a run slot, e.g. bdp:wf1: (repeat for several slots).
+    #[arg(long = "prefix", value_name = "PREFIX", required = true)]
+    prefixes: Vec<String>,
+    /// URL of the DM processing service.
+    #[arg(long, env = URL_ENV, value_name = "URL")]
+    dm_url: Option<String>,
+    /// File whose first line is `username|password` for DM.
+    #[arg(long, env = LOGIN_FILE_ENV, value_name = "FILE")]
+    dm_login_file: Option<PathBuf>,
+    /// Run the embedded DM service in this process, with its data in DIR (a login is made in
+    /// DIR/users); overrides --dm-url.
+    #[arg(long, value_name = "DIR")]
+    embedded_dm: Option<PathBuf>,
+    /// Address of the embedded DM service (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    embedded_dm_listen: SocketAddr,
+    /// The DM owner of workflows and jobs (default: the login name).
+    #[arg(long, value_name = "NAME")]
+    dm_owner: Option<String>,
+    /// PEM file of the certificate authority to trust for https.
+    #[arg(long, value_name = "PEM")]
+    dm_ca_file: Option<PathBuf>,
+    /// Path below /dm that stops a job ({owner}, {id} are filled in).
+    #[arg(long, value_name = "TEMPLATE", default_value_t = ServicePaths::default().stop_job)]
+    dm_stop_job_path: String,
+    /// Path below /dm that adds a run to the run catalog ({experiment} is filled in).
+    #[arg(long, value_name = "TEMPLATE", default_value_t = ServicePaths::default().add_run)]
+    dm_add_run_path: String,
+    /// Experiment of the run catalog for requests that name none.
+    #[arg(long, value_name = "NAME", default_value = "pvabridge")]
+    experiment: String,
+    /// Directory of the slots' state files (default: DIR/bridge-state with --embedded-dm,
+    /// else ./pvabridge-state).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds between polls of DM.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    poll_period: f64,
+    /// Seconds for DM to start the job (STARTING).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    start_timeout: f64,
+    /// Seconds for the workflow's Ready (WAIT_READY), unless the request gives readyTimeout.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    ready_timeout: f64,
+    /// Seconds for ACQ_STARTED after READY.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    arm_timeout: f64,
+    /// Seconds for ACQ_DONE after ACQ_STARTED.
+    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
+    acquire_timeout: f64,
+    /// Seconds without new progress in DRAINING before the missing frames count as missed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    drain_idle_timeout: f64,
+    /// Seconds for the DM job to end after PROCESSING began.
+    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
+    processing_timeout: f64,
+    /// Seconds DM may stay unreachable before an active run fails.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    dm_lost_timeout: f64,
+    /// Seconds after a final state to wait for the job's final snapshot before the run goes to
+    /// the catalog without it.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    finish_timeout: f64,
+    /// Print the startup report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("--{option} must be a positive number of seconds, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl ServeArgs {
+    fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        Ok(Timeouts {
+            start: seconds("start-timeout", self.start_timeout)?,
+            ready: seconds("ready-timeout", self.ready_timeout)?,
+            arm: seconds("arm-timeout", self.arm_timeout)?,
+            acquire: seconds("acquire-timeout", self.acquire_timeout)?,
+            drain_idle: seconds("drain-idle-timeout", self.drain_idle_timeout)?,
+            processing: seconds("processing-timeout", self.processing_timeout)?,
+            dm_lost: seconds("dm-lost-timeout", self.dm_lost_timeout)?,
+            finish: seconds("finish-timeout", self.finish_timeout)?,
+        })
+    }
+
+    fn paths(&self) -> ServicePaths {
+        ServicePaths {
+            stop_job: self.dm_stop_job_path.clone(),
+            add_run: self.dm_add_run_path.clone(),
+            ..ServicePaths::default()
+        }
+    }
+
+    fn facility_config(&self) -> anyhow::Result<ClientConfig> {
+        let Some(url) = &self.dm_url else {
+            bail!("no DM service: pass --dm-url (or set {URL_ENV}), or --embedded-dm DIR");
+        };
+        let Some(login_file) = &self.dm_login_file else {
+            bail!("no DM login: pass --dm-login-file or set {LOGIN_FILE_ENV} (a file with one line username|password)");
+        };
+        let (username, password) = read_login_file(login_file)?;
+        let mut config = ClientConfig::new(url.clone(), username, password);
+        config.ca_file = self.dm_ca_file.clone();
+        Ok(config)
+    }
+}
+
+/// Serve until Ctrl-C or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let machine = MachineConfig {
+        timeouts: args.timeouts()?,
+        experiment: args.experiment.clone(),
+    };
+    let poll_period = seconds("poll-period", args.poll_period)?;
+    let pva_config = pva::ServerConfig::from_env()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (embedded, mut dm_config) = match &args.embedded_dm {
+            Some(dir) => {
+                let service = EmbeddedDm::start(dir, args.embedded_dm_listen)
+                    .await
+                    .with_context(|| format!("cannot start the embedded DM service in {}", dir.display()))?;
+                let config = service.client_config();
+                (Some(service), config)
+            }
+            None => (None, args.facility_config()?),
+        };
+        dm_config.owner = args.dm_owner.clone();
+        dm_config.paths = args.paths();
+        let dm = DmClient::new(dm_config)?;
+        let state_dir = match (&args.state_dir, &args.embedded_dm) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dm_dir)) => dm_dir.join("bridge-state"),
+            (None, None) => PathBuf::from("pvabridge-state"),
+        };
+        let mut config = BridgeConfig::new(args.prefixes.clone(), &state_dir);
+        config.machine = machine;
+        config.poll_period = poll_period;
+        let bridge = Bridge::start(config, dm.clone(), pva_config).await?;
+        let login_file = embedded
+            .as_ref()
+            .map(|service| service.login_file().display().to_string());
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "event": "serving",
+                    "prefixes": bridge.prefixes(),
+                    "tcp": bridge.tcp_addr().to_string(),
+                    "udp": bridge.udp_addr().to_string(),
+                    "dmUrl": embedded.as_ref().map_or_else(|| dm.base_url().to_string(), |s| s.url()),
+                    "dmLoginFile": login_file,
+                    "stateDir": state_dir.display().to_string(),
+                })
+            );
+        } else {
+            if let Some(service) = &embedded {
+                println!(
+                    "pvabridge serve: embedded DM service at {} (DM_LOGIN_FILE={})",
+                    service.url(),
+                    service.login_file().display()
+                );
+            }
+            println!(
+                "pvabridge serve: serving {} on TCP {} and UDP {}; DM at {}; state in {}",
+                bridge.prefixes().join(" "),
+                bridge.tcp_addr(),
+                bridge.udp_addr(),
+                dm.base_url(),
+                state_dir.display()
+            );
+        }
+        wait_for_stop_signal().await;
+        tracing::info!("stopping");
+        bridge.stop().await;
+        if let Some(service) = embedded {
+            service.shutdown().await;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
+}

@@ -1,0 +1,140 @@
+//! `pvabridge workflow ...`: what a DM stage runs to take part in the handshake of a run slot.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use coordinator::{HandshakeClient, State};
+use pva::client::Context;
+use serde_json::json;
+
+/// The environment variable that may give the handshake prefix instead of --handshake.
+const HANDSHAKE_ENV: &str = "PVABRIDGE_HANDSHAKE";
+
+/// Options of `pvabridge workflow`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+A DM stage gets the slot's prefix in its argsDict as handshakePrefix, so a stage command reads e.g.
+  pvabridge workflow ready --handshake $handshakePrefix
+  pvabridge workflow wait-state DRAINING --handshake $handshakePrefix
+  pvabridge workflow progress 100 --handshake $handshakePrefix
+  pvabridge workflow message 'wrote results.h5' --handshake $handshakePrefix
+wait-state exits 0 once the slot is in one of the states, and non-zero when the run ends in another
+final state or the wait runs out. PVs are found through the EPICS_PVA_* environment.")]
+pub struct WorkflowArgs {
+    /// The run slot's PV prefix, e.g. bdp:wf1:.
+    #[arg(long, env = HANDSHAKE_ENV, value_name = "PREFIX", global = true)]
+    handshake: Option<String>,
+    /// Seconds one PV operation may take (connection included).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: WorkflowCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkflowCommand {
+    /// Tell the bridge the workflow is ready to receive (Ready=1).
+    Ready {
+        /// Withdraw readiness instead (Ready=0).
+        #[arg(long)]
+        off: bool,
+    },
+    /// Report the frames processed so far.
+    Progress {
+        /// Frames processed.
+        frames: u64,
+    },
+    /// Show free text to the operator (WorkflowMessage).
+    Message {
+        /// The text.
+        text: String,
+    },
+    /// Wait until the slot is in one of the given states; print it.
+    WaitState {
+        /// States, e.g. ACQUIRING DRAINING (any of them ends the wait).
+        #[arg(required = true, value_name = "STATE")]
+        states: Vec<String>,
+        /// The longest wait in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+        max_wait: f64,
+        /// Print {"state": ..., "message": ...} instead of the state name.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the slot's Status structure.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("--{option} must be a positive number of seconds, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Run one workflow command.
+pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
+    let Some(prefix) = args.handshake.clone() else {
+        bail!("no run slot: pass --handshake PREFIX (or set {HANDSHAKE_ENV})");
+    };
+    let timeout = seconds("timeout", args.timeout)?;
+    let wanted = match &args.command {
+        WorkflowCommand::WaitState { states, .. } => states
+            .iter()
+            .map(|s| s.parse::<State>())
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let ctx = Context::from_env()?;
+        let slot = HandshakeClient::new(ctx, prefix).with_timeout(timeout);
+        match args.command {
+            WorkflowCommand::Ready { off } => slot.set_ready(!off).await?,
+            WorkflowCommand::Progress { frames } => slot.report_progress(frames).await?,
+            WorkflowCommand::Message { text } => slot.set_workflow_message(&text).await?,
+            WorkflowCommand::WaitState { max_wait, json, .. } => {
+                let max_wait = seconds("max-wait", max_wait)?;
+                let state = slot.wait_for_state(&wanted, max_wait).await?;
+                if json {
+                    let status = slot.status().await?;
+                    println!("{}", json!({"state": state, "message": status.message}));
+                } else {
+                    println!("{state}");
+                }
+            }
+            WorkflowCommand::Status { json } => {
+                let status = slot.status().await?;
+                if json {
+                    println!("{}", serde_json::to_string(&status)?);
+                } else {
+                    println!(
+                        "{} {} job={} ({}, stage {}) frames={}/{} missed={} ready={} progress={}: {}",
+                        slot.prefix(),
+                        status.state,
+                        if status.job_id.is_empty() { "-" } else { &status.job_id },
+                        if status.job_status.is_empty() { "-" } else { &status.job_status },
+                        if status.stage_id.is_empty() { "-" } else { &status.stage_id },
+                        status.frames_received,
+                        status.frames_expected,
+                        status.frames_missed,
+                        u8::from(status.ready),
+                        status.progress,
+                        status.message
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

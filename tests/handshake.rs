@@ -1,0 +1,659 @@
+//! The handshake end to end over real processes: `pvabridge serve` (with the embedded DM service,
+//! or with `pvabridge dm-service` apart), a DM workflow whose stage runs `pvabridge workflow ...`,
+//! and the Bluesky side played by our PVA client (and once by p4p), all on loopback with ports of
+//! their own.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coordinator::{Command, HandshakeClient, RunRequest, State};
+use dm::client::read_login_file;
+use dm::{ClientConfig, DmClient, JobStatus, ProcessingJob, Stage, Workflow};
+use pva::client::{Context, MonitorEvent};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+/// The longest any single wait of these tests may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The bound of each whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// A child process killed when the test ends, however it ends.
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The loopback EPICS environment of a test: servers on `udp`, clients searching there. Stages
+/// started by a DM service inherit it, so that their `pvabridge workflow` finds the bridge.
+fn loopback(cmd: &mut Process, udp: u16) {
+    cmd.env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_SERVER_PORT", "0")
+        .env("EPICS_PVA_BROADCAST_PORT", udp.to_string())
+        .env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVA_NAME_SERVERS", "")
+        .env_remove("PVABRIDGE_HANDSHAKE")
+        .env_remove("DM_PROC_WEB_SERVICE_URL")
+        .env_remove("DM_LOGIN_FILE");
+}
+
+/// Start `cmd`, logging its stderr to `log`, and return it with its first stdout line.
+fn spawn_reporting(mut cmd: Process, log: &Path) -> (Running, String) {
+    let log_file = std::fs::File::create(log).expect("create log file");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("start pvabridge");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let running = Running { child };
+    let line = receiver.recv_timeout(WAIT).unwrap_or_else(|_| {
+        panic!(
+            "no startup line; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
+    (running, line)
+}
+
+/// A bridge process and what it reported.
+struct Bridge {
+    _process: Running,
+    dm_url: String,
+    login_file: PathBuf,
+    log: PathBuf,
+}
+
+impl Bridge {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
+fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+    let mut cmd = Process::new(BINARY);
+    cmd.args([
+        "serve",
+        "--json",
+        "--prefix",
+        prefix,
+        "--poll-period",
+        "0.2",
+    ])
+    .args(dm)
+    .arg("--state-dir")
+    .arg(dir.join("state"))
+    .env("RUST_LOG", "info");
+    loopback(&mut cmd, udp);
+    let log = dir.join(log_name);
+    let (process, line) = spawn_reporting(cmd, &log);
+    let info: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+    assert_eq!(info["event"], "serving", "{info}");
+    Bridge {
+        _process: process,
+        dm_url: info["dmUrl"].as_str().unwrap().to_string(),
+        login_file: info["dmLoginFile"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("users")),
+        log,
+    }
+}
+
+/// `pvabridge serve` with the embedded DM service in `dir/dm`.
+fn serve_embedded(dir: &Path, udp: u16, prefix: &str) -> Bridge {
+    let dm_dir = dir.join("dm");
+    serve(
+        dir,
+        udp,
+        prefix,
+        &["--embedded-dm", dm_dir.to_str().unwrap()],
+        "bridge.log",
+    )
+}
+
+fn dm_client(url: &str, login_file: &Path) -> DmClient {
+    let (username, password) = read_login_file(login_file).expect("login file");
+    DmClient::new(ClientConfig::new(url, username, password)).expect("DM client")
+}
+
+/// A workflow of shell stages; `pvabridge` in a command is the binary under test.
+fn workflow(name: &str, stages: &[(&str, &str)]) -> Workflow {
+    let binary = format!("'{BINARY}'");
+    Workflow {
+        name: name.into(),
+        stages: stages
+            .iter()
+            .map(|(key, command)| {
+                let stage = Stage {
+                    command: command.replace("pvabridge", &binary),
+                    ..Stage::default()
+                };
+                (key.to_string(), stage)
+            })
+            .collect::<BTreeMap<_, _>>(),
+        ..Workflow::default()
+    }
+}
+
+fn slot(udp: u16, prefix: &str) -> HandshakeClient {
+    let config = pva::ClientConfig::isolated(([127, 0, 0, 1], udp).into());
+    HandshakeClient::new(Context::new(config).expect("client"), prefix)
+        .with_timeout(Duration::from_secs(10))
+}
+
+/// Poll DM until the job satisfies `done`.
+async fn job_until(
+    dm: &DmClient,
+    job_id: &str,
+    done: impl Fn(&ProcessingJob) -> bool,
+) -> ProcessingJob {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let job = dm.get_job(job_id).await.expect("get job");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job_id} stayed {} in stage {:?}",
+            job.status,
+            job.stage
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait for the run catalog entry of `run_name`.
+async fn catalog_run(dm: &DmClient, run_name: &str) -> dm::ExperimentRun {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let runs = dm.list_runs("pvabridge").await.expect("list runs");
+        if let Some(run) = runs.into_iter().find(|r| r.run_name == run_name) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run_name} never reached the run catalog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every state the slot's `State` PV shows until a final one, as a monitor sees them.
+fn watch_states(udp: u16, client: &HandshakeClient) -> tokio::task::JoinHandle<Vec<State>> {
+    let config = pva::ClientConfig::isolated(([127, 0, 0, 1], udp).into());
+    let name = client.pv_name("State");
+    tokio::spawn(async move {
+        let ctx = Context::new(config).expect("client");
+        let mut monitor = ctx.monitor(&name).exec().expect("monitor");
+        let mut states = Vec::new();
+        while let Some(event) = monitor.recv().await {
+            if let MonitorEvent::Update(update) = event {
+                let index = update.value.get("value.index").and_then(|v| v.as_i64());
+                let state = State::from_index(index.unwrap_or(-1) as i32).expect("a state");
+                if states.last() != Some(&state) {
+                    states.push(state);
+                }
+                if state.is_final() {
+                    break;
+                }
+            }
+        }
+        states
+    })
+}
+
+fn run_test(test: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(TEST_LIMIT, test)
+            .await
+            .expect("the test finishes in time");
+    });
+}
+
+fn request(workflow: &str, run_uid: &str) -> RunRequest {
+    let mut request = RunRequest::new(workflow);
+    request.run_uid = Some(run_uid.into());
+    request
+}
+
+#[test]
+fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, "e2e:done:");
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow(
+            "stream-done",
+            &[
+                (
+                    "01-STREAM",
+                    "pvabridge workflow ready --handshake $handshakePrefix \
+                     && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
+                     && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
+                     && pvabridge workflow message \"processed $expectedFrames frames\" --handshake $handshakePrefix",
+                ),
+                ("02-FINISH", "echo finished $runUid"),
+            ],
+        ))
+        .await
+        .unwrap();
+
+        let slot = slot(udp, "e2e:done:");
+        let states = watch_states(udp, &slot);
+        let mut request = request("stream-done", "uid-done");
+        request.expected_frames = Some(4);
+        slot.start(&request).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Ready], WAIT).await,
+            Ok(State::Ready)
+        );
+        slot.command(Command::AcqStarted).await.unwrap();
+        slot.command(Command::AcqDone).await.unwrap();
+        let end = slot.wait_for_state(&[State::Done], WAIT).await;
+        assert_eq!(end, Ok(State::Done), "{}", bridge.log());
+
+        let states = states.await.unwrap();
+        assert!(
+            states.windows(2).all(|w| w[0].index() < w[1].index()),
+            "states go forward: {states:?}"
+        );
+        for state in [State::Ready, State::Acquiring, State::Draining, State::Done] {
+            assert!(states.contains(&state), "{state} missing from {states:?}");
+        }
+        let status = slot.status().await.unwrap();
+        assert_eq!(status.frames_expected, 4);
+        assert_eq!(status.frames_received, 4);
+        assert_eq!(status.frames_missed, 0);
+        assert_eq!(status.workflow_message, "processed 4 frames");
+        assert_eq!(status.job_status, "done");
+        assert_eq!(status.workflow, "stream-done");
+        assert!(!status.owner.is_empty());
+
+        let job = dm.get_job(&status.job_id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Done);
+        assert_eq!(
+            job.variable("handshakePrefix").as_deref(),
+            Some("e2e:done:")
+        );
+        let stages = &job.workflow.as_ref().unwrap().stages;
+        let finish = &stages["02-FINISH"].child_processes.as_ref().unwrap()["0"];
+        assert_eq!(finish.std_out.trim(), "finished uid-done");
+
+        let run = catalog_run(&dm, "uid-done").await;
+        assert_eq!(run.extra["jobId"], status.job_id.as_str());
+        assert_eq!(run.extra["finalState"], "DONE");
+        assert_eq!(run.extra["job"]["status"], "done");
+        assert_eq!(run.extra["request"]["expectedFrames"], 4);
+        assert_eq!(run.extra["frames"]["received"], 4);
+        assert!(run.extra["secondsInState"]["ACQUIRING"].as_f64().is_some());
+        let log = bridge.log();
+        assert!(
+            log.contains("PROCESSING -> DONE"),
+            "transitions are logged:\n{log}"
+        );
+    });
+}
+
+#[test]
+fn a_workflow_that_never_becomes_ready_times_out_and_its_job_is_stopped() {
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, "e2e:timeout:");
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow("never-ready", &[("01-SLEEP", "sleep 60")]))
+            .await
+            .unwrap();
+
+        let slot = slot(udp, "e2e:timeout:");
+        let mut request = request("never-ready", "uid-timeout");
+        request.ready_timeout = Some(2.0);
+        slot.start(&request).await.unwrap();
+        let err = slot
+            .wait_for_state(&[State::Ready], WAIT)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("ended in TIMEOUT"), "{err}");
+        let status = slot.status().await.unwrap();
+        assert!(
+            status.message.contains("did not become ready within 2 s"),
+            "{}",
+            status.message
+        );
+        let job = job_until(&dm, &status.job_id, |job| job.status.is_final()).await;
+        assert_eq!(job.status, JobStatus::Aborted, "the DM job is stopped");
+        let run = catalog_run(&dm, "uid-timeout").await;
+        assert_eq!(run.extra["finalState"], "TIMEOUT");
+        assert_eq!(run.extra["job"]["status"], "aborted");
+    });
+}
+
+#[test]
+fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, "e2e:fail:");
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow(
+            "fails",
+            &[(
+                "01-STREAM",
+                "pvabridge workflow ready --handshake $handshakePrefix \
+                 && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
+                 && echo 'detector stream broke at frame 3' >&2 && exit 3",
+            )],
+        ))
+        .await
+        .unwrap();
+
+        let slot = slot(udp, "e2e:fail:");
+        slot.start(&request("fails", "uid-fail")).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Ready], WAIT).await,
+            Ok(State::Ready)
+        );
+        slot.command(Command::AcqStarted).await.unwrap();
+        let end = slot.wait_for_state(&[State::Failed], WAIT).await;
+        assert_eq!(end, Ok(State::Failed), "{}", bridge.log());
+        let status = slot.status().await.unwrap();
+        assert!(
+            status.message.contains("detector stream broke at frame 3")
+                && status.message.contains("exit status 3"),
+            "DM's error is in Message: {}",
+            status.message
+        );
+        assert_eq!(status.job_status, "failed");
+        let refused = slot.command(Command::AcqDone).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("refused in state FAILED"),
+            "{refused}"
+        );
+        let run = catalog_run(&dm, "uid-fail").await;
+        assert_eq!(run.extra["finalState"], "FAILED");
+    });
+}
+
+#[test]
+fn abort_during_acquisition_stops_the_dm_job() {
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, "e2e:abort:");
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow(
+            "long",
+            &[(
+                "01-STREAM",
+                "pvabridge workflow ready --handshake $handshakePrefix && sleep 60",
+            )],
+        ))
+        .await
+        .unwrap();
+
+        let slot = slot(udp, "e2e:abort:");
+        slot.start(&request("long", "uid-abort")).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Ready], WAIT).await,
+            Ok(State::Ready)
+        );
+        slot.command(Command::AcqStarted).await.unwrap();
+        slot.command(Command::Abort).await.unwrap();
+        assert_eq!(
+            slot.state().await.unwrap(),
+            State::Aborted,
+            "ABORT takes effect before its put returns"
+        );
+        let job_id = slot.status().await.unwrap().job_id;
+        let job = job_until(&dm, &job_id, |job| job.status.is_final()).await;
+        assert_eq!(job.status, JobStatus::Aborted, "{}", bridge.log());
+        let run = catalog_run(&dm, "uid-abort").await;
+        assert_eq!(run.extra["finalState"], "ABORTED");
+        assert_eq!(run.extra["job"]["status"], "aborted");
+        slot.command(Command::Reset).await.unwrap();
+        assert_eq!(slot.state().await.unwrap(), State::Idle);
+    });
+}
+
+#[test]
+fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "dmuser|secret\n").unwrap();
+        let mut service = Process::new(BINARY);
+        service
+            .args(["dm-service", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("dm"))
+            .arg("--users")
+            .arg(&users);
+        loopback(&mut service, udp);
+        let (_service, line) = spawn_reporting(service, &dir.path().join("dm.log"));
+        let dm_url = line
+            .trim()
+            .strip_prefix("dm-service listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let dm = dm_client(&dm_url, &users);
+        let marker = dir.path().join("go");
+        dm.add_workflow(&workflow(
+            "survives",
+            &[(
+                "01-STREAM",
+                "pvabridge workflow ready --handshake $handshakePrefix \
+                 && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
+                 && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
+                 && i=0 && while [ ! -f $markerFile ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done \
+                 && test -f $markerFile",
+            )],
+        ))
+        .await
+        .unwrap();
+        let dm_args = [
+            "--dm-url",
+            dm_url.as_str(),
+            "--dm-login-file",
+            users.to_str().unwrap(),
+        ];
+
+        let first = serve(dir.path(), udp, "e2e:restart:", &dm_args, "bridge1.log");
+        let slot = slot(udp, "e2e:restart:");
+        let mut request = request("survives", "uid-restart");
+        request.expected_frames = Some(2);
+        request
+            .args_dict
+            .insert("markerFile".into(), marker.display().to_string().into());
+        slot.start(&request).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Ready], WAIT).await,
+            Ok(State::Ready)
+        );
+        slot.command(Command::AcqStarted).await.unwrap();
+        slot.command(Command::AcqDone).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Processing], WAIT).await,
+            Ok(State::Processing),
+            "{}",
+            first.log()
+        );
+        let job_before = slot.status().await.unwrap().job_id;
+        assert!(!job_before.is_empty());
+        drop(first);
+
+        let second = serve(dir.path(), udp, "e2e:restart:", &dm_args, "bridge2.log");
+        let status = slot.status().await.unwrap();
+        assert_eq!(status.state, State::Processing, "{}", second.log());
+        assert_eq!(status.job_id, job_before, "the same job, picked up again");
+        assert_eq!(status.frames_received, 2);
+        std::fs::write(&marker, "").unwrap();
+        let end = slot.wait_for_state(&[State::Done], WAIT).await;
+        assert_eq!(end, Ok(State::Done), "{}", second.log());
+        assert_eq!(slot.status().await.unwrap().job_id, job_before);
+        let job = dm.get_job(&job_before).await.unwrap();
+        assert_eq!(job.status, JobStatus::Done);
+        let run = catalog_run(&dm, "uid-restart").await;
+        assert_eq!(run.extra["jobId"], job_before.as_str());
+        assert_eq!(run.extra["finalState"], "DONE");
+        let history: Vec<&str> = run.extra["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            history,
+            [
+                "STARTING",
+                "WAIT_READY",
+                "READY",
+                "ACQUIRING",
+                "DRAINING",
+                "PROCESSING",
+                "DONE"
+            ]
+        );
+        assert!(
+            second.log().contains("resuming in PROCESSING"),
+            "{}",
+            second.log()
+        );
+    });
+}
+
+#[test]
+fn p4p_plays_the_bluesky_side_like_ophyd_async() {
+    let python = common::python();
+    run_test(async {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = common::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, "e2e:p4p:");
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow(
+            "p4p-run",
+            &[(
+                "01-STREAM",
+                "pvabridge workflow ready --handshake $handshakePrefix \
+                 && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
+                 && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix",
+            )],
+        ))
+        .await
+        .unwrap();
+        let mut request = request("p4p-run", "uid-p4p");
+        request.expected_frames = Some(3);
+
+        let mut cmd = Process::new(&python);
+        cmd.arg(common::peer_script("p4p_handshake.py"))
+            .arg("e2e:p4p:")
+            .arg(request.to_json());
+        common::loopback_env(&mut cmd, udp);
+        let out = tokio::task::spawn_blocking(move || common::run_bounded(cmd, WAIT * 2))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+            panic!(
+                "p4p printed {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(out.status.success(), "{result}\n{}", bridge.log());
+        assert_eq!(result["pviId"], "epics:nt/NTPVI:1.0");
+        assert_eq!(result["pvi"]["state"]["r"], "e2e:p4p:State");
+        assert_eq!(result["pvi"]["command"]["rw"], "e2e:p4p:Command");
+        assert_eq!(result["commandAfterStart"], 0, "Command rests at NONE");
+        assert_eq!(result["final"], "DONE", "{result}");
+        let states: Vec<&str> = result["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert!(states.contains(&"READY"), "{states:?}");
+        assert_eq!(states.last(), Some(&"DONE"));
+        let refusal = result["refusal"]
+            .as_str()
+            .expect("the late command is refused");
+        assert!(
+            refusal.contains("ACQ_STARTED refused in state DONE"),
+            "{refusal}"
+        );
+        assert_eq!(result["messageId"], "epics:nt/NTScalar:1.0");
+        assert_eq!(result["status"]["framesReceived"], 3);
+        assert_eq!(result["status"]["jobStatus"], "done");
+    });
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_failing_exit() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["serve", "--prefix", "a:"], "no DM service"),
+        (
+            &[
+                "serve",
+                "--prefix",
+                "a:",
+                "--embedded-dm",
+                "/nonexistent/x",
+                "--ready-timeout=-1",
+            ],
+            "--ready-timeout must be a positive number",
+        ),
+        (&["workflow", "ready"], "no run slot"),
+        (
+            &["workflow", "wait-state", "NOPE", "--handshake", "x:"],
+            "'NOPE' is not one of IDLE",
+        ),
+        (
+            &[
+                "workflow",
+                "progress",
+                "1",
+                "--handshake",
+                "x:",
+                "--timeout",
+                "0",
+            ],
+            "--timeout must be a positive",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = Process::new(BINARY);
+        cmd.args(args);
+        loopback(&mut cmd, common::free_udp_port());
+        let out = common::run_bounded(cmd, WAIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
