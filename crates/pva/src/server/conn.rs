@@ -402,7 +402,9 @@ impl ServerConn {
                 let pipeline = subcmd & SUB_PIPELINE != 0
                     || record_option(&pv_request, "pipeline") == Some("true");
                 OpKind::Monitor(MonitorOp {
-                    sub: ch.pv.subscribe(queue, self.wake.clone()),
+                    sub: ch
+                        .pv
+                        .subscribe_from(queue, self.wake.clone(), Some(self.peer.addr)),
                     pipeline,
                     window: pipeline_window.unwrap_or(queue as u32),
                     running: false,

@@ -2,6 +2,8 @@
 //! each, with puts and RPCs handed to callbacks that may accept, change or refuse them.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use pva_codec::{BitSet, Status, StructValue, Value};
@@ -44,32 +46,70 @@ pub struct Update {
 pub struct Subscription {
     queue: Mutex<QueueState>,
     wake: Arc<Notify>,
+    counters: Arc<Counters>,
 }
 
 #[derive(Debug)]
 struct QueueState {
     items: VecDeque<Update>,
     capacity: usize,
-    squashed: u64,
+}
+
+/// A subscription's counters, shared with its PV so they outlive the subscriber.
+#[derive(Debug)]
+struct Counters {
+    id: u64,
+    peer: Option<SocketAddr>,
+    posted: AtomicU64,
+    squashed: AtomicU64,
+}
+
+/// What one subscriber of a [`SharedPv`] was sent and lost. The PV keeps these after the
+/// subscriber leaves, so a relay can report every consumer's losses exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Order of subscription on this PV, from 1.
+    pub id: u64,
+    /// The subscriber's address, when it came over a connection.
+    pub peer: Option<SocketAddr>,
+    /// Updates posted to its queue (the initial value included).
+    pub posted: u64,
+    /// Updates squashed into others because it fell behind: lost to it.
+    pub squashed: u64,
+    /// Still subscribed.
+    pub open: bool,
+}
+
+impl Counters {
+    fn stats(&self, open: bool) -> SubscriberStats {
+        SubscriberStats {
+            id: self.id,
+            peer: self.peer,
+            posted: self.posted.load(Ordering::Relaxed),
+            squashed: self.squashed.load(Ordering::Relaxed),
+            open,
+        }
+    }
 }
 
 impl Subscription {
-    fn new(capacity: usize, wake: Arc<Notify>) -> Self {
+    fn new(capacity: usize, wake: Arc<Notify>, counters: Arc<Counters>) -> Self {
         Subscription {
             queue: Mutex::new(QueueState {
                 items: VecDeque::with_capacity(capacity.min(64)),
                 capacity: capacity.max(1),
-                squashed: 0,
             }),
             wake,
+            counters,
         }
     }
 
     fn push(&self, value: &StructValue, changed: &BitSet) {
+        self.counters.posted.fetch_add(1, Ordering::Relaxed);
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.items.len() >= q.capacity {
-                q.squashed += 1;
+                self.counters.squashed.fetch_add(1, Ordering::Relaxed);
                 if let Some(last) = q.items.back_mut() {
                     // Fields queued but not yet sent are overwritten: their old values are lost.
                     for bit in changed.iter() {
@@ -112,16 +152,47 @@ impl Subscription {
 
     /// Updates squashed into others because this subscriber fell behind.
     pub fn squashed(&self) -> u64 {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .squashed
+        self.counters.squashed.load(Ordering::Relaxed)
     }
+}
+
+/// Stats of departed subscribers a PV keeps (the oldest are forgotten first).
+const DEPARTED_KEPT: usize = 1024;
+
+struct Subscriber {
+    sub: Weak<Subscription>,
+    counters: Arc<Counters>,
 }
 
 struct PvState {
     value: StructValue,
-    subscribers: Vec<Weak<Subscription>>,
+    subscribers: Vec<Subscriber>,
+    departed: VecDeque<SubscriberStats>,
+    next_id: u64,
+    /// The id of the subscriber that got the last distributed update.
+    last_turn: u64,
+}
+
+impl PvState {
+    /// The live subscriptions; departed ones move to the ledger.
+    fn live(&mut self) -> Vec<Arc<Subscription>> {
+        let mut live = Vec::with_capacity(self.subscribers.len());
+        let departed = &mut self.departed;
+        self.subscribers.retain(|s| match s.sub.upgrade() {
+            Some(sub) => {
+                live.push(sub);
+                true
+            }
+            None => {
+                if departed.len() >= DEPARTED_KEPT {
+                    departed.pop_front();
+                }
+                departed.push_back(s.counters.stats(false));
+                false
+            }
+        });
+        live
+    }
 }
 
 struct PvInner {
@@ -184,6 +255,9 @@ impl SharedPvBuilder {
             state: Mutex::new(PvState {
                 value: self.value,
                 subscribers: Vec::new(),
+                departed: VecDeque::new(),
+                next_id: 1,
+                last_turn: 0,
             }),
             on_put: self.on_put,
             on_rpc: self.on_rpc,
@@ -229,17 +303,54 @@ impl SharedPv {
 
     /// Store `value` and send it to every subscriber, marking `changed` fields.
     pub fn post_changed(&self, value: StructValue, changed: BitSet) {
-        let mut st = self.lock();
-        st.value = value;
-        let v = &st.value;
-        let mut live = Vec::with_capacity(st.subscribers.len());
-        for w in &st.subscribers {
-            if let Some(sub) = w.upgrade() {
-                sub.push(v, &changed);
-                live.push(Arc::downgrade(&sub));
+        let live = {
+            let mut st = self.lock();
+            st.value = value;
+            let live = st.live();
+            for sub in &live {
+                sub.push(&st.value, &changed);
             }
-        }
-        st.subscribers = live;
+            live
+        };
+        // The last reference to a subscription may be here: drop it outside the lock.
+        drop(live);
+    }
+
+    /// Send `value` to one subscriber only, the next in turn (round-robin in order of
+    /// subscription), to spread updates over consumers. The PV's current value, which new
+    /// subscribers get first, does not change. Returns the subscriber's id, `None` when there
+    /// is none.
+    pub fn post_to_next(&self, value: StructValue, changed: BitSet) -> Option<u64> {
+        let (chosen, live) = {
+            let mut st = self.lock();
+            let live = st.live();
+            let ids: Vec<u64> = st.subscribers.iter().map(|s| s.counters.id).collect();
+            let turn = ids
+                .iter()
+                .position(|&id| id > st.last_turn)
+                .or((!ids.is_empty()).then_some(0));
+            let chosen = turn.map(|i| {
+                live[i].push(&value, &changed);
+                ids[i]
+            });
+            if let Some(id) = chosen {
+                st.last_turn = id;
+            }
+            (chosen, live)
+        };
+        drop(live);
+        chosen
+    }
+
+    /// What every subscriber, present and departed, was sent and lost, in order of
+    /// subscription.
+    pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
+        let mut st = self.lock();
+        drop(st.live());
+        let mut all: Vec<SubscriberStats> = st.departed.iter().cloned().collect();
+        all.extend(st.subscribers.iter().map(|s| s.counters.stats(true)));
+        all.sort_by_key(|s| s.id);
+        all
     }
 
     /// Change fields in place with `edit`, which returns the bits it changed, and post them.
@@ -254,10 +365,30 @@ impl SharedPv {
     /// Subscribe with a queue of `capacity` updates; `wake` is notified on each push. The
     /// current value is queued first.
     pub fn subscribe(&self, capacity: usize, wake: Arc<Notify>) -> Arc<Subscription> {
-        let sub = Arc::new(Subscription::new(capacity, wake));
+        self.subscribe_from(capacity, wake, None)
+    }
+
+    /// Like [`SharedPv::subscribe`], noting the subscriber's address for its stats.
+    pub fn subscribe_from(
+        &self,
+        capacity: usize,
+        wake: Arc<Notify>,
+        peer: Option<SocketAddr>,
+    ) -> Arc<Subscription> {
         let mut st = self.lock();
+        let counters = Arc::new(Counters {
+            id: st.next_id,
+            peer,
+            posted: AtomicU64::new(0),
+            squashed: AtomicU64::new(0),
+        });
+        st.next_id += 1;
+        let sub = Arc::new(Subscription::new(capacity, wake, counters.clone()));
         sub.push(&st.value, &BitSet::with(0));
-        st.subscribers.push(Arc::downgrade(&sub));
+        st.subscribers.push(Subscriber {
+            sub: Arc::downgrade(&sub),
+            counters,
+        });
         sub
     }
 
@@ -266,7 +397,7 @@ impl SharedPv {
         self.lock()
             .subscribers
             .iter()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|s| s.sub.strong_count() > 0)
             .count()
     }
 
@@ -346,6 +477,40 @@ mod tests {
         assert_eq!(last.value.get("value"), Some(&Value::I32(5)));
         assert!(last.overrun.get(1));
         assert!(sub.pop().is_none());
+    }
+
+    #[test]
+    fn distribution_takes_turns_and_stats_outlive_subscribers() {
+        let pv = pv();
+        let a = pv.subscribe(8, Arc::new(Notify::new()));
+        let b = pv.subscribe(8, Arc::new(Notify::new()));
+        let c = pv.subscribe(8, Arc::new(Notify::new()));
+        let mut turns = Vec::new();
+        for n in 1..=6 {
+            turns.push(pv.post_to_next(with_value(&pv, n), BitSet::with(0)));
+        }
+        assert_eq!(
+            turns,
+            [1, 2, 3, 1, 2, 3].map(Some).to_vec(),
+            "in order of subscription, round and round"
+        );
+        assert_eq!(pv.current().get("value"), Some(&Value::I32(0)), "unchanged");
+        drop(b);
+        assert_eq!(
+            pv.post_to_next(with_value(&pv, 7), BitSet::with(0)),
+            Some(1)
+        );
+        assert_eq!(
+            pv.post_to_next(with_value(&pv, 8), BitSet::with(0)),
+            Some(3)
+        );
+        let stats = pv.subscriber_stats();
+        let posted: Vec<(u64, u64, bool)> =
+            stats.iter().map(|s| (s.id, s.posted, s.open)).collect();
+        // Each got the initial value, then its share.
+        assert_eq!(posted, vec![(1, 4, true), (2, 3, false), (3, 4, true)]);
+        drop((a, c));
+        assert_eq!(pv.post_to_next(with_value(&pv, 9), BitSet::with(0)), None);
     }
 
     #[test]
