@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use pva_codec::{BitSet, Status, StructValue, Value};
 use tokio::sync::Notify;
@@ -47,6 +48,24 @@ pub struct Subscription {
     queue: Mutex<QueueState>,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
+    room: Arc<Room>,
+}
+
+/// Wakes a publisher that waits for room in its subscribers' queues.
+#[derive(Debug, Default)]
+struct Room {
+    waiters: AtomicU64,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+impl Room {
+    fn freed(&self) {
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.freed.notify_all();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,7 +112,7 @@ impl Counters {
 }
 
 impl Subscription {
-    fn new(capacity: usize, wake: Arc<Notify>, counters: Arc<Counters>) -> Self {
+    fn new(capacity: usize, wake: Arc<Notify>, counters: Arc<Counters>, room: Arc<Room>) -> Self {
         Subscription {
             queue: Mutex::new(QueueState {
                 items: VecDeque::with_capacity(capacity.min(64)),
@@ -101,6 +120,7 @@ impl Subscription {
             }),
             wake,
             counters,
+            room,
         }
     }
 
@@ -133,11 +153,22 @@ impl Subscription {
 
     /// Take the oldest queued update.
     pub fn pop(&self) -> Option<Update> {
-        self.queue
+        let item = self
+            .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .items
-            .pop_front()
+            .pop_front();
+        if item.is_some() {
+            self.room.freed();
+        }
+        item
+    }
+
+    /// True when one more update fits without squashing.
+    fn has_room(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.items.len() < q.capacity
     }
 
     /// True when an update is waiting.
@@ -197,6 +228,7 @@ impl PvState {
 
 struct PvInner {
     state: Mutex<PvState>,
+    room: Arc<Room>,
     on_put: Option<PutHandler>,
     on_rpc: Option<RpcHandler>,
     writable: bool,
@@ -259,6 +291,7 @@ impl SharedPvBuilder {
                 next_id: 1,
                 last_turn: 0,
             }),
+            room: Arc::default(),
             on_put: self.on_put,
             on_rpc: self.on_rpc,
             writable: self.writable,
@@ -342,6 +375,39 @@ impl SharedPv {
         chosen
     }
 
+    /// True when every subscriber's queue can take one more update without squashing.
+    pub fn has_room(&self) -> bool {
+        let live = self.lock().live();
+        live.iter().all(|s| s.has_room())
+    }
+
+    /// Wait (blocking, up to `timeout`) until every subscriber's queue can take one more
+    /// update; true when they can. Lets a publisher go as fast as its slowest subscriber
+    /// without losing updates.
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let room = &self.0.room;
+        room.waiters.fetch_add(1, Ordering::AcqRel);
+        let deadline = std::time::Instant::now() + timeout;
+        let ok = loop {
+            let guard = room.lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.has_room() {
+                break true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            // A pop between the check and the wait notifies under the same lock, so no
+            // wake-up is missed.
+            let _ = room
+                .freed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner());
+        };
+        room.waiters.fetch_sub(1, Ordering::AcqRel);
+        ok
+    }
+
     /// What every subscriber, present and departed, was sent and lost, in order of
     /// subscription.
     pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
@@ -383,7 +449,12 @@ impl SharedPv {
             squashed: AtomicU64::new(0),
         });
         st.next_id += 1;
-        let sub = Arc::new(Subscription::new(capacity, wake, counters.clone()));
+        let sub = Arc::new(Subscription::new(
+            capacity,
+            wake,
+            counters.clone(),
+            self.0.room.clone(),
+        ));
         sub.push(&st.value, &BitSet::with(0));
         st.subscribers.push(Subscriber {
             sub: Arc::downgrade(&sub),
@@ -511,6 +582,25 @@ mod tests {
         assert_eq!(posted, vec![(1, 4, true), (2, 3, false), (3, 4, true)]);
         drop((a, c));
         assert_eq!(pv.post_to_next(with_value(&pv, 9), BitSet::with(0)), None);
+    }
+
+    #[test]
+    fn a_publisher_can_wait_for_room() {
+        let pv = pv();
+        let sub = pv.subscribe(2, Arc::new(Notify::new()));
+        assert!(pv.has_room(), "the initial value takes one slot of two");
+        pv.post_changed(with_value(&pv, 1), BitSet::with(1));
+        assert!(!pv.wait_for_room(Duration::from_millis(5)));
+        let taker = {
+            let sub = sub.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                sub.pop()
+            })
+        };
+        assert!(pv.wait_for_room(Duration::from_secs(5)));
+        assert!(taker.join().unwrap().is_some());
+        assert_eq!(sub.squashed(), 0);
     }
 
     #[test]
