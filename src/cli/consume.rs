@@ -20,6 +20,9 @@ order. Frames count from uniqueId 1 (a frame before the first one received is mi
 backlog (--backlog bounds it; beyond, the server holds and, at worst, drops frames, which show
 as missed).
 
+pvapy's server (pvapy 5.6, pvAccessCPP) re-sends old frames to pipelined monitors: use
+--no-pipeline with it.
+
 An NTScalar whose value is a counter is accounted the same way (its value as uniqueId).
 
 Exit status: 0, or 1 on errors, or 3 with --require-complete when a frame was missed.

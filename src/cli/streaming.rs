@@ -56,6 +56,7 @@ pub fn seconds(option: &str, value: Option<f64>) -> anyhow::Result<Option<Durati
 pub struct Progress {
     bar: Option<ProgressBar>,
     command: &'static str,
+    quiet: bool,
 }
 
 impl Progress {
@@ -75,7 +76,11 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Progress { bar, command }
+        Progress {
+            bar,
+            command,
+            quiet,
+        }
     }
 
     /// Report `position` with a message.
@@ -85,7 +90,8 @@ impl Progress {
                 bar.set_position(position);
                 bar.set_message(message.to_owned());
             }
-            None => eprintln!("pvabridge {}: {message}", self.command),
+            None if !self.quiet => eprintln!("pvabridge {}: {message}", self.command),
+            None => {}
         }
     }
 

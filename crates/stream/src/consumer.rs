@@ -88,6 +88,8 @@ pub struct Report {
     pub expected: Option<u64>,
     /// Updates the client squashed because this consumer fell behind (included in `missed`).
     pub client_squashed: u64,
+    /// Updates that changed nothing (some servers send them with pipelining): not frames.
+    pub empty_updates: u64,
     /// Frames the processing threads finished.
     pub processed: u64,
     /// Most frames that waited for processing at once.
@@ -222,6 +224,7 @@ pub async fn consume(
     let mut first_at: Option<Instant> = None;
     let mut last_at = Instant::now();
     let mut not_frames = 0u64;
+    let mut empty_updates = 0u64;
     let started = Instant::now();
     let deadline = config.runtime.map(|r| tokio::time::Instant::now() + r);
     let mut ticker = tokio::time::interval(report_every);
@@ -254,6 +257,10 @@ pub async fn consume(
         };
         match event {
             Some(MonitorEvent::Update(update)) => {
+                if update.changed.is_empty() {
+                    empty_updates += 1;
+                    continue;
+                }
                 let now = Instant::now();
                 let frame = match Frame::from_value(update.value) {
                     Ok(f) => f,
@@ -306,6 +313,7 @@ pub async fn consume(
         counts,
         expected: config.expected,
         client_squashed,
+        empty_updates,
         processed,
         max_backlog,
         first_id,
