@@ -17,7 +17,7 @@ use pva::server::{SharedPv, StaticSource, SubscriberStats};
 use pva_codec::{BitSet, StructValue};
 use serde::Serialize;
 
-use crate::accounting::{Counts, Ledger, Origin};
+use crate::accounting::{Counts, Ledger, Origin, Verdict};
 use crate::frame::FrameMeta;
 use crate::StreamError;
 
@@ -73,7 +73,8 @@ pub struct RelayReport {
     pub upstream: Counts,
     /// Updates squashed in the relay's own upstream monitor queue (included in missed).
     pub upstream_squashed: u64,
-    /// Frames relayed (posted to the consumers).
+    /// Updates relayed (posted to the consumers) after the first, which consumers get on
+    /// subscribing.
     pub relayed: u64,
     /// Distributing: frames that found no consumer (fewer subscribed than asked for).
     pub undelivered: u64,
@@ -141,20 +142,27 @@ pub async fn relay(
         };
         match event {
             Some(MonitorEvent::Update(update)) => {
-                if let Ok(meta) = FrameMeta::from_value(&update.value) {
-                    ledger.record(meta.unique_id);
-                }
-                let served = pv.get_or_insert_with(|| {
+                let is_frame = match FrameMeta::from_value(&update.value) {
+                    Ok(meta) => ledger.record(meta.unique_id) != Verdict::Ignored,
+                    Err(_) => true,
+                };
+                let Some(served) = &pv else {
+                    // The first value (often the empty one a detector holds before its first
+                    // frame) is what consumers get on subscribing; distributing, they start
+                    // from an empty value, since the frame at hand goes to one of them only.
                     let initial = match config.distribute {
-                        // Consumers must not all get the frame at hand: they start empty.
-                        Some(_) => StructValue::new(update.value.desc().clone()),
-                        None => update.value.clone(),
+                        Some(_) => {
+                            undelivered += u64::from(is_frame);
+                            StructValue::new(update.value.desc().clone())
+                        }
+                        None => update.value,
                     };
                     let served = SharedPv::readonly(initial);
                     source.add(config.as_name.clone(), served.clone());
                     tracing::info!("serving '{}' from '{}'", config.as_name, config.from);
-                    served
-                });
+                    pv = Some(served);
+                    continue;
+                };
                 match config.distribute {
                     None => {
                         served.post_changed(update.value, update.changed);
