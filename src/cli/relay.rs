@@ -21,7 +21,8 @@ consumer loses frames without slowing the others, and the relay counts, per cons
 it dropped (printed at the end, with --json as \"consumers\": [{\"dropped\": N, ...}]).
 
 --distribute N hands successive frames to N consumers in turn (each frame to one), like pvapy's
-data distributor; it starts once N consumers are subscribed. Those consumers account with
+data distributor; it starts once N consumers are subscribed (then goes on among those still
+subscribed). Those consumers account with
 `pvabridge consume --stride N`.
 
 Frames are not copied: the pixel bytes received upstream are what every consumer is sent.

@@ -29,7 +29,8 @@ pub struct RelayConfig {
     /// The name to serve it under.
     pub as_name: String,
     /// Distribute over this many consumers (each frame to one, in turn) instead of sending
-    /// every frame to every consumer. Frames are handed out once that many are subscribed.
+    /// every frame to every consumer. Frames are handed out once that many are subscribed,
+    /// then in turn among those still subscribed.
     pub distribute: Option<usize>,
     /// Upstream monitor queue (pipelined: upstream waits when the relay falls behind).
     pub upstream_queue: u32,
@@ -122,6 +123,8 @@ pub async fn relay(
     let mut ledger = Ledger::new(Origin::FromFirst, 1);
     let mut relayed = 0u64;
     let mut undelivered = 0u64;
+    // Distributing starts once enough consumers are subscribed, then goes on among those left.
+    let mut distributing = false;
     let mut ticker = tokio::time::interval(report_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(stop);
@@ -170,7 +173,8 @@ pub async fn relay(
                     }
                     Some(n) => {
                         // A consumer may not have had the previous frame: send every member.
-                        if served.subscriber_count() >= n
+                        distributing = distributing || served.subscriber_count() >= n;
+                        if distributing
                             && served.post_to_next(update.value, BitSet::with(0)).is_some()
                         {
                             relayed += 1;
