@@ -60,6 +60,9 @@ pub struct SimDetArgs {
     /// Seed of the pixel generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (plain update rates).
+    #[arg(long)]
+    ntscalar: bool,
     /// After the last frame, serve at most this many seconds more while consumers drain.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     linger: f64,
@@ -92,6 +95,7 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
         runtime: seconds("--runtime", args.runtime)?,
         start_delay: seconds("--start-delay", Some(args.start_delay))?.unwrap_or_default(),
         seed: args.seed,
+        counter: args.ntscalar,
     };
     let linger = seconds("--linger", Some(args.linger))?.unwrap_or_default();
     let server_config = ServerConfig::from_env()?;
@@ -101,14 +105,21 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
         source.add(args.pv.clone(), det.pv().clone());
         let server = Server::start(server_config, vec![source]).await?;
         let c = det.config();
+        let what = if c.counter {
+            "an NTScalar double counter".to_owned()
+        } else {
+            format!(
+                "{}x{} {}, {} bytes a frame, {} distinct",
+                c.nx,
+                c.ny,
+                c.dtype.name(),
+                c.frame_bytes(),
+                det.distinct_frames()
+            )
+        };
         eprintln!(
-            "pvabridge simdet: serving {} ({}x{} {}, {} bytes a frame, {} distinct) on TCP {} and UDP {}",
+            "pvabridge simdet: serving {} ({what}) on TCP {} and UDP {}",
             args.pv,
-            c.nx,
-            c.ny,
-            c.dtype.name(),
-            c.frame_bytes(),
-            det.distinct_frames(),
             server.tcp_addr(),
             server.udp_addr()
         );
@@ -120,7 +131,10 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
                 det.run(&stop, |p| {
                     progress.update(
                         p.frames,
-                        &format!("{} frames, {:.1} frames/s, {:.1} MB/s", p.frames, p.fps, p.mb_per_s),
+                        &format!(
+                            "{} frames, {:.1} frames/s, {:.1} MB/s",
+                            p.frames, p.fps, p.mb_per_s
+                        ),
                     )
                 })
             })

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pva::server::SharedPv;
-use pva_codec::nt::{set_time_stamp, NdArrayFrame, NdAttribute, NtNdArray, TimeStamp};
+use pva_codec::nt::{set_time_stamp, NdArrayFrame, NdAttribute, NtNdArray, NtScalar, TimeStamp};
 use pva_codec::{BitSet, PodArray, ScalarArray, ScalarType, StructValue, UnionValue, Value};
 use serde::Serialize;
 
@@ -41,6 +41,9 @@ pub struct SimDetConfig {
     pub start_delay: Duration,
     /// Seed of the generator: the same seed gives the same pixels.
     pub seed: u64,
+    /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (to measure plain
+    /// update rates; consumers account for it like frames).
+    pub counter: bool,
 }
 
 impl SimDetConfig {
@@ -76,6 +79,9 @@ impl SimDetConfig {
 
     /// Bytes of pixel data in one frame.
     pub fn frame_bytes(&self) -> usize {
+        if self.counter {
+            return ScalarType::F64.wire_size();
+        }
         self.nx
             .saturating_mul(self.ny)
             .saturating_mul(self.dtype.wire_size())
@@ -127,6 +133,22 @@ impl SimDet {
     /// frame).
     pub fn new(config: SimDetConfig) -> Result<SimDet, StreamError> {
         config.validate()?;
+        if config.counter {
+            let template = NtScalar::new(ScalarType::F64).create();
+            let mut changed = BitSet::new();
+            for member in ["value", "timeStamp"] {
+                if let Some(bit) = template.desc().bit_of(member) {
+                    changed.set(bit);
+                }
+            }
+            return Ok(SimDet {
+                pv: SharedPv::readonly(template.clone()),
+                config,
+                pool: Vec::new(),
+                template,
+                changed,
+            });
+        }
         let mut pool_len = (POOL_BYTES / config.frame_bytes().max(1)).clamp(1, POOL_FRAMES);
         if let Some(n) = config.frames {
             pool_len = pool_len.min(n.max(1) as usize);
@@ -177,6 +199,12 @@ impl SimDet {
     /// Frame number `unique_id` (from 1) as a value.
     pub fn frame(&self, unique_id: u64) -> StructValue {
         let mut v = self.template.clone();
+        if self.pool.is_empty() {
+            // The counter: a double holds every count a run can reach exactly.
+            let _ = v.set("value", unique_id as f64);
+            let _ = set_time_stamp(&mut v, TimeStamp::now());
+            return v;
+        }
         let data = self.pool[(unique_id.saturating_sub(1) as usize) % self.pool.len()].clone();
         if let Some(Value::Union(UnionValue {
             selected: Some((_, boxed)),
@@ -317,6 +345,7 @@ mod tests {
             runtime: None,
             start_delay: Duration::ZERO,
             seed: 7,
+            counter: false,
         }
     }
 
@@ -373,6 +402,18 @@ mod tests {
         // 39 periods of 5 ms at least; no assertion on the upper side (loaded machines).
         assert!(p.elapsed_s >= 0.195, "{p:?}");
         assert_eq!(det.pv().current().get("uniqueId"), Some(&Value::I32(40)));
+    }
+
+    #[test]
+    fn the_counter_publishes_an_ntscalar_that_counts() {
+        let det = SimDet::new(SimDetConfig {
+            counter: true,
+            ..config(ScalarType::U8)
+        })
+        .unwrap();
+        let meta = crate::FrameMeta::from_value(&det.frame(5)).unwrap();
+        assert_eq!((meta.unique_id, meta.payload_bytes), (5, 8));
+        assert_eq!(det.pv().current().id(), "epics:nt/NTScalar:1.0");
     }
 
     #[test]

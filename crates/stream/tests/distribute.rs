@@ -29,6 +29,7 @@ async fn distribution_hands_each_frame_to_one_consumer_in_turn() {
             runtime: None,
             start_delay: Duration::from_secs(3),
             seed: 3,
+            counter: false,
         })
         .unwrap(),
     );
