@@ -39,6 +39,12 @@ enum Command {
     Call(cli::call::CallArgs),
     /// List the servers that answer searches, or the PVs a server serves (like pvxlist).
     List(cli::list::ListArgs),
+    /// Publish simulated detector frames (NTNDArray), like areaDetector or pvapy-ad-sim-server.
+    Simdet(cli::simdet::SimDetArgs),
+    /// Receive a detector stream and account for every frame.
+    Consume(cli::consume::ConsumeArgs),
+    /// Serve a stream again to many consumers, or distribute it over them.
+    Relay(cli::relay::RelayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +62,9 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => cli::info::run(args),
         Command::Call(args) => cli::call::run(args),
         Command::List(args) => cli::list::run(args),
+        Command::Simdet(args) => cli::simdet::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+        Command::Relay(args) => cli::relay::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod call;
+pub mod consume;
 pub mod dm;
 pub mod format;
 pub mod get;
@@ -10,6 +11,9 @@ pub mod list;
 pub mod monitor;
 pub mod put;
 pub mod pvaclient;
+pub mod relay;
 pub mod serve;
+pub mod simdet;
+pub mod streaming;
 pub mod version;
 pub mod workflow;

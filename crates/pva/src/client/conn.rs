@@ -12,6 +12,7 @@ use pva_codec::{BitSet, Limits, Status, StructValue};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::monitor::EventQueue;
 use super::proto::{ClientConn, Credentials, Event, Failure, Ioid, Output, Request};
 use crate::transport::{write_chunks, FrameReader};
 
@@ -33,6 +34,8 @@ pub(crate) enum ConnCmd {
     Start { request: Request, sink: Sink },
     /// The user took `n` updates of monitor `ioid`.
     Consumed { ioid: Ioid, n: u32 },
+    /// The user dropped monitor `ioid`: destroy it on the server now.
+    Cancel { ioid: Ioid },
     /// Search for a name over this connection (name servers).
     Search {
         sequence: u32,
@@ -47,13 +50,14 @@ pub(crate) enum Sink {
     Once(oneshot::Sender<Result<Output, Failure>>),
     /// A monitor's events, and how it ended (`None`: lost, may be created again).
     Monitor {
-        events: mpsc::UnboundedSender<MonitorItem>,
+        events: Arc<EventQueue>,
         ended: oneshot::Sender<Option<Status>>,
         started: bool,
     },
 }
 
-/// Lets the user's side acknowledge a monitor update to the connection that delivered it.
+/// Lets the user's side acknowledge a monitor update to the connection that delivered it
+/// (pipelined monitors only).
 #[derive(Debug, Clone)]
 pub(crate) struct Acker {
     conn: mpsc::WeakUnboundedSender<ConnCmd>,
@@ -61,14 +65,11 @@ pub(crate) struct Acker {
 }
 
 impl Acker {
-    /// One update was taken by the user.
-    pub(crate) fn ack(&self) {
+    /// `n` updates were taken (or dropped) by the user's side.
+    pub(crate) fn ack(&self, n: u32) {
         // A connection that is gone needs no ack.
         if let Some(conn) = self.conn.upgrade() {
-            let _ = conn.send(ConnCmd::Consumed {
-                ioid: self.ioid,
-                n: 1,
-            });
+            let _ = conn.send(ConnCmd::Consumed { ioid: self.ioid, n });
         }
     }
 }
@@ -81,7 +82,10 @@ pub(crate) enum MonitorItem {
         value: StructValue,
         changed: BitSet,
         overrun: BitSet,
-        acker: Acker,
+        /// Updates squashed into this one on the client side (lost before it).
+        squashed: u64,
+        /// `None` when the monitor is not pipelined (nothing to acknowledge).
+        acker: Option<Acker>,
     },
     Disconnected,
     Finished(Status),
@@ -216,9 +220,17 @@ impl ConnTask {
         match cmd {
             ConnCmd::Start { request, sink } => {
                 let ioid = self.proto.start(request);
+                if let Sink::Monitor { events, .. } = &sink {
+                    // The user may have dropped the monitor while this command was in flight.
+                    if !events.register(self.me.clone(), ioid) {
+                        self.proto.cancel(ioid);
+                        return;
+                    }
+                }
                 self.sinks.insert(ioid, sink);
             }
             ConnCmd::Consumed { ioid, n } => self.proto.consumed(ioid, n),
+            ConnCmd::Cancel { ioid } => self.drop_monitor(ioid),
             ConnCmd::Search { sequence, id, name } => self.proto.search(sequence, id, &name),
         }
     }
@@ -250,14 +262,16 @@ impl ConnTask {
                     overrun,
                 } => {
                     if let Some(Sink::Monitor { events, .. }) = self.sinks.get(&ioid) {
+                        let pipelined = self.proto.window(ioid).is_some_and(|w| w.pipeline());
                         let item = MonitorItem::Update {
                             value,
                             changed,
                             overrun,
-                            acker: Acker {
+                            squashed: 0,
+                            acker: pipelined.then(|| Acker {
                                 conn: self.me.clone(),
                                 ioid,
-                            },
+                            }),
                         };
                         if events.send(item).is_err() {
                             self.drop_monitor(ioid);

@@ -1,16 +1,25 @@
 //! Subscriptions: a [`Monitor`] yields the full value after each update, tells when the server
 //! goes away and comes back, and re-subscribes by itself. When pipelined, the server sends at
 //! most a queue's worth of updates, and the client acknowledges them as they are taken.
+//!
+//! Between the connection and the user sits a bounded queue of `queue_size` updates. When the
+//! user falls behind (possible only without pipelining, where the server does not wait), a new
+//! update is squashed into the newest queued one, as the server does: memory stays bounded,
+//! the user sees the latest value, and [`Update::squashed`] and [`Monitor::squashed`] say how
+//! many updates were lost, so none is lost silently. Dropping a [`Monitor`] destroys the
+//! subscription on the server at once.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pva_codec::{BitSet, Status, StructValue};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::conn::{ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
-use super::proto::{OpKind, Request};
+use super::proto::{Ioid, OpKind, Request};
 
 /// Default monitor queue size (pvxs: 4).
 pub const DEFAULT_QUEUE_SIZE: u32 = 4;
@@ -22,8 +31,13 @@ pub struct Update {
     pub value: StructValue,
     /// The fields this update changed.
     pub changed: BitSet,
-    /// Fields that changed more than once since the previous update (the server squashed).
+    /// Fields that changed more than once since the previous update (the server or the
+    /// client squashed).
     pub overrun: BitSet,
+    /// Updates the client squashed into this one because its queue was full: that many
+    /// updates before this one were never seen. Updates the *server* squashed show only in
+    /// `overrun` (and, for frame streams, as gaps in a sequence number).
+    pub squashed: u64,
 }
 
 /// What a monitor reports.
@@ -56,8 +70,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Updates the client holds before the server must wait (default 4, or the request's
-    /// `queueSize`).
+    /// Updates the client holds (default 4, or the request's `queueSize`). With pipelining
+    /// the server waits when the user has not taken them; without, further updates are
+    /// squashed and counted ([`Monitor::squashed`]).
     pub fn queue_size(mut self, n: u32) -> Self {
         self.queue_size = Some(n);
         self
@@ -93,26 +108,27 @@ impl MonitorBuilder {
                 pipeline,
             },
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(self.ctx, request, tx)).abort_handle();
+        let queue = Arc::new(EventQueue::new(queue_size as usize));
+        let task = tokio::spawn(drive(self.ctx, request, queue.clone())).abort_handle();
         Ok(Monitor {
             name: self.name,
-            rx,
+            queue,
             task,
         })
     }
 }
 
-/// A running subscription. Dropping it unsubscribes.
+/// A running subscription. Dropping it unsubscribes: the server is told at once.
 #[derive(Debug)]
 pub struct Monitor {
     name: String,
-    rx: mpsc::UnboundedReceiver<MonitorItem>,
+    queue: Arc<EventQueue>,
     task: tokio::task::AbortHandle,
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
+        self.queue.close();
         self.task.abort();
     }
 }
@@ -123,23 +139,38 @@ impl Monitor {
         &self.name
     }
 
+    /// Updates squashed on the client side since the monitor started (the sum of
+    /// [`Update::squashed`] over every update, including those not yet taken).
+    pub fn squashed(&self) -> u64 {
+        self.queue.lock().squashed
+    }
+
+    /// Updates waiting to be taken.
+    pub fn pending(&self) -> usize {
+        self.queue.lock().updates
+    }
+
     /// The next event; `None` after [`MonitorEvent::Finished`]. Taking an update frees its
     /// slot in the server's window.
     pub async fn recv(&mut self) -> Option<MonitorEvent> {
-        let item = self.rx.recv().await?;
+        let item = self.queue.recv().await?;
         Some(match item {
             MonitorItem::Connected => MonitorEvent::Connected,
             MonitorItem::Update {
                 value,
                 changed,
                 overrun,
+                squashed,
                 acker,
             } => {
-                acker.ack();
+                if let Some(acker) = acker {
+                    acker.ack(u32::try_from(squashed + 1).unwrap_or(u32::MAX));
+                }
                 MonitorEvent::Update(Update {
                     value,
                     changed,
                     overrun,
+                    squashed,
                 })
             }
             MonitorItem::Disconnected => MonitorEvent::Disconnected,
@@ -173,7 +204,8 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Search, connect and subscribe; after each loss, again, until the server ends it or the
 /// user drops the monitor.
-async fn drive(ctx: Context, request: Request, events: mpsc::UnboundedSender<MonitorItem>) {
+async fn drive(ctx: Context, request: Request, events: Arc<EventQueue>) {
+    let _done = SenderDone(events.clone());
     loop {
         let server = tokio::select! {
             s = ctx.resolve(&request.channel) => s,
@@ -208,5 +240,215 @@ async fn drive(ctx: Context, request: Request, events: mpsc::UnboundedSender<Mon
             Ok(Some(_)) => return,
             Ok(None) | Err(_) => tokio::time::sleep(RETRY_DELAY).await,
         }
+    }
+}
+
+/// Marks the queue finished when the task that feeds it ends, so `recv` returns `None`.
+struct SenderDone(Arc<EventQueue>);
+
+impl Drop for SenderDone {
+    fn drop(&mut self) {
+        self.0.lock().sender_done = true;
+        self.0.ready.notify_one();
+    }
+}
+
+/// The queue of events from a connection to a [`Monitor`]: bounded to `capacity` updates,
+/// squashing (and counting) when full.
+#[derive(Debug)]
+pub(crate) struct EventQueue {
+    state: Mutex<QueueState>,
+    /// An item was queued, or the connection side went away.
+    ready: Notify,
+    /// The monitor was dropped.
+    gone: Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    items: VecDeque<MonitorItem>,
+    /// Updates among `items`.
+    updates: usize,
+    capacity: usize,
+    /// Updates squashed since the start.
+    squashed: u64,
+    /// The monitor was dropped.
+    closed: bool,
+    /// No more events will come (the subscription finished).
+    sender_done: bool,
+    /// Where the subscription currently runs, to destroy it when the monitor is dropped.
+    running_on: Option<(mpsc::WeakUnboundedSender<ConnCmd>, Ioid)>,
+}
+
+/// The monitor was dropped: nobody takes events any more.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl EventQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        EventQueue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                updates: 0,
+                capacity: capacity.max(1),
+                squashed: 0,
+                closed: false,
+                sender_done: false,
+                running_on: None,
+            }),
+            ready: Notify::new(),
+            gone: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue an event. A full queue squashes a new update into the newest queued one: its
+    /// value (already the full value) replaces the queued one, fields changed in both go to
+    /// `overrun`, and the loss is counted.
+    pub(crate) fn send(&self, item: MonitorItem) -> Result<(), Closed> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Closed);
+            }
+            let full = st.updates >= st.capacity;
+            match (item, st.items.back_mut()) {
+                (
+                    MonitorItem::Update {
+                        value,
+                        changed,
+                        overrun,
+                        squashed,
+                        acker,
+                    },
+                    Some(MonitorItem::Update {
+                        value: last_value,
+                        changed: last_changed,
+                        overrun: last_overrun,
+                        squashed: last_squashed,
+                        acker: last_acker,
+                    }),
+                ) if full => {
+                    for bit in changed.iter() {
+                        if last_changed.get(bit) || last_changed.get(0) {
+                            last_overrun.set(bit);
+                        }
+                    }
+                    last_overrun.union_with(&overrun);
+                    last_changed.union_with(&changed);
+                    *last_value = value;
+                    *last_squashed += 1 + squashed;
+                    // Both came over the same subscription (a reconnection would have queued
+                    // an event between them): the one ack covers both.
+                    if last_acker.is_none() {
+                        *last_acker = acker;
+                    }
+                    st.squashed += 1 + squashed;
+                }
+                (item, _) => {
+                    if matches!(item, MonitorItem::Update { .. }) {
+                        st.updates += 1;
+                    }
+                    st.items.push_back(item);
+                    // Only reachable when reconnections interleave with a user who does not
+                    // read: keep the bound by dropping the oldest update, counted on the next.
+                    if st.updates > 2 * st.capacity {
+                        drop_oldest_update(&mut st);
+                    }
+                }
+            }
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Take the next event, waiting for one; `None` once the connection side is gone.
+    async fn recv(&self) -> Option<MonitorItem> {
+        loop {
+            {
+                let mut st = self.lock();
+                if let Some(item) = st.items.pop_front() {
+                    if matches!(item, MonitorItem::Update { .. }) {
+                        st.updates -= 1;
+                    }
+                    return Some(item);
+                }
+                if st.closed || st.sender_done {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Note where the subscription now runs; false when the monitor was already dropped.
+    pub(crate) fn register(&self, conn: mpsc::WeakUnboundedSender<ConnCmd>, ioid: Ioid) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.running_on = Some((conn, ioid));
+        true
+    }
+
+    /// The monitor is dropped: refuse further events and destroy the subscription now.
+    fn close(&self) {
+        let running_on = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.items.clear();
+            st.running_on.take()
+        };
+        if let Some((conn, ioid)) = running_on {
+            if let Some(conn) = conn.upgrade() {
+                let _ = conn.send(ConnCmd::Cancel { ioid });
+            }
+        }
+        self.gone.notify_waiters();
+        self.ready.notify_one();
+    }
+
+    /// Resolves once the monitor is dropped.
+    pub(crate) async fn closed(&self) {
+        let gone = self.gone.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if self.lock().closed {
+            return;
+        }
+        gone.await;
+    }
+}
+
+/// Drop the oldest queued update, acknowledging it and counting it on the next update.
+fn drop_oldest_update(st: &mut QueueState) {
+    let Some(pos) = st
+        .items
+        .iter()
+        .position(|i| matches!(i, MonitorItem::Update { .. }))
+    else {
+        return;
+    };
+    let Some(MonitorItem::Update {
+        squashed, acker, ..
+    }) = st.items.remove(pos)
+    else {
+        return;
+    };
+    st.updates -= 1;
+    st.squashed += 1 + squashed;
+    if let Some(acker) = acker {
+        acker.ack(u32::try_from(squashed + 1).unwrap_or(u32::MAX));
+    }
+    if let Some(MonitorItem::Update { squashed: next, .. }) = st
+        .items
+        .iter_mut()
+        .skip(pos)
+        .find(|i| matches!(i, MonitorItem::Update { .. }))
+    {
+        *next += 1 + squashed;
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::select::Selection;
 use super::server_channel::{server_channel, SERVER_CHANNEL};
-use super::shared_pv::{SharedPv, Subscription};
+use super::shared_pv::{SharedPv, SubscribeOptions, Subscription};
 use super::source::{PeerInfo, Source};
 
 /// Default monitor queue when the pvRequest names none (pvxs uses 4).
@@ -429,7 +429,14 @@ impl ServerConn {
                 let pipeline = subcmd & SUB_PIPELINE != 0 || request.pipeline();
                 let interest = selection.as_ref().map(|s| s.interest().clone());
                 OpKind::Monitor(MonitorOp {
-                    sub: ch.pv.subscribe_to(queue, self.wake.clone(), interest),
+                    sub: ch.pv.subscribe_with(
+                        queue,
+                        self.wake.clone(),
+                        SubscribeOptions {
+                            peer: Some(self.peer.addr),
+                            interest,
+                        },
+                    ),
                     pipeline,
                     window: pipeline_window.unwrap_or(queue as u32),
                     running: false,

@@ -20,7 +20,10 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 pub use conn::ConnLimits;
-pub use shared_pv::{PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder, Subscription};
+pub use shared_pv::{
+    PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder, SubscribeOptions,
+    SubscriberStats, Subscription,
+};
 pub use source::{PeerInfo, Source, StaticSource};
 
 /// How often beacons go out.

@@ -2,7 +2,10 @@
 //! each, with puts and RPCs handed to callbacks that may accept, change or refuse them.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use pva_codec::{BitSet, Status, StructValue, Value};
 use tokio::sync::Notify;
@@ -46,25 +49,97 @@ pub struct Subscription {
     wake: Arc<Notify>,
     /// Only changes of these bits are queued (a monitor's field selection); all when `None`.
     interest: Option<BitSet>,
+    counters: Arc<Counters>,
+    room: Arc<Room>,
+}
+
+/// Wakes a publisher that waits for room in its subscribers' queues.
+#[derive(Debug, Default)]
+struct Room {
+    waiters: AtomicU64,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+impl Room {
+    fn freed(&self) {
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.freed.notify_all();
+        }
+    }
 }
 
 #[derive(Debug)]
 struct QueueState {
     items: VecDeque<Update>,
     capacity: usize,
-    squashed: u64,
+}
+
+/// Who subscribes, and to what: see [`SharedPv::subscribe_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// The subscriber's address, when it came over a connection (kept in its stats).
+    pub peer: Option<SocketAddr>,
+    /// Only changes that touch one of these bits are queued (a monitor's field selection), so
+    /// that updates outside it neither reach the client nor take its queue; all when `None`.
+    pub interest: Option<BitSet>,
+}
+
+/// A subscription's counters, shared with its PV so they outlive the subscriber.
+#[derive(Debug)]
+struct Counters {
+    id: u64,
+    peer: Option<SocketAddr>,
+    posted: AtomicU64,
+    squashed: AtomicU64,
+}
+
+/// What one subscriber of a [`SharedPv`] was sent and lost. The PV keeps these after the
+/// subscriber leaves, so a relay can report every consumer's losses exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Order of subscription on this PV, from 1.
+    pub id: u64,
+    /// The subscriber's address, when it came over a connection.
+    pub peer: Option<SocketAddr>,
+    /// Updates posted to its queue (the initial value included).
+    pub posted: u64,
+    /// Updates squashed into others because it fell behind: lost to it.
+    pub squashed: u64,
+    /// Still subscribed.
+    pub open: bool,
+}
+
+impl Counters {
+    fn stats(&self, open: bool) -> SubscriberStats {
+        SubscriberStats {
+            id: self.id,
+            peer: self.peer,
+            posted: self.posted.load(Ordering::Relaxed),
+            squashed: self.squashed.load(Ordering::Relaxed),
+            open,
+        }
+    }
 }
 
 impl Subscription {
-    fn new(capacity: usize, wake: Arc<Notify>, interest: Option<BitSet>) -> Self {
+    fn new(
+        capacity: usize,
+        wake: Arc<Notify>,
+        interest: Option<BitSet>,
+        counters: Arc<Counters>,
+        room: Arc<Room>,
+    ) -> Self {
         Subscription {
             interest,
             queue: Mutex::new(QueueState {
                 items: VecDeque::with_capacity(capacity.min(64)),
                 capacity: capacity.max(1),
-                squashed: 0,
             }),
             wake,
+            counters,
+            room,
         }
     }
 
@@ -74,10 +149,11 @@ impl Subscription {
                 return;
             }
         }
+        self.counters.posted.fetch_add(1, Ordering::Relaxed);
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.items.len() >= q.capacity {
-                q.squashed += 1;
+                self.counters.squashed.fetch_add(1, Ordering::Relaxed);
                 if let Some(last) = q.items.back_mut() {
                     // Fields queued but not yet sent are overwritten: their old values are lost.
                     for bit in changed.iter() {
@@ -101,11 +177,22 @@ impl Subscription {
 
     /// Take the oldest queued update.
     pub fn pop(&self) -> Option<Update> {
-        self.queue
+        let item = self
+            .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .items
-            .pop_front()
+            .pop_front();
+        if item.is_some() {
+            self.room.freed();
+        }
+        item
+    }
+
+    /// True when one more update fits without squashing.
+    fn has_room(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.items.len() < q.capacity
     }
 
     /// True when an update is waiting.
@@ -120,20 +207,52 @@ impl Subscription {
 
     /// Updates squashed into others because this subscriber fell behind.
     pub fn squashed(&self) -> u64 {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .squashed
+        self.counters.squashed.load(Ordering::Relaxed)
     }
+}
+
+/// Stats of departed subscribers a PV keeps (the oldest are forgotten first).
+const DEPARTED_KEPT: usize = 1024;
+
+struct Subscriber {
+    sub: Weak<Subscription>,
+    counters: Arc<Counters>,
 }
 
 struct PvState {
     value: StructValue,
-    subscribers: Vec<Weak<Subscription>>,
+    subscribers: Vec<Subscriber>,
+    departed: VecDeque<SubscriberStats>,
+    next_id: u64,
+    /// The id of the subscriber that got the last distributed update.
+    last_turn: u64,
+}
+
+impl PvState {
+    /// The live subscriptions; departed ones move to the ledger.
+    fn live(&mut self) -> Vec<Arc<Subscription>> {
+        let mut live = Vec::with_capacity(self.subscribers.len());
+        let departed = &mut self.departed;
+        self.subscribers.retain(|s| match s.sub.upgrade() {
+            Some(sub) => {
+                live.push(sub);
+                true
+            }
+            None => {
+                if departed.len() >= DEPARTED_KEPT {
+                    departed.pop_front();
+                }
+                departed.push_back(s.counters.stats(false));
+                false
+            }
+        });
+        live
+    }
 }
 
 struct PvInner {
     state: Mutex<PvState>,
+    room: Arc<Room>,
     on_put: Option<PutHandler>,
     on_rpc: Option<RpcHandler>,
     writable: bool,
@@ -192,7 +311,11 @@ impl SharedPvBuilder {
             state: Mutex::new(PvState {
                 value: self.value,
                 subscribers: Vec::new(),
+                departed: VecDeque::new(),
+                next_id: 1,
+                last_turn: 0,
             }),
+            room: Arc::default(),
             on_put: self.on_put,
             on_rpc: self.on_rpc,
             writable: self.writable,
@@ -237,17 +360,87 @@ impl SharedPv {
 
     /// Store `value` and send it to every subscriber, marking `changed` fields.
     pub fn post_changed(&self, value: StructValue, changed: BitSet) {
-        let mut st = self.lock();
-        st.value = value;
-        let v = &st.value;
-        let mut live = Vec::with_capacity(st.subscribers.len());
-        for w in &st.subscribers {
-            if let Some(sub) = w.upgrade() {
-                sub.push(v, &changed);
-                live.push(Arc::downgrade(&sub));
+        let live = {
+            let mut st = self.lock();
+            st.value = value;
+            let live = st.live();
+            for sub in &live {
+                sub.push(&st.value, &changed);
             }
-        }
-        st.subscribers = live;
+            live
+        };
+        // The last reference to a subscription may be here: drop it outside the lock.
+        drop(live);
+    }
+
+    /// Send `value` to one subscriber only, the next in turn (round-robin in order of
+    /// subscription), to spread updates over consumers. The PV's current value, which new
+    /// subscribers get first, does not change. Returns the subscriber's id, `None` when there
+    /// is none.
+    pub fn post_to_next(&self, value: StructValue, changed: BitSet) -> Option<u64> {
+        let (chosen, live) = {
+            let mut st = self.lock();
+            let live = st.live();
+            let ids: Vec<u64> = st.subscribers.iter().map(|s| s.counters.id).collect();
+            let turn = ids
+                .iter()
+                .position(|&id| id > st.last_turn)
+                .or((!ids.is_empty()).then_some(0));
+            let chosen = turn.map(|i| {
+                live[i].push(&value, &changed);
+                ids[i]
+            });
+            if let Some(id) = chosen {
+                st.last_turn = id;
+            }
+            (chosen, live)
+        };
+        drop(live);
+        chosen
+    }
+
+    /// True when every subscriber's queue can take one more update without squashing.
+    pub fn has_room(&self) -> bool {
+        let live = self.lock().live();
+        live.iter().all(|s| s.has_room())
+    }
+
+    /// Wait (blocking, up to `timeout`) until every subscriber's queue can take one more
+    /// update; true when they can. Lets a publisher go as fast as its slowest subscriber
+    /// without losing updates.
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let room = &self.0.room;
+        room.waiters.fetch_add(1, Ordering::AcqRel);
+        let deadline = std::time::Instant::now() + timeout;
+        let ok = loop {
+            let guard = room.lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.has_room() {
+                break true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            // A pop between the check and the wait notifies under the same lock, so no
+            // wake-up is missed.
+            let _ = room
+                .freed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner());
+        };
+        room.waiters.fetch_sub(1, Ordering::AcqRel);
+        ok
+    }
+
+    /// What every subscriber, present and departed, was sent and lost, in order of
+    /// subscription.
+    pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
+        let mut st = self.lock();
+        drop(st.live());
+        let mut all: Vec<SubscriberStats> = st.departed.iter().cloned().collect();
+        all.extend(st.subscribers.iter().map(|s| s.counters.stats(true)));
+        all.sort_by_key(|s| s.id);
+        all
     }
 
     /// Change fields in place with `edit`, which returns the bits it changed, and post them.
@@ -262,22 +455,38 @@ impl SharedPv {
     /// Subscribe with a queue of `capacity` updates; `wake` is notified on each push. The
     /// current value is queued first.
     pub fn subscribe(&self, capacity: usize, wake: Arc<Notify>) -> Arc<Subscription> {
-        self.subscribe_to(capacity, wake, None)
+        self.subscribe_with(capacity, wake, SubscribeOptions::default())
     }
 
-    /// Like [`SharedPv::subscribe`], queueing only changes that touch a bit of `interest`
-    /// (all changes when `None`), so that updates outside a monitor's field selection neither
-    /// reach the client nor take its queue.
-    pub fn subscribe_to(
+    /// Like [`SharedPv::subscribe`], with the subscriber's address (for its stats) and the
+    /// fields it cares about.
+    pub fn subscribe_with(
         &self,
         capacity: usize,
         wake: Arc<Notify>,
-        interest: Option<BitSet>,
+        options: SubscribeOptions,
     ) -> Arc<Subscription> {
-        let sub = Arc::new(Subscription::new(capacity, wake, interest));
+        let SubscribeOptions { peer, interest } = options;
         let mut st = self.lock();
+        let counters = Arc::new(Counters {
+            id: st.next_id,
+            peer,
+            posted: AtomicU64::new(0),
+            squashed: AtomicU64::new(0),
+        });
+        st.next_id += 1;
+        let sub = Arc::new(Subscription::new(
+            capacity,
+            wake,
+            interest,
+            counters.clone(),
+            self.0.room.clone(),
+        ));
         sub.push(&st.value, &BitSet::with(0));
-        st.subscribers.push(Arc::downgrade(&sub));
+        st.subscribers.push(Subscriber {
+            sub: Arc::downgrade(&sub),
+            counters,
+        });
         sub
     }
 
@@ -286,7 +495,7 @@ impl SharedPv {
         self.lock()
             .subscribers
             .iter()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|s| s.sub.strong_count() > 0)
             .count()
     }
 
@@ -366,6 +575,59 @@ mod tests {
         assert_eq!(last.value.get("value"), Some(&Value::I32(5)));
         assert!(last.overrun.get(1));
         assert!(sub.pop().is_none());
+    }
+
+    #[test]
+    fn distribution_takes_turns_and_stats_outlive_subscribers() {
+        let pv = pv();
+        let a = pv.subscribe(8, Arc::new(Notify::new()));
+        let b = pv.subscribe(8, Arc::new(Notify::new()));
+        let c = pv.subscribe(8, Arc::new(Notify::new()));
+        let mut turns = Vec::new();
+        for n in 1..=6 {
+            turns.push(pv.post_to_next(with_value(&pv, n), BitSet::with(0)));
+        }
+        assert_eq!(
+            turns,
+            [1, 2, 3, 1, 2, 3].map(Some).to_vec(),
+            "in order of subscription, round and round"
+        );
+        assert_eq!(pv.current().get("value"), Some(&Value::I32(0)), "unchanged");
+        drop(b);
+        assert_eq!(
+            pv.post_to_next(with_value(&pv, 7), BitSet::with(0)),
+            Some(1)
+        );
+        assert_eq!(
+            pv.post_to_next(with_value(&pv, 8), BitSet::with(0)),
+            Some(3)
+        );
+        let stats = pv.subscriber_stats();
+        let posted: Vec<(u64, u64, bool)> =
+            stats.iter().map(|s| (s.id, s.posted, s.open)).collect();
+        // Each got the initial value, then its share.
+        assert_eq!(posted, vec![(1, 4, true), (2, 3, false), (3, 4, true)]);
+        drop((a, c));
+        assert_eq!(pv.post_to_next(with_value(&pv, 9), BitSet::with(0)), None);
+    }
+
+    #[test]
+    fn a_publisher_can_wait_for_room() {
+        let pv = pv();
+        let sub = pv.subscribe(2, Arc::new(Notify::new()));
+        assert!(pv.has_room(), "the initial value takes one slot of two");
+        pv.post_changed(with_value(&pv, 1), BitSet::with(1));
+        assert!(!pv.wait_for_room(Duration::from_millis(5)));
+        let taker = {
+            let sub = sub.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                sub.pop()
+            })
+        };
+        assert!(pv.wait_for_room(Duration::from_secs(5)));
+        assert!(taker.join().unwrap().is_some());
+        assert_eq!(sub.squashed(), 0);
     }
 
     #[test]

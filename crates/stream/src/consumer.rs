@@ -1,0 +1,350 @@
+//! The workflow side of a stream: monitor a PV and account for every frame, then hand frames
+//! to processing threads.
+//!
+//! Frames are booked the moment they arrive, before any processing, so a slow processing step
+//! shows as a backlog (counted, bounded by `backlog`) and never as frames the books did not
+//! see. When the backlog is full the receiver waits; with a pipelined monitor the server then
+//! waits too, and what it cannot hold it squashes and counts — the frames this consumer then
+//! misses show as gaps in `uniqueId`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::TrySendError;
+use pva::client::{Context, MonitorEvent};
+use serde::Serialize;
+
+use crate::accounting::{Counts, Latency, LatencySummary, Ledger, Origin};
+use crate::frame::{Frame, FrameError};
+use crate::StreamError;
+
+/// How a consumer runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// The PV to monitor.
+    pub pv: String,
+    /// End once this many frames are accounted for (received or missed).
+    pub expected: Option<u64>,
+    /// End after this long.
+    pub runtime: Option<Duration>,
+    /// Monitor queue size (the server's window when pipelined).
+    pub queue_size: u32,
+    /// Flow control with acks: the server waits for this consumer instead of flooding it.
+    pub pipeline: bool,
+    /// Processing threads.
+    pub threads: usize,
+    /// Frames that may wait for a processing thread before the receiver waits too.
+    pub backlog: usize,
+    /// Simulated processing time per frame.
+    pub process_time: Duration,
+    /// This consumer gets every `stride`-th frame (a relay distributing over that many).
+    pub stride: u64,
+    /// Where counting starts.
+    pub origin: Origin,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            pv: String::new(),
+            expected: None,
+            runtime: None,
+            queue_size: 64,
+            pipeline: true,
+            threads: 1,
+            backlog: 64,
+            process_time: Duration::ZERO,
+            stride: 1,
+            origin: Origin::FromOne,
+        }
+    }
+}
+
+/// The state of a run, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Progress {
+    /// The counts so far.
+    pub counts: Counts,
+    /// Frames accounted for (received or missed).
+    pub accounted: u64,
+    /// Frames waiting for a processing thread.
+    pub backlog: usize,
+    /// Frames per second since the first frame.
+    pub fps: f64,
+    /// Megabytes (10^6) per second since the first frame.
+    pub mb_per_s: f64,
+}
+
+/// How a run went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The PV.
+    pub pv: String,
+    /// Frames received, missed, duplicated, out of order, ignored.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Frames expected, if told.
+    pub expected: Option<u64>,
+    /// Updates the client squashed because this consumer fell behind (included in `missed`).
+    pub client_squashed: u64,
+    /// Updates that changed nothing (some servers send them with pipelining): not frames.
+    pub empty_updates: u64,
+    /// Frames the processing threads finished.
+    pub processed: u64,
+    /// Most frames that waited for processing at once.
+    pub max_backlog: usize,
+    /// First and last frame numbers received.
+    pub first_id: Option<i64>,
+    /// Last frame number received.
+    pub last_id: Option<i64>,
+    /// Missed frame numbers as `[first, last]` ranges (the first 20).
+    pub missed_ranges: Vec<[i64; 2]>,
+    /// Bytes of frame data received.
+    pub bytes: u64,
+    /// From the first frame to the last, seconds.
+    pub elapsed_s: f64,
+    /// Frames per second between the first and the last frame.
+    pub fps: f64,
+    /// Megabytes (10^6) per second between the first and the last frame.
+    pub mb_per_s: f64,
+    /// From each frame's `timeStamp` to its arrival.
+    pub latency: LatencySummary,
+    /// Why the run ended.
+    pub ended_by: EndedBy,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The expected frames were accounted for.
+    Expected,
+    /// The runtime was over.
+    Runtime,
+    /// The server ended the subscription.
+    Finished,
+    /// The caller stopped it.
+    Stopped,
+}
+
+/// Frames per second and MB/s over a run of `frames` frames and `bytes` bytes whose first and
+/// last arrivals are `span` apart.
+fn rates(frames: u64, bytes: u64, span: Duration) -> (f64, f64) {
+    let s = span.as_secs_f64();
+    if frames < 2 || s <= 0.0 {
+        return (0.0, 0.0);
+    }
+    // n frames span n-1 intervals; scale the bytes the same way.
+    let scale = (frames - 1) as f64 / frames as f64;
+    ((frames - 1) as f64 / s, bytes as f64 * scale / s / 1e6)
+}
+
+/// The processing threads: they take frames from a bounded channel and simulate work.
+struct Workers {
+    tx: Option<crossbeam_channel::Sender<Frame>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    processed: Arc<AtomicU64>,
+}
+
+impl Workers {
+    fn start(config: &ConsumerConfig) -> Workers {
+        let (tx, rx) = crossbeam_channel::bounded::<Frame>(config.backlog.max(1));
+        let processed = Arc::new(AtomicU64::new(0));
+        let threads = (0..config.threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                let processed = processed.clone();
+                let work = config.process_time;
+                std::thread::Builder::new()
+                    .name(format!("process-{i}"))
+                    .spawn(move || {
+                        for frame in rx {
+                            if !work.is_zero() {
+                                std::thread::sleep(work);
+                            }
+                            drop(frame);
+                            processed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                    .expect("spawn a processing thread")
+            })
+            .collect();
+        Workers {
+            tx: Some(tx),
+            threads,
+            processed,
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.tx.as_ref().map_or(0, |t| t.len())
+    }
+
+    /// Hand a frame over, waiting while the backlog is full.
+    fn give(&self, frame: Frame) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
+            // Blocking here is the point: the receiver stops taking updates.
+            let _ = tokio::task::block_in_place(|| tx.send(frame));
+        }
+    }
+
+    /// Let the threads finish the backlog; returns frames processed.
+    fn finish(mut self) -> u64 {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.processed.load(Ordering::Relaxed)
+    }
+}
+
+/// Monitor `config.pv` and account for every frame until the run ends (expected count,
+/// runtime, the server ends it, or `stop` resolves). `progress` is called about once every
+/// `report_every`. Needs a multi-threaded tokio runtime (the receiver blocks while the
+/// processing backlog is full).
+pub async fn consume(
+    ctx: &Context,
+    config: &ConsumerConfig,
+    report_every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Report, StreamError> {
+    let mut monitor = ctx
+        .monitor(&config.pv)
+        .queue_size(config.queue_size)
+        .pipeline(config.pipeline)
+        .exec()?;
+    let workers = Workers::start(config);
+    let mut ledger = Ledger::new(config.origin, config.stride);
+    let mut latency = Latency::new();
+    let mut bytes = 0u64;
+    let mut max_backlog = 0usize;
+    let mut first_at: Option<Instant> = None;
+    let mut last_at = Instant::now();
+    let mut not_frames = 0u64;
+    let mut empty_updates = 0u64;
+    let started = Instant::now();
+    let deadline = config.runtime.map(|r| tokio::time::Instant::now() + r);
+    let mut ticker = tokio::time::interval(report_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(stop);
+    let snapshot =
+        |ledger: &Ledger, bytes: u64, first_at: Option<Instant>, last_at: Instant, backlog| {
+            let span = first_at.map_or(Duration::ZERO, |f| last_at - f);
+            let (fps, mb_per_s) = rates(ledger.counts().received, bytes, span);
+            Progress {
+                counts: ledger.counts(),
+                accounted: ledger.accounted(),
+                backlog,
+                fps,
+                mb_per_s,
+            }
+        };
+    let ended_by = loop {
+        if config.expected.is_some_and(|n| ledger.accounted() >= n) {
+            break EndedBy::Expected;
+        }
+        let event = tokio::select! {
+            ev = monitor.recv() => ev,
+            _ = ticker.tick() => {
+                progress(&snapshot(&ledger, bytes, first_at, last_at, workers.backlog()));
+                continue;
+            }
+            _ = sleep_until(deadline) => break EndedBy::Runtime,
+            _ = &mut stop => break EndedBy::Stopped,
+        };
+        match event {
+            Some(MonitorEvent::Update(update)) => {
+                if update.changed.is_empty() {
+                    empty_updates += 1;
+                    continue;
+                }
+                let now = Instant::now();
+                let frame = match Frame::from_value(update.value) {
+                    Ok(f) => f,
+                    Err(FrameError::NotAFrame(why)) => {
+                        not_frames += 1;
+                        if not_frames == 1 {
+                            tracing::warn!("'{}': {why}", config.pv);
+                        }
+                        continue;
+                    }
+                };
+                let id = frame.meta.unique_id;
+                if ledger.record(id) == crate::Verdict::Ignored {
+                    continue;
+                }
+                first_at.get_or_insert(now);
+                last_at = now;
+                bytes += frame.meta.payload_bytes;
+                latency.record(
+                    frame
+                        .meta
+                        .time_stamp
+                        .to_system_time()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok()),
+                );
+                max_backlog = max_backlog.max(workers.backlog() + 1);
+                workers.give(frame);
+            }
+            Some(MonitorEvent::Connected) => {
+                tracing::info!("'{}': connected", config.pv);
+            }
+            Some(MonitorEvent::Disconnected) => {
+                tracing::warn!("'{}': disconnected; waiting for it to come back", config.pv);
+            }
+            Some(MonitorEvent::Finished(Ok(()))) | None => break EndedBy::Finished,
+            Some(MonitorEvent::Finished(Err(e))) => return Err(e.into()),
+        }
+    };
+    let client_squashed = monitor.squashed();
+    drop(monitor);
+    let processed = workers.finish();
+    ledger.close(config.expected);
+    let counts = ledger.counts();
+    let span = first_at.map_or(Duration::ZERO, |f| last_at - f);
+    let (fps, mb_per_s) = rates(counts.received, bytes, span);
+    let (first_id, last_id) = ledger.id_range();
+    tracing::debug!("consumer ran {:?}", started.elapsed());
+    Ok(Report {
+        pv: config.pv.clone(),
+        counts,
+        expected: config.expected,
+        client_squashed,
+        empty_updates,
+        processed,
+        max_backlog,
+        first_id,
+        last_id,
+        missed_ranges: ledger.missed_ranges(20),
+        bytes,
+        elapsed_s: span.as_secs_f64(),
+        fps,
+        mb_per_s,
+        latency: latency.summary(),
+        ended_by,
+    })
+}
+
+/// Sleep until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_count_intervals_between_first_and_last_frame() {
+        let (fps, mbps) = rates(11, 11_000_000, Duration::from_secs(1));
+        assert!((fps - 10.0).abs() < 1e-9);
+        assert!((mbps - 10.0).abs() < 1e-9);
+        assert_eq!(rates(1, 100, Duration::from_secs(1)), (0.0, 0.0));
+    }
+}

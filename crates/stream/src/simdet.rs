@@ -1,0 +1,435 @@
+//! A simulated detector: publishes NTNDArray frames on a [`SharedPv`] like areaDetector's
+//! NDPluginPva and pvapy-ad-sim-server.
+//!
+//! Frames are generated ahead of time from a seeded generator (moving spots over noise), so
+//! generation never limits the rate; publishing one only stamps its number and times and
+//! shares the pre-made pixel bytes. The rate is held by a deadline clock (frame `k` is due at
+//! `start + k / fps`), not by a sleep per frame, so it does not drift. With `fps` 0 the
+//! detector goes as fast as its slowest subscriber takes frames, losing none.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pva::server::SharedPv;
+use pva_codec::nt::{set_time_stamp, NdArrayFrame, NdAttribute, NtNdArray, NtScalar, TimeStamp};
+use pva_codec::{BitSet, PodArray, ScalarArray, ScalarType, StructValue, UnionValue, Value};
+use serde::Serialize;
+
+use crate::StreamError;
+
+/// Memory the pre-made frames may take together.
+const POOL_BYTES: usize = 256 << 20;
+/// Most distinct frames made ahead of time.
+const POOL_FRAMES: usize = 32;
+
+/// How the detector runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimDetConfig {
+    /// Pixels along x.
+    pub nx: usize,
+    /// Pixels along y.
+    pub ny: usize,
+    /// Element type (any NTNDArray value type: every scalar type but string).
+    pub dtype: ScalarType,
+    /// Frames per second; 0 = as fast as the slowest subscriber takes them.
+    pub fps: f64,
+    /// Stop after this many frames.
+    pub frames: Option<u64>,
+    /// Stop after this long (counted from the first frame).
+    pub runtime: Option<Duration>,
+    /// Wait this long before the first frame (for consumers to connect).
+    pub start_delay: Duration,
+    /// Seed of the generator: the same seed gives the same pixels.
+    pub seed: u64,
+    /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (to measure plain
+    /// update rates; consumers account for it like frames).
+    pub counter: bool,
+}
+
+impl SimDetConfig {
+    /// Check the values; the error says which one is wrong.
+    pub fn validate(&self) -> Result<(), StreamError> {
+        let bad = |m: String| Err(StreamError::Config(m));
+        if self.nx == 0 || self.ny == 0 {
+            return bad(format!(
+                "frame size {}x{}: both sides must be at least 1",
+                self.nx, self.ny
+            ));
+        }
+        if self.nx > i32::MAX as usize || self.ny > i32::MAX as usize {
+            return bad("frame sides must fit a 32-bit dimension".into());
+        }
+        if self.dtype == ScalarType::String {
+            return bad("NTNDArray has no string arrays: choose a numeric or boolean type".into());
+        }
+        if !self.fps.is_finite() || self.fps < 0.0 {
+            return bad(format!(
+                "--fps {}: must be 0 (as fast as possible) or positive",
+                self.fps
+            ));
+        }
+        if self.frame_bytes() > 1 << 31 {
+            return bad(format!(
+                "a frame of {} bytes is too large",
+                self.frame_bytes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of pixel data in one frame.
+    pub fn frame_bytes(&self) -> usize {
+        if self.counter {
+            return ScalarType::F64.wire_size();
+        }
+        self.nx
+            .saturating_mul(self.ny)
+            .saturating_mul(self.dtype.wire_size())
+    }
+}
+
+/// What the detector has published.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Published {
+    /// Frames published.
+    pub frames: u64,
+    /// Bytes of pixel data published.
+    pub bytes: u64,
+    /// From the first frame to now (or to the last frame, at the end).
+    pub elapsed_s: f64,
+    /// Frames per second achieved.
+    pub fps: f64,
+    /// Megabytes (10^6) of pixel data per second.
+    pub mb_per_s: f64,
+}
+
+impl Published {
+    fn new(frames: u64, frame_bytes: usize, elapsed: Duration) -> Self {
+        let secs = elapsed.as_secs_f64();
+        let bytes = frames * frame_bytes as u64;
+        let per_s = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+        Published {
+            frames,
+            bytes,
+            elapsed_s: secs,
+            fps: per_s(frames as f64),
+            mb_per_s: per_s(bytes as f64 / 1e6),
+        }
+    }
+}
+
+/// The simulated detector.
+pub struct SimDet {
+    config: SimDetConfig,
+    pool: Vec<ScalarArray>,
+    template: StructValue,
+    /// Members that change from one frame to the next.
+    changed: BitSet,
+    pv: SharedPv,
+}
+
+impl SimDet {
+    /// Make the frames and the PV (holding an empty NTNDArray, `uniqueId` 0, until the first
+    /// frame).
+    pub fn new(config: SimDetConfig) -> Result<SimDet, StreamError> {
+        config.validate()?;
+        if config.counter {
+            let template = NtScalar::new(ScalarType::F64).create();
+            let mut changed = BitSet::new();
+            for member in ["value", "timeStamp"] {
+                if let Some(bit) = template.desc().bit_of(member) {
+                    changed.set(bit);
+                }
+            }
+            return Ok(SimDet {
+                pv: SharedPv::readonly(template.clone()),
+                config,
+                pool: Vec::new(),
+                template,
+                changed,
+            });
+        }
+        let mut pool_len = (POOL_BYTES / config.frame_bytes().max(1)).clamp(1, POOL_FRAMES);
+        if let Some(n) = config.frames {
+            pool_len = pool_len.min(n.max(1) as usize);
+        }
+        let pool: Vec<ScalarArray> = (0..pool_len)
+            .map(|i| make_frame(&config, i, pool_len))
+            .collect();
+        let nt = NtNdArray::new();
+        let mut first =
+            NdArrayFrame::new(pool[0].clone(), &[config.nx as i32, config.ny as i32], 0);
+        first.attributes = vec![
+            NdAttribute::new("ColorMode", 0i32),
+            NdAttribute::new("FrameRate", config.fps),
+            NdAttribute::new("TotalFrames", config.frames.unwrap_or(0) as i64),
+        ];
+        let template = nt.build_value(first)?;
+        let desc = template.desc().clone();
+        let mut changed = BitSet::new();
+        for member in ["value", "uniqueId", "dataTimeStamp", "timeStamp"] {
+            if let Some(bit) = desc.bit_of(member) {
+                changed.set(bit);
+            }
+        }
+        Ok(SimDet {
+            pv: SharedPv::readonly(nt.create()),
+            config,
+            pool,
+            template,
+            changed,
+        })
+    }
+
+    /// The PV the frames are posted on (serve it under the detector's name).
+    pub fn pv(&self) -> &SharedPv {
+        &self.pv
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimDetConfig {
+        &self.config
+    }
+
+    /// Number of distinct frames made ahead of time (they are published in turn).
+    pub fn distinct_frames(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Frame number `unique_id` (from 1) as a value.
+    pub fn frame(&self, unique_id: u64) -> StructValue {
+        let mut v = self.template.clone();
+        if self.pool.is_empty() {
+            // The counter: a double holds every count a run can reach exactly.
+            let _ = v.set("value", unique_id as f64);
+            let _ = set_time_stamp(&mut v, TimeStamp::now());
+            return v;
+        }
+        let data = self.pool[(unique_id.saturating_sub(1) as usize) % self.pool.len()].clone();
+        if let Some(Value::Union(UnionValue {
+            selected: Some((_, boxed)),
+            ..
+        })) = v.get_mut("value")
+        {
+            **boxed = Value::Array(data);
+        }
+        let now = TimeStamp::now();
+        // Members of the template, of the right types: these cannot fail.
+        let _ = v.set("uniqueId", unique_id.min(i32::MAX as u64) as i32);
+        let _ = set_time_stamp(&mut v, now);
+        let _ = v.set("dataTimeStamp.secondsPastEpoch", now.seconds_past_epoch);
+        let _ = v.set("dataTimeStamp.nanoseconds", now.nanoseconds);
+        v
+    }
+
+    /// Publish frames until the configured count or runtime, or until `stop` is set.
+    /// Blocking: run it on a thread of its own. `report` is called about once a second.
+    pub fn run(&self, stop: &AtomicBool, mut report: impl FnMut(&Published)) -> Published {
+        let delay_end = Instant::now() + self.config.start_delay;
+        while Instant::now() < delay_end {
+            if stop.load(Ordering::Relaxed) {
+                return Published::default();
+            }
+            std::thread::sleep((delay_end - Instant::now()).min(Duration::from_millis(50)));
+        }
+        let frame_bytes = self.config.frame_bytes();
+        let period =
+            (self.config.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / self.config.fps));
+        let start = Instant::now();
+        let mut next_report = start + Duration::from_secs(1);
+        let mut published = 0u64;
+        let mut last = start;
+        loop {
+            if stop.load(Ordering::Relaxed)
+                || self.config.frames.is_some_and(|n| published >= n)
+                || self.config.runtime.is_some_and(|r| start.elapsed() >= r)
+            {
+                break;
+            }
+            match period {
+                Some(p) => {
+                    let due = start + p.mul_f64(published as f64);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                }
+                None => {
+                    if !self.pv.wait_for_room(Duration::from_millis(50)) {
+                        continue;
+                    }
+                }
+            }
+            let id = published + 1;
+            let value = self.frame(id);
+            if id == 1 {
+                // Subscribers hold the empty value: the first frame carries every member.
+                self.pv.post(value);
+            } else {
+                self.pv.post_changed(value, self.changed.clone());
+            }
+            published = id;
+            last = Instant::now();
+            if last >= next_report {
+                report(&Published::new(published, frame_bytes, last - start));
+                next_report += Duration::from_secs(1);
+            }
+        }
+        Published::new(published, frame_bytes, last - start)
+    }
+}
+
+/// Frame `index` of `count`: spots moving round a circle over low noise, scaled to the type.
+fn make_frame(config: &SimDetConfig, index: usize, count: usize) -> ScalarArray {
+    let (nx, ny) = (config.nx, config.ny);
+    let mut rng =
+        fastrand::Rng::with_seed(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut img: Vec<f32> = (0..nx * ny).map(|_| rng.f32() * 0.08).collect();
+    let sigma = ((nx.min(ny) as f32) / 40.0).max(1.0);
+    let reach = (3.0 * sigma).ceil() as isize;
+    let turn = std::f32::consts::TAU * index as f32 / count as f32;
+    for spot in 0..6 {
+        let phase = spot as f32 * std::f32::consts::TAU / 6.0 + turn;
+        let radius = 0.15 + 0.05 * spot as f32;
+        let cx = (nx as f32 * (0.5 + radius * phase.cos())) as isize;
+        let cy = (ny as f32 * (0.5 + radius * phase.sin())) as isize;
+        let amplitude = 0.5 + 0.08 * spot as f32;
+        for y in (cy - reach).max(0)..(cy + reach + 1).min(ny as isize) {
+            for x in (cx - reach).max(0)..(cx + reach + 1).min(nx as isize) {
+                let d2 = ((x - cx).pow(2) + (y - cy).pow(2)) as f32;
+                img[y as usize * nx + x as usize] +=
+                    amplitude * (-d2 / (2.0 * sigma * sigma)).exp();
+            }
+        }
+    }
+    scale(&img, config.dtype)
+}
+
+/// Scale intensities in 0..~1 to the element type: 12 bits for 16-bit types, 16 bits for
+/// wider integers, the full range for bytes, as they are for floats.
+fn scale(img: &[f32], t: ScalarType) -> ScalarArray {
+    fn ints<T: pva_codec::Element>(img: &[f32], full: f32, f: impl Fn(f32) -> T) -> PodArray<T> {
+        PodArray::from_vec(img.iter().map(|&v| f(v.clamp(0.0, 1.0) * full)).collect())
+    }
+    match t {
+        ScalarType::Bool => ScalarArray::Bool(img.iter().map(|&v| v > 0.5).collect()),
+        ScalarType::I8 => ScalarArray::I8(ints(img, 127.0, |v| v as i8)),
+        ScalarType::U8 => ScalarArray::U8(ints(img, 255.0, |v| v as u8)),
+        ScalarType::I16 => ScalarArray::I16(ints(img, 4095.0, |v| v as i16)),
+        ScalarType::U16 => ScalarArray::U16(ints(img, 4095.0, |v| v as u16)),
+        ScalarType::I32 => ScalarArray::I32(ints(img, 65535.0, |v| v as i32)),
+        ScalarType::U32 => ScalarArray::U32(ints(img, 65535.0, |v| v as u32)),
+        ScalarType::I64 => ScalarArray::I64(ints(img, 65535.0, |v| v as i64)),
+        ScalarType::U64 => ScalarArray::U64(ints(img, 65535.0, |v| v as u64)),
+        ScalarType::F32 => ScalarArray::F32(PodArray::from_vec(img.to_vec())),
+        ScalarType::F64 => {
+            ScalarArray::F64(PodArray::from_vec(img.iter().map(|&v| v as f64).collect()))
+        }
+        // Refused by validate().
+        ScalarType::String => ScalarArray::String(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    fn config(dtype: ScalarType) -> SimDetConfig {
+        SimDetConfig {
+            nx: 64,
+            ny: 48,
+            dtype,
+            fps: 0.0,
+            frames: Some(3),
+            runtime: None,
+            start_delay: Duration::ZERO,
+            seed: 7,
+            counter: false,
+        }
+    }
+
+    #[test]
+    fn frames_of_every_ntndarray_type_carry_numbers_times_sizes_and_attributes() {
+        for t in ScalarType::ALL
+            .into_iter()
+            .filter(|t| *t != ScalarType::String)
+        {
+            let det = SimDet::new(config(t)).unwrap();
+            let frame = Frame::from_value(det.frame(2)).unwrap();
+            assert_eq!(frame.meta.unique_id, 2);
+            assert_eq!(frame.meta.sizes, vec![64, 48]);
+            assert_eq!(frame.meta.element, Some(t));
+            assert_eq!(
+                frame.meta.payload_bytes,
+                (64 * 48 * t.wire_size()) as u64,
+                "{t:?}"
+            );
+            assert_eq!(
+                frame.meta.uncompressed_size,
+                frame.meta.payload_bytes as i64
+            );
+            assert!(frame.meta.time_stamp.seconds_past_epoch > 1_600_000_000);
+            let names: Vec<String> = frame.attributes().into_iter().map(|a| a.name).collect();
+            assert_eq!(names, ["ColorMode", "FrameRate", "TotalFrames"]);
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_pixels_and_frames_differ() {
+        let a = SimDet::new(config(ScalarType::U16)).unwrap();
+        let b = SimDet::new(config(ScalarType::U16)).unwrap();
+        let data = |d: &SimDet, id| Frame::from_value(d.frame(id)).unwrap().data().cloned();
+        assert_eq!(data(&a, 1), data(&b, 1));
+        assert_ne!(data(&a, 1), data(&a, 2));
+        let Some(ScalarArray::U16(px)) = data(&a, 1) else {
+            panic!()
+        };
+        let max = px.iter().max().unwrap();
+        assert!(max > 1000, "spots stand out of the noise: {max}");
+    }
+
+    #[test]
+    fn a_fixed_rate_holds_on_the_deadline_clock() {
+        let det = SimDet::new(SimDetConfig {
+            fps: 200.0,
+            frames: Some(40),
+            ..config(ScalarType::U8)
+        })
+        .unwrap();
+        let p = det.run(&AtomicBool::new(false), |_| {});
+        assert_eq!(p.frames, 40);
+        // 39 periods of 5 ms at least; no assertion on the upper side (loaded machines).
+        assert!(p.elapsed_s >= 0.195, "{p:?}");
+        assert_eq!(det.pv().current().get("uniqueId"), Some(&Value::I32(40)));
+    }
+
+    #[test]
+    fn the_counter_publishes_an_ntscalar_that_counts() {
+        let det = SimDet::new(SimDetConfig {
+            counter: true,
+            ..config(ScalarType::U8)
+        })
+        .unwrap();
+        let meta = crate::FrameMeta::from_value(&det.frame(5)).unwrap();
+        assert_eq!((meta.unique_id, meta.payload_bytes), (5, 8));
+        assert_eq!(det.pv().current().id(), "epics:nt/NTScalar:1.0");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let e = SimDet::new(SimDetConfig {
+            nx: 0,
+            ..config(ScalarType::U8)
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        assert!(SimDet::new(config(ScalarType::String)).is_err());
+        assert!(SimDet::new(SimDetConfig {
+            fps: -1.0,
+            ..config(ScalarType::U8)
+        })
+        .is_err());
+    }
+}
