@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use pva::server::{ConnLimits, Server, SharedPv, StaticSource};
+use pva::server::{Server, ServerLimits, ServerOptions, SharedPv, StaticSource};
 use pva::transport::FrameReader;
 use pva::ServerConfig;
 use pva_codec::msg::op::SUB_INIT;
@@ -327,11 +327,17 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         idle_timeout: Duration::from_secs(3),
         ..ServerConfig::isolated()
     };
-    let limits = Limits {
-        max_message_size: MAX_MESSAGE,
-        ..Limits::default()
+    let options = ServerOptions {
+        limits: ServerLimits {
+            decode: Limits {
+                max_message_size: MAX_MESSAGE,
+                ..Limits::default()
+            },
+            ..ServerLimits::default()
+        },
+        ..ServerOptions::default()
     };
-    let server = Server::start_with_limits(config, vec![source], limits, ConnLimits::default())
+    let server = Server::start_with(config, vec![source], options)
         .await
         .expect("server starts");
     let addr = server.tcp_addr();
@@ -482,6 +488,12 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
     })
     .await
     .expect("hostile cases within the time limit");
+
+    // Every connection closed for bad input is counted (the silent first segment is closed
+    // as idle, not as bad input), and so are the searches of the flood past the rate limit.
+    let stats = server.stats();
+    assert_eq!(stats.closed_for_bad_input, 7, "{stats}");
+    assert!(stats.dropped_searches > 0, "{stats}");
 
     let grown = resident_bytes().saturating_sub(before);
     assert!(
