@@ -38,7 +38,8 @@ impl Refusal {
         self as usize
     }
 
-    /// The name of the limit, as the documentation and the log lines spell it.
+    /// The name of the limit (`access` for the access policy), as the documentation and the
+    /// log lines (field `refused_by`) spell it.
     pub fn limit_name(self) -> &'static str {
         match self {
             Refusal::ConnectionsPerHost => "max_connections_per_host",
@@ -151,11 +152,15 @@ impl ServerStats {
                 }
             }
         };
-        let limit = kind.limit_name();
+        let refused_by = kind.limit_name();
         if unlogged == 0 {
-            tracing::warn!(%peer, limit, "{why}");
+            tracing::warn!(%peer, refused_by, "{why}");
         } else {
-            tracing::warn!(%peer, limit, "{why} ({unlogged} more of these since the last line)");
+            tracing::warn!(
+                %peer,
+                refused_by,
+                "{why} ({unlogged} more of these since the last line)"
+            );
         }
     }
 
