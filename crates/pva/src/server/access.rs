@@ -268,7 +268,8 @@ impl AccessRules {
     }
 
     /// Allow `users` on `hosts` (any host when empty) to write the PVs matching `pvs`. Every
-    /// entry is a glob pattern (`*`, `?`, `[a-z]`); `name` is quoted in refusals.
+    /// entry is a glob pattern (`*`, `?`, `[a-z]`; no `@group` here, as groups belong to a
+    /// rules file); `name` is quoted in refusals.
     pub fn allow(
         &mut self,
         name: &str,
@@ -287,7 +288,12 @@ impl AccessRules {
         if users.is_empty() {
             return Err(error("no user (\"*\" allows anyone)".into()));
         }
-        let groups = Groups::default();
+        if let Some(group) = users.iter().chain(hosts).find(|e| e.starts_with('@')) {
+            return Err(error(format!(
+                "'{group}': groups belong to a rules file, name the users or hosts here"
+            )));
+        }
+        let no_groups = BTreeMap::new();
         let rule = Rule {
             name: name.to_owned(),
             pvs: pvs
@@ -297,12 +303,12 @@ impl AccessRules {
                 .map_err(error)?,
             users: users
                 .iter()
-                .map(|u| matcher(u, &groups.users, "user"))
+                .map(|u| matcher(u, &no_groups, "user"))
                 .collect::<Result<_, _>>()
                 .map_err(error)?,
             hosts: hosts
                 .iter()
-                .map(|h| matcher(h, &groups.hosts, "host"))
+                .map(|h| matcher(h, &no_groups, "host"))
                 .collect::<Result<_, _>>()
                 .map_err(error)?,
         };
@@ -676,5 +682,12 @@ users = ["*"]
             assert!(put(&rules, &acq, &format!("bdp:wf[1]:{pv}")).is_err());
         }
         assert!(handshake_rules("p:", "", "dm").is_err());
+        let e = AccessRules::new()
+            .allow("r", &["p:*"], &["@ops"], &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("groups belong to a rules file"),
+            "{e}"
+        );
     }
 }
