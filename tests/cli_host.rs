@@ -6,12 +6,32 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Host(Child);
+/// A running `pvabridge host` and the lines of its stderr after the first.
+struct Host {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Host {
+    /// Stop it as a service manager would (SIGTERM) and return the rest of its stderr.
+    fn terminate(mut self) -> Vec<String> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(20)) {
+            lines.push(line);
+        }
+        let status = self.child.wait().expect("wait for pvabridge host");
+        assert!(status.success(), "{status:?}: {lines:?}");
+        lines
+    }
+}
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -45,7 +65,7 @@ fn host_with(udp: u16, options: &[&str], specs: &[&str]) -> Host {
         .recv_timeout(Duration::from_secs(20))
         .expect("pvabridge host reports that it serves");
     assert!(line.contains("serving"), "{line}");
-    Host(child)
+    Host { child, stderr: rx }
 }
 
 fn p4p(udp: u16, args: &[&str]) -> Vec<serde_json::Value> {
@@ -174,7 +194,7 @@ hosts = ["not-{my_host}"]
     )
     .unwrap();
     let udp = common::free_udp_port();
-    let _host = host_with(
+    let host = host_with(
         udp,
         &["--access", rules.to_str().unwrap()],
         &[
@@ -265,6 +285,20 @@ hosts = ["not-{my_host}"]
     let r = p4p(udp, &["get", "t:theirs", "--", "get", "t:mine"]);
     assert_eq!(r[0]["value"]["value"], 7.0);
     assert_eq!(r[1]["value"]["value"], 2.0);
+
+    // The refusals were logged, and counted in the summary printed as the host stops.
+    let lines = host.terminate();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("put to 't:theirs' refused") && l.contains("refused_by=\"access\"")),
+        "{lines:?}"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("pvabridge host: stopping;"))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(summary.contains("; 4 writes denied;"), "{summary}");
 }
 
 #[test]
