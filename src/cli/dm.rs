@@ -165,29 +165,12 @@ pub fn run_service(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         emit(&format!("dm-service listening on {}", service.url()))?;
         let handle = service.shutdown_handle();
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            super::wait_for_stop_signal().await;
             handle.shutdown();
         });
         service.wait().await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
 }
 
 /// Run one `pvabridge dm` command.

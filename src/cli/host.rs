@@ -1,12 +1,15 @@
 //! `pvabridge host NAME=TYPE[:VALUE] ...`: serve ad-hoc writable PVs as NTScalar,
-//! NTScalarArray or NTEnum with alarm and timeStamp, until interrupted.
+//! NTScalarArray or NTEnum with alarm and timeStamp, until interrupted; within limits, and
+//! with `--access FILE`, writable only by whom the rules file says.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use pva::server::{Server, SharedPv, StaticSource};
+use pva::server::{AccessPolicy, AccessRules, Server, ServerOptions, SharedPv, StaticSource};
 use pva::ServerConfig;
 use pva_codec::nt::{set_time_stamp, NtEnum, NtScalar, TimeStamp};
 use pva_codec::{ScalarArray, ScalarType, Status, StructValue, Value};
@@ -21,12 +24,28 @@ PV specifications are NAME=TYPE[:VALUE]:
 Examples:
   pvabridge host demo:temp=double:21.5 demo:name=string:hello
   pvabridge host demo:wave=double[]:1,2,3 demo:mode=enum:Off,On:On
-Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVA_BROADCAST_PORT.")]
+  pvabridge host --access examples/access.toml bdp:wf1:Command=enum:NONE,START,ABORT
+Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVA_BROADCAST_PORT.
+Refusals (limits reached, writes denied, searches dropped) are logged on stderr, one line a
+second per kind at most, counted, and summed up every 10 s while they grow and at exit.
+RUST_LOG=info shows more of the server's log.")]
 pub struct HostArgs {
     /// PVs to serve, as NAME=TYPE[:VALUE].
     #[arg(required = true, value_name = "NAME=TYPE[:VALUE]")]
     pvs: Vec<String>,
+
+    /// Who may write which PV: a TOML rules file (see docs/access.md). With it, a PV that no
+    /// rule lets the client write is read-only to that client; without it, every PV is
+    /// writable by anyone.
+    #[arg(long, env = "PVABRIDGE_ACCESS", value_name = "FILE")]
+    access: Option<PathBuf>,
+
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
+
+/// How often the refusal counters are checked for a summary line.
+const STATS_PERIOD: Duration = Duration::from_secs(10);
 
 /// A parsed PV specification.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +166,25 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         .map(|s| parse_spec(s))
         .collect::<anyhow::Result<_>>()?;
     let config = ServerConfig::from_env()?;
+    let access = match &args.access {
+        None => None,
+        Some(path) => {
+            let rules = AccessRules::load(path)?;
+            Some(Arc::new(rules) as Arc<dyn AccessPolicy>)
+        }
+    };
+    let options = ServerOptions {
+        limits: args.limits.limits(),
+        access,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let source = Arc::new(StaticSource::new());
@@ -154,7 +192,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             source.add(spec.name, writable_pv(spec.value));
         }
         let names = pva::server::Source::names(source.as_ref());
-        let server = Server::start(config, vec![source]).await?;
+        let server = Server::start_with(config, vec![source], options).await?;
         let list = |addrs: &[std::net::SocketAddr]| {
             addrs
                 .iter()
@@ -169,7 +207,29 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             list(server.udp_addrs()),
             names.join(" ")
         );
-        tokio::signal::ctrl_c().await?;
+        if let Some(path) = &args.access {
+            eprintln!(
+                "pvabridge host: writes allowed only as {} says",
+                path.display()
+            );
+        }
+        let stats = server.stats_handle();
+        let report = async {
+            let mut shown = 0;
+            loop {
+                tokio::time::sleep(STATS_PERIOD).await;
+                let now = stats.snapshot();
+                if now.total_refused() != shown {
+                    shown = now.total_refused();
+                    eprintln!("pvabridge host: {now}");
+                }
+            }
+        };
+        tokio::select! {
+            () = super::wait_for_stop_signal() => {}
+            () = report => {}
+        }
+        eprintln!("pvabridge host: stopping; {}", server.stats());
         server.stop().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -226,7 +226,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 state_dir.display()
             );
         }
-        wait_for_stop_signal().await;
+        super::wait_for_stop_signal().await;
         tracing::info!("stopping");
         bridge.stop().await;
         if let Some(service) = embedded {
@@ -234,21 +234,4 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
 }

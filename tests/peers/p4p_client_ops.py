@@ -3,6 +3,9 @@
 Usage: p4p_client_ops.py OP PV [ARG]... [-- OP PV [ARG]...]...
   get PV [REQUEST]     -> {"op":"get","pv":PV,"id":typeid,"value":...,"spec":<its type>}
   put PV VALUE         -> puts VALUE into .value, then {"op":"put",...,"value": value read back}
+  tryput PV VALUE      -> like put, but a refused put is a result, not a failure:
+                          {"op":"tryput","pv":PV,"ok":false,"error":"<the server's message>"}
+                          or {"op":"tryput","pv":PV,"ok":true}; the next operation runs either way
   set PV FIELDS        -> puts FIELDS, a JSON object of dotted paths (see below), then
                           {"op":"set","pv":PV,"value": the whole structure read back}
   monitor PV N [REQUEST]
@@ -24,7 +27,7 @@ import sys
 import threading
 
 import numpy as np
-from p4p.client.thread import Context
+from p4p.client.thread import Context, RemoteError
 
 DTYPES = {
     "boolean": "?",
@@ -99,6 +102,12 @@ def main(argv):
                 ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
                 v = ctx.get(pv, timeout=5.0)
                 print(json.dumps({"op": "put", "pv": pv, "value": plain(v["value"])}))
+            elif kind == "tryput":
+                try:
+                    ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
+                    print(json.dumps({"op": "tryput", "pv": pv, "ok": True}))
+                except RemoteError as e:
+                    print(json.dumps({"op": "tryput", "pv": pv, "ok": False, "error": str(e)}))
             elif kind == "set":
                 ctx.put(pv, typed(json.loads(args[0])), timeout=5.0)
                 v = ctx.get(pv, timeout=5.0)

@@ -13,10 +13,12 @@ use pva_codec::msg::{
 use pva_codec::{AnyValue, BitSet, FieldDesc, Message, PvRequest, Status, Value};
 use tokio::sync::Notify;
 
+use super::access::{AccessPolicy, WriteKind};
 use super::select::Selection;
 use super::server_channel::{server_channel, SERVER_CHANNEL};
 use super::shared_pv::{SharedPv, SubscribeOptions, Subscription};
 use super::source::{PeerInfo, Source};
+use super::stats::{Refusal, ServerStats};
 
 /// Default monitor queue when the pvRequest names none (pvxs uses 4).
 pub const DEFAULT_QUEUE_SIZE: usize = 4;
@@ -25,14 +27,18 @@ pub const DEFAULT_QUEUE_SIZE: usize = 4;
 /// of another type after the operation was created.
 const TYPE_CHANGED: &str = "the PV changed type since this request was created";
 
-/// Limits one connection is held to.
-#[derive(Debug, Clone, Copy)]
+/// Limits one connection is held to. Reaching one is an error status to that client for
+/// that request; the connection goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
-    /// Channels one connection may hold.
+    /// Channels one connection may hold (default 1024).
     pub max_channels: usize,
-    /// Operations one connection may hold.
+    /// Operations one connection may hold, over all its channels (default 4096).
     pub max_operations: usize,
-    /// Largest monitor queue a client may ask for.
+    /// Operations one channel of a connection may hold (default 256).
+    pub max_operations_per_channel: usize,
+    /// Largest monitor queue a client may ask for with `record[queueSize=N]`; a larger one is
+    /// cut to this (default 1024).
     pub max_queue_size: usize,
 }
 
@@ -41,6 +47,7 @@ impl Default for ConnLimits {
         ConnLimits {
             max_channels: 1024,
             max_operations: 4096,
+            max_operations_per_channel: 256,
             max_queue_size: 1024,
         }
     }
@@ -50,6 +57,9 @@ struct Channel {
     cid: u32,
     name: String,
     pv: SharedPv,
+    /// Served by a source (not the built-in `server` channel): writes go through the access
+    /// policy.
+    from_source: bool,
 }
 
 enum OpKind {
@@ -88,6 +98,8 @@ pub struct ServerConn {
     wake: Arc<Notify>,
     limits: ConnLimits,
     validated: bool,
+    access: Option<Arc<dyn AccessPolicy>>,
+    stats: Arc<ServerStats>,
 }
 
 impl OpTypes for ServerConn {
@@ -97,6 +109,24 @@ impl OpTypes for ServerConn {
             DataRole::Put | DataRole::Get => None,
         }
     }
+}
+
+/// Ask `access` whether `peer` may write `ch`; a refusal is counted in `stats`, logged
+/// (rate-limited) and becomes the error status for the client.
+fn check_write(
+    access: &Option<Arc<dyn AccessPolicy>>,
+    stats: &ServerStats,
+    peer: &PeerInfo,
+    ch: &Channel,
+    kind: WriteKind,
+) -> Result<(), Status> {
+    let (Some(policy), true) = (access, ch.from_source) else {
+        return Ok(());
+    };
+    policy.check_write(peer, &ch.name, kind).map_err(|denied| {
+        stats.refuse(Refusal::Write, peer.addr, format_args!("{denied}"));
+        Status::error(denied.reason)
+    })
 }
 
 fn status_reply(command: u8, ioid: u32, subcmd: u8, status: Status) -> Message {
@@ -133,7 +163,21 @@ impl ServerConn {
             wake,
             limits,
             validated: false,
+            access: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// Ask `policy` before every put and RPC on a channel of the sources.
+    pub fn with_access(mut self, policy: Option<Arc<dyn AccessPolicy>>) -> Self {
+        self.access = policy;
+        self
+    }
+
+    /// Count refusals in `stats` (shared with the rest of the server).
+    pub fn with_stats(mut self, stats: Arc<ServerStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The messages a server sends first (after SET_BYTE_ORDER): its validation request.
@@ -249,17 +293,38 @@ impl ServerConn {
             Message::CreateChannelResponse(CreateChannelResponse { cid, sid, status })
         };
         if self.channels.len() >= self.limits.max_channels {
-            return reply(0, Status::error("too many channels on this connection"));
+            let why = format!(
+                "too many channels on this connection (max_channels = {})",
+                self.limits.max_channels
+            );
+            self.stats.refuse(
+                Refusal::Channels,
+                self.peer.addr,
+                format_args!("refused channel '{name}': {why}"),
+            );
+            return reply(0, Status::error(why));
         }
-        let pv = self
-            .find(&name)
-            .or_else(|| (name == SERVER_CHANNEL).then(|| self.server_channel.clone()));
+        let (pv, from_source) = match self.find(&name) {
+            Some(pv) => (Some(pv), true),
+            None => (
+                (name == SERVER_CHANNEL).then(|| self.server_channel.clone()),
+                false,
+            ),
+        };
         match pv {
             None => reply(0, Status::error(format!("no channel '{name}' here"))),
             Some(pv) => {
                 let sid = self.next_sid;
                 self.next_sid = self.next_sid.wrapping_add(1).max(1);
-                self.channels.insert(sid, Channel { cid, name, pv });
+                self.channels.insert(
+                    sid,
+                    Channel {
+                        cid,
+                        name,
+                        pv,
+                        from_source,
+                    },
+                );
                 reply(sid, Status::OK)
             }
         }
@@ -330,7 +395,11 @@ impl ServerConn {
                 }))
             }
             (OpKind::Put, OpRequestBody::Data { changed, value }) => {
-                let status = pv.put(&value, &changed, &self.peer);
+                let status =
+                    match check_write(&self.access, &self.stats, &self.peer, ch, WriteKind::Put) {
+                        Err(refused) => refused,
+                        Ok(()) => pv.put(&value, &changed, &self.peer),
+                    };
                 out.push(status_reply(command, ioid, subcmd, status));
             }
             (OpKind::Put, _) => out.push(status_reply(
@@ -342,7 +411,9 @@ impl ServerConn {
             (OpKind::Rpc, OpRequestBody::Argument(arg)) => {
                 let none = Value::Any(AnyValue(None));
                 let argument = arg.get().unwrap_or(&none);
-                let (status, body) = match pv.rpc(argument, &self.peer) {
+                let result = check_write(&self.access, &self.stats, &self.peer, ch, WriteKind::Rpc)
+                    .and_then(|()| pv.rpc(argument, &self.peer));
+                let (status, body) = match result {
                     Ok(v) => (Status::OK, OpResponseBody::Result(AnyValue::new(v))),
                     Err(s) => (s, OpResponseBody::Empty),
                 };
@@ -389,8 +460,34 @@ impl ServerConn {
         let Some(ch) = self.channels.get(&sid) else {
             return fail("no such channel");
         };
-        if self.ops.len() >= self.limits.max_operations {
-            return fail("too many operations on this connection");
+        let refusal = if self.ops.len() >= self.limits.max_operations {
+            Some((
+                Refusal::Operations,
+                format!(
+                    "too many operations on this connection (max_operations = {})",
+                    self.limits.max_operations
+                ),
+            ))
+        } else if self.ops.values().filter(|op| op.sid == sid).count()
+            >= self.limits.max_operations_per_channel
+        {
+            Some((
+                Refusal::OperationsPerChannel,
+                format!(
+                    "too many operations on channel '{}' (max_operations_per_channel = {})",
+                    ch.name, self.limits.max_operations_per_channel
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((kind, why)) = refusal {
+            self.stats.refuse(
+                kind,
+                self.peer.addr,
+                format_args!("refused an operation: {why}"),
+            );
+            return fail(&why);
         }
         if self.ops.contains_key(&ioid) {
             return fail("request id already in use");
@@ -523,5 +620,296 @@ impl ServerConn {
     /// True once the client has answered the validation request.
     pub fn is_validated(&self) -> bool {
         self.validated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::access::AccessRules;
+    use crate::server::source::StaticSource;
+    use pva_codec::msg::{CreateChannel, ValidationResponse};
+    use pva_codec::nt::NtScalar;
+    use pva_codec::{ScalarType, StructDesc, StructValue};
+
+    fn source() -> (Arc<StaticSource>, SharedPv) {
+        let source = Arc::new(StaticSource::new());
+        let mailbox = SharedPv::mailbox(NtScalar::new(ScalarType::F64).create());
+        source.add("t:mailbox", mailbox.clone());
+        source.add(
+            "t:other",
+            SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
+        );
+        (source, mailbox)
+    }
+
+    /// A validated connection from `user`@`host` at 10.1.2.3.
+    fn conn_as(
+        user: &str,
+        host: &str,
+        limits: ConnLimits,
+        access: Option<AccessRules>,
+    ) -> ServerConn {
+        let (source, _) = source();
+        conn_with(source, user, host, limits, access)
+    }
+
+    fn conn_with(
+        source: Arc<StaticSource>,
+        user: &str,
+        host: &str,
+        limits: ConnLimits,
+        access: Option<AccessRules>,
+    ) -> ServerConn {
+        let sources: Vec<Arc<dyn Source>> = vec![source];
+        let access = access.map(|a| Arc::new(a) as Arc<dyn AccessPolicy>);
+        let mut conn = ServerConn::new(
+            "10.1.2.3:5555".parse().unwrap(),
+            sources,
+            Arc::new(Notify::new()),
+            limits,
+        )
+        .with_access(access);
+        let cred = StructDesc::builder("")
+            .scalar("user", ScalarType::String)
+            .scalar("host", ScalarType::String)
+            .build();
+        let mut cred = StructValue::new(Arc::new(cred));
+        cred.set("user", user).unwrap();
+        cred.set("host", host).unwrap();
+        let mut out = Vec::new();
+        conn.handle(
+            Message::ValidationResponse(ValidationResponse {
+                receive_buffer_size: 0x10000,
+                registry_size: 0x7fff,
+                qos: 0,
+                method: "ca".into(),
+                credentials: AnyValue::new(Value::Struct(cred)),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        conn
+    }
+
+    fn one(conn: &mut ServerConn, msg: Message) -> Message {
+        let mut out = Vec::new();
+        conn.handle(msg, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        out.pop().unwrap()
+    }
+
+    /// Create channel `name`; its sid, or the error status.
+    fn create(conn: &mut ServerConn, cid: u32, name: &str) -> Result<u32, Status> {
+        let msg = Message::CreateChannel(CreateChannel {
+            channels: vec![(cid, name.into())],
+        });
+        match one(conn, msg) {
+            Message::CreateChannelResponse(r) if r.status.is_success() => Ok(r.sid),
+            Message::CreateChannelResponse(r) => Err(r.status),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn status_of(reply: Message) -> Status {
+        match reply {
+            Message::OpResponse(r) => r.status,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn init(conn: &mut ServerConn, command: u8, sid: u32, ioid: u32, request: &str) -> Status {
+        let pv_request = PvRequest::parse(request).unwrap().to_value();
+        status_of(one(
+            conn,
+            Message::OpRequest(OpRequest {
+                command,
+                sid,
+                ioid,
+                subcmd: SUB_INIT,
+                body: OpRequestBody::Init {
+                    pv_request,
+                    pipeline_window: None,
+                },
+            }),
+        ))
+    }
+
+    fn put(conn: &mut ServerConn, sid: u32, ioid: u32, x: f64) -> Status {
+        assert!(init(conn, cmd::PUT, sid, ioid, "").is_success());
+        let mut value = NtScalar::new(ScalarType::F64).create();
+        value.set("value", x).unwrap();
+        status_of(one(
+            conn,
+            Message::OpRequest(OpRequest {
+                command: cmd::PUT,
+                sid,
+                ioid,
+                subcmd: 0,
+                body: OpRequestBody::Data {
+                    changed: BitSet::with(1),
+                    value,
+                },
+            }),
+        ))
+    }
+
+    #[test]
+    fn channels_past_the_limit_get_an_error_and_the_rest_go_on() {
+        let limits = ConnLimits {
+            max_channels: 2,
+            ..ConnLimits::default()
+        };
+        let mut conn = conn_as("u", "h", limits, None);
+        let sid = create(&mut conn, 1, "t:mailbox").unwrap();
+        create(&mut conn, 2, "t:other").unwrap();
+        let e = create(&mut conn, 3, "t:mailbox").unwrap_err();
+        assert!(e.message.contains("max_channels = 2"), "{e:?}");
+        assert_eq!(conn.stats.snapshot().refused_channels, 1);
+        assert!(
+            put(&mut conn, sid, 1, 1.5).is_success(),
+            "the connection goes on"
+        );
+    }
+
+    #[test]
+    fn operations_past_either_limit_get_an_error() {
+        let limits = ConnLimits {
+            max_operations: 3,
+            max_operations_per_channel: 2,
+            ..ConnLimits::default()
+        };
+        let mut conn = conn_as("u", "h", limits, None);
+        let a = create(&mut conn, 1, "t:mailbox").unwrap();
+        let b = create(&mut conn, 2, "t:other").unwrap();
+        assert!(init(&mut conn, cmd::GET, a, 1, "").is_success());
+        assert!(init(&mut conn, cmd::MONITOR, a, 2, "").is_success());
+        let e = init(&mut conn, cmd::GET, a, 3, "");
+        assert!(
+            e.message.contains("max_operations_per_channel = 2"),
+            "{e:?}"
+        );
+        assert!(init(&mut conn, cmd::GET, b, 4, "").is_success());
+        let e = init(&mut conn, cmd::GET, b, 5, "");
+        assert!(e.message.contains("max_operations = 3"), "{e:?}");
+        let s = conn.stats.snapshot();
+        assert_eq!(
+            (s.refused_operations_per_channel, s.refused_operations),
+            (1, 1)
+        );
+        // Destroying an operation frees its place.
+        let mut out = Vec::new();
+        conn.handle(
+            Message::DestroyRequest(pva_codec::msg::RequestRef { sid: a, ioid: 1 }),
+            &mut out,
+        )
+        .unwrap();
+        assert!(init(&mut conn, cmd::GET, a, 6, "").is_success());
+    }
+
+    #[test]
+    fn a_monitor_queue_is_cut_to_the_largest_allowed() {
+        let limits = ConnLimits {
+            max_queue_size: 3,
+            ..ConnLimits::default()
+        };
+        let (source, mailbox) = source();
+        let mut conn = conn_with(source, "u", "h", limits, None);
+        let sid = create(&mut conn, 1, "t:mailbox").unwrap();
+        assert!(init(&mut conn, cmd::MONITOR, sid, 1, "record[queueSize=100000]").is_success());
+        let start = Message::OpRequest(OpRequest {
+            command: cmd::MONITOR,
+            sid,
+            ioid: 1,
+            subcmd: SUB_PROCESS | SUB_GET,
+            body: OpRequestBody::Empty,
+        });
+        let mut out = Vec::new();
+        conn.handle(start, &mut out).unwrap();
+        for n in 1..=10 {
+            let mut v = mailbox.current();
+            v.set("value", f64::from(n)).unwrap();
+            mailbox.post_changed(v, BitSet::with(1));
+        }
+        out.clear();
+        assert_eq!(
+            conn.poll_monitors(&mut out, 1000),
+            3,
+            "the initial value and 2 more"
+        );
+    }
+
+    fn rules() -> AccessRules {
+        AccessRules::from_toml(
+            "[[allow]]\nname = \"ops\"\npvs = [\"t:mailbox\"]\nusers = [\"alice\"]\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_access_policy_refuses_puts_with_a_reason_and_nothing_changes() {
+        let (source, mailbox) = source();
+        let mut bob = conn_with(
+            source.clone(),
+            "bob",
+            "ws9",
+            ConnLimits::default(),
+            Some(rules()),
+        );
+        let sid = create(&mut bob, 1, "t:mailbox").unwrap();
+        let e = put(&mut bob, sid, 1, 7.0);
+        assert!(!e.is_success());
+        assert_eq!(
+            e.message,
+            "put to 't:mailbox' refused for user 'bob' on host 'ws9' (10.1.2.3:5555): \
+             rule 'ops' allows users alice on any host"
+        );
+        assert_eq!(mailbox.current().get("value"), Some(&Value::F64(0.0)));
+        assert_eq!(bob.stats.snapshot().denied_writes, 1);
+
+        let mut alice = conn_with(source, "alice", "ws1", ConnLimits::default(), Some(rules()));
+        let sid = create(&mut alice, 1, "t:mailbox").unwrap();
+        assert!(put(&mut alice, sid, 1, 7.0).is_success());
+        assert_eq!(mailbox.current().get("value"), Some(&Value::F64(7.0)));
+        let other = create(&mut alice, 2, "t:other").unwrap();
+        let e = put(&mut alice, other, 2, 1.0);
+        assert!(
+            e.message
+                .contains("no access rule lets anyone write this PV"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_access_policy_covers_rpc_but_not_the_server_channel() {
+        let mut bob = conn_as("bob", "ws9", ConnLimits::default(), Some(rules()));
+        let rpc = |conn: &mut ServerConn, sid, ioid| {
+            assert!(init(conn, cmd::RPC, sid, ioid, "").is_success());
+            let mut query = StructValue::new(Arc::new(
+                StructDesc::builder("")
+                    .scalar("op", ScalarType::String)
+                    .build(),
+            ));
+            query.set("op", "info").unwrap();
+            status_of(one(
+                conn,
+                Message::OpRequest(OpRequest {
+                    command: cmd::RPC,
+                    sid,
+                    ioid,
+                    subcmd: 0,
+                    body: OpRequestBody::Argument(AnyValue::new(Value::Struct(query))),
+                }),
+            ))
+        };
+        let sid = create(&mut bob, 1, "t:mailbox").unwrap();
+        let e = rpc(&mut bob, sid, 1);
+        assert!(
+            e.message
+                .starts_with("rpc to 't:mailbox' refused for user 'bob'"),
+            "{e:?}"
+        );
+        let server = create(&mut bob, 2, SERVER_CHANNEL).unwrap();
+        assert!(rpc(&mut bob, server, 2).is_success(), "pvxlist still works");
     }
 }

@@ -1,33 +1,46 @@
 //! PVAccess server: a TCP listener with one task per connection, a UDP search responder and
-//! beacons, serving channels from [`Source`]s.
+//! beacons, serving channels from [`Source`]s, within [`ServerLimits`] and, when given one, an
+//! [`AccessPolicy`] deciding who may write what.
 
+pub mod access;
 pub mod conn;
+pub mod limits;
 pub mod select;
 pub mod server_channel;
 pub mod shared_pv;
 pub mod source;
+pub mod stats;
 mod tcp;
 mod udp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pva_codec::{Guid, Limits};
+use pva_codec::Guid;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
+pub use access::{
+    handshake_rules, AccessDenied, AccessError, AccessPolicy, AccessRules, WriteKind,
+};
 pub use conn::ConnLimits;
+pub use limits::ServerLimits;
 pub use shared_pv::{
     PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder, SubscribeOptions,
     SubscriberStats, Subscription,
 };
 pub use source::{PeerInfo, Source, StaticSource};
+pub use stats::{ServerStats, StatsSnapshot};
 
 /// How often beacons go out.
 const BEACON_PERIOD: Duration = Duration::from_secs(15);
+
+/// How long the accept loop waits after a failed accept (out of file descriptors, say) before
+/// trying again, so that a persistent failure does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// A running server. Dropping it (or calling [`Server::stop`]) stops every task.
 pub struct Server {
@@ -35,8 +48,49 @@ pub struct Server {
     tcp: Vec<SocketAddr>,
     /// One UDP address per interface, in the same order.
     udp: Vec<SocketAddr>,
+    stats: Arc<ServerStats>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+}
+
+/// How a server treats its peers beyond where it listens: its limits and its access policy.
+/// `ServerOptions::default()` is what [`Server::start`] uses.
+///
+/// ```no_run
+/// # async fn demo(sources: Vec<std::sync::Arc<dyn pva::server::Source>>) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use pva::server::{handshake_rules, Server, ServerLimits, ServerOptions};
+/// let options = ServerOptions {
+///     limits: ServerLimits { max_connections_per_host: 16, ..ServerLimits::default() },
+///     access: Some(Arc::new(handshake_rules("bdp:wf1:", "bluesky", "dmuser")?)),
+/// };
+/// let server = Server::start_with(pva::ServerConfig::from_env()?, sources, options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// The limits every peer is held to.
+    pub limits: ServerLimits,
+    /// Asked before every put and RPC on a channel of the sources; `None` leaves the decision
+    /// to each PV (a [`SharedPv`] is writable or not, and its put handler may refuse).
+    pub access: Option<Arc<dyn AccessPolicy>>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("limits", &self.limits)
+            .field("access", &self.access.is_some())
+            .finish()
+    }
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    sources: Vec<Arc<dyn Source>>,
+    limits: ServerLimits,
+    access: Option<Arc<dyn AccessPolicy>>,
+    stats: Arc<ServerStats>,
 }
 
 /// A server start that failed.
@@ -77,20 +131,20 @@ impl Server {
         config: ServerConfig,
         sources: Vec<Arc<dyn Source>>,
     ) -> Result<Self, ServerError> {
-        Self::start_with_limits(config, sources, Limits::default(), ConnLimits::default()).await
+        Self::start_with(config, sources, ServerOptions::default()).await
     }
 
-    /// Like [`Server::start`], with explicit decode and per-connection limits.
+    /// Like [`Server::start`], with the limits and access policy of `options`.
     ///
     /// Binds a TCP listener and a UDP search socket on every interface of the configuration
     /// (all interfaces when it names none). As in pvxs, the first interface takes the
     /// configured ports (its TCP port falls back to a free one when taken, and port 0 picks
-    /// one); the others then use the same port numbers.
-    pub async fn start_with_limits(
+    /// one); the others then use the same port numbers. The connection and search limits
+    /// hold over all interfaces together.
+    pub async fn start_with(
         config: ServerConfig,
         sources: Vec<Arc<dyn Source>>,
-        limits: Limits,
-        conn_limits: ConnLimits,
+        options: ServerOptions,
     ) -> Result<Self, ServerError> {
         let interfaces = if config.interfaces.is_empty() {
             vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
@@ -131,25 +185,47 @@ impl Server {
             ));
         }
         let idle = config.idle_timeout;
+        let limits = options.limits;
+        let stats = Arc::new(ServerStats::default());
+        let shared = Arc::new(Shared {
+            sources,
+            limits,
+            access: options.access,
+            stats: stats.clone(),
+        });
+        let gate =
+            limits::ConnectionGate::new(limits.max_connections, limits.max_connections_per_host);
+        let search_limiter = Arc::new(Mutex::new(limits::SearchLimiter::new(
+            limits.max_searches_per_second,
+        )));
         for (listener, tcp, udp_sock, _) in bound {
             tasks.spawn(udp::answer_searches(
                 udp_sock,
-                sources.clone(),
+                shared.clone(),
+                search_limiter.clone(),
                 guid,
                 tcp,
                 rx.clone(),
             ));
-            let sources = sources.clone();
+            let shared = shared.clone();
+            let gate = gate.clone();
             let mut rx = rx.clone();
             tasks.spawn(async move {
                 let mut conns = JoinSet::new();
                 loop {
                     tokio::select! {
-                        accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                conns.spawn(tcp::serve_connection(stream, sources.clone(), limits, conn_limits, idle, rx.clone()));
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) => match gate.admit(peer.ip()) {
+                                Ok(permit) => {
+                                    conns.spawn(tcp::serve_connection(stream, peer, shared.clone(), permit, idle, rx.clone()));
+                                }
+                                Err(kind) => refuse_connection(&shared, &gate, kind, peer),
+                            },
+                            Err(e) => {
+                                tracing::warn!(addr = %tcp, "cannot accept a connection: {e}");
+                                tokio::time::sleep(ACCEPT_RETRY).await;
                             }
-                        }
+                        },
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}
                         _ = rx.changed() => return,
                     }
@@ -160,9 +236,20 @@ impl Server {
         Ok(Server {
             tcp: tcp_addrs,
             udp: udp_addrs,
+            stats,
             shutdown,
             tasks,
         })
+    }
+
+    /// What the server has refused, dropped or closed so far, and its connections.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The live counters, for a task that reports them while the server runs.
+    pub fn stats_handle(&self) -> Arc<ServerStats> {
+        self.stats.clone()
     }
 
     /// The TCP address clients connect to (on the first interface).
@@ -190,6 +277,29 @@ impl Server {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Count and log a connection the gate refused; dropping the stream closes it.
+fn refuse_connection(
+    shared: &Shared,
+    gate: &limits::ConnectionGate,
+    kind: stats::Refusal,
+    peer: SocketAddr,
+) {
+    let (total, from_host) = gate.open(peer.ip());
+    let limits = &shared.limits;
+    let why = match kind {
+        stats::Refusal::ConnectionsPerHost => format!(
+            "refusing a connection: {from_host} already open from {} (max_connections_per_host = {})",
+            peer.ip(),
+            limits.max_connections_per_host
+        ),
+        _ => format!(
+            "refusing a connection: {total} already open (max_connections = {})",
+            limits.max_connections
+        ),
+    };
+    shared.stats.refuse(kind, peer, format_args!("{why}"));
 }
 
 /// A TCP listener on `addr`; with `fallback`, a free port when the port asked for is taken

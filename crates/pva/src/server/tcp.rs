@@ -1,43 +1,66 @@
 //! The tokio task of one server connection: read frames, feed `ServerConn`, write replies and
 //! monitor updates coalesced into as few vectored writes as possible.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pva_codec::frame::{control, write_control};
-use pva_codec::{
-    ByteOrder, DecodeContext, Direction, Limits, Message, TypeCache, ValueEncoder, Writer,
-};
+use pva_codec::{ByteOrder, DecodeContext, Direction, Message, TypeCache, ValueEncoder, Writer};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use super::conn::{ConnLimits, ServerConn};
-use super::source::Source;
-use crate::transport::{write_chunks, FrameReader};
+use super::conn::ServerConn;
+use super::limits::ConnectionPermit;
+use super::stats::ServerStats;
+use super::Shared;
+use crate::transport::{write_chunks, FrameReader, ReadError};
 
 /// Most monitor updates written per wake-up before reading again, so one busy monitor cannot
 /// starve the connection's reads.
 const UPDATES_PER_FLUSH: usize = 64;
 
-/// Serve one accepted connection until the client leaves, breaks the protocol, idles past
-/// `idle_timeout`, or the server shuts down.
-pub async fn serve_connection(
+/// A connection counted as open (in the stats, and by its gate's permit) while it lives.
+struct Open {
+    _permit: ConnectionPermit,
+    stats: Arc<ServerStats>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.stats.closed();
+    }
+}
+
+/// Serve one accepted connection from `peer` until the client leaves, breaks the protocol,
+/// idles past `idle_timeout`, or the server shuts down.
+pub(super) async fn serve_connection(
     stream: TcpStream,
-    sources: Vec<Arc<dyn Source>>,
-    limits: Limits,
-    conn_limits: ConnLimits,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: ConnectionPermit,
     idle_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let peer = match stream.peer_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    shared.stats.accepted();
+    let _open = Open {
+        _permit: permit,
+        stats: shared.stats.clone(),
     };
+    let limits = shared.limits.decode;
+    let bad_input = || shared.stats.closed_for_bad_input();
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, limits.max_message_size);
     let wake = Arc::new(Notify::new());
-    let mut conn = ServerConn::new(peer, sources, wake.clone(), conn_limits);
+    let mut conn = ServerConn::new(
+        peer,
+        shared.sources.clone(),
+        wake.clone(),
+        shared.limits.connection,
+    )
+    .with_access(shared.access.clone())
+    .with_stats(shared.stats.clone());
     let mut cache = TypeCache::new();
     let order = ByteOrder::native();
 
@@ -63,6 +86,9 @@ pub async fn serve_connection(
                     Ok(Ok(Some(f))) => f,
                     Ok(Ok(None)) => return,
                     Ok(Err(e)) => {
+                        if matches!(e, ReadError::Decode(_)) {
+                            bad_input();
+                        }
                         tracing::warn!(%peer, "closing connection: {e}");
                         return;
                     }
@@ -81,11 +107,13 @@ pub async fn serve_connection(
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
+                        bad_input();
                         tracing::warn!(%peer, command = frame.header.command, "closing connection: undecodable message: {e}");
                         return;
                     }
                 };
                 if let Err(e) = conn.handle(msg, &mut out) {
+                    bad_input();
                     tracing::warn!(%peer, "closing connection: {e}");
                     return;
                 }

@@ -1,8 +1,8 @@
 //! The UDP side of a server: answer searches for names our sources have, and send beacons.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pva_codec::msg::{Beacon, SearchResponse};
@@ -10,12 +10,16 @@ use pva_codec::{ByteOrder, Direction, Guid, Message, ValueEncoder, Writer};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::source::Source;
+use super::limits::SearchLimiter;
+use super::stats::Refusal;
+use super::Shared;
 
-/// Answer searches on `sock` until shutdown.
-pub async fn answer_searches(
+/// Answer searches on `sock` until shutdown, as far as `limiter` allows for each source
+/// address; the searches it drops are counted.
+pub(super) async fn answer_searches(
     sock: Arc<UdpSocket>,
-    sources: Vec<Arc<dyn Source>>,
+    shared: Arc<Shared>,
+    limiter: Arc<Mutex<SearchLimiter>>,
     guid: Guid,
     tcp: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
@@ -34,10 +38,26 @@ pub async fn answer_searches(
             let Ok(Message::Search(search)) = msg else {
                 continue;
             };
+            let allowed = limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allow(from.ip(), Instant::now());
+            if !allowed {
+                shared.stats.refuse(
+                    Refusal::SearchRate,
+                    from,
+                    format_args!(
+                        "dropping searches from {} past {} per second (max_searches_per_second)",
+                        from.ip(),
+                        shared.limits.max_searches_per_second
+                    ),
+                );
+                continue;
+            }
             let ids: Vec<u32> = search
                 .channels
                 .iter()
-                .filter(|(_, name)| sources.iter().any(|s| s.channel(name).is_some()))
+                .filter(|(_, name)| shared.sources.iter().any(|s| s.channel(name).is_some()))
                 .map(|(id, _)| *id)
                 .collect();
             if ids.is_empty() && !search.must_reply() {

@@ -1,0 +1,693 @@
+//! Who may write which PV. A server given an [`AccessPolicy`] asks it before every put and RPC
+//! on a channel of its sources, with the peer's "ca" credentials ([`PeerInfo`]) and the channel
+//! name; a refusal goes back to that client as an error status saying why, and nothing changes.
+//! Reads (get, monitor, info) are never refused.
+//!
+//! [`AccessRules`] is the policy of a rules file (TOML, described in `docs/access.md`):
+//!
+//! ```toml
+//! [users]                     # user groups, used as "@acquisition"
+//! acquisition = ["bluesky", "operator"]
+//! [hosts]                     # host groups, used as "@beamline"
+//! beamline = ["bl1-ws*", "10.54.1.*"]
+//!
+//! [[allow]]
+//! name = "handshake commands" # optional, quoted in refusals
+//! pvs = ["bdp:wf1:Command", "bdp:wf1:Request"]
+//! users = ["@acquisition"]
+//! hosts = ["@beamline"]       # optional: any host when absent
+//! ```
+//!
+//! A write is allowed when some `[[allow]]` rule matches both the PV and the client; a PV that no
+//! rule matches is read-only. The credentials are what the client claims (as in EPICS Channel
+//! Access security): the rules keep honest clients from writing the wrong PV, they do not stop
+//! an attacker on the network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use glob::{MatchOptions, Pattern};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::source::PeerInfo;
+
+/// A request that changes something on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A put (or the put of a put-get).
+    Put,
+    /// An RPC call.
+    Rpc,
+}
+
+impl WriteKind {
+    fn verb(self) -> &'static str {
+        match self {
+            WriteKind::Put => "put",
+            WriteKind::Rpc => "rpc",
+        }
+    }
+}
+
+/// A write refused by an access policy, with the reason the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct AccessDenied {
+    /// Who was refused what, and by which rule (or that no rule covers the PV).
+    pub reason: String,
+}
+
+/// Decides whether a client may write a channel. Consulted by every connection of a server
+/// before each put and RPC on a channel of its sources.
+pub trait AccessPolicy: Send + Sync {
+    /// May `peer` do `kind` on the channel it named `channel`?
+    fn check_write(
+        &self,
+        peer: &PeerInfo,
+        channel: &str,
+        kind: WriteKind,
+    ) -> Result<(), AccessDenied>;
+}
+
+/// A rules file or rule that cannot be used, with where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AccessError {
+    /// The file, when the rules came from one.
+    pub file: Option<String>,
+    /// The line (from 1) of the offending text, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: {}", self.problem),
+            (Some(file), None) => write!(f, "{file}: {}", self.problem),
+            (None, Some(line)) => write!(f, "line {line}: {}", self.problem),
+            (None, None) => f.write_str(&self.problem),
+        }
+    }
+}
+
+/// One compiled pattern and the text it was written as (a group name stays `@name`).
+#[derive(Debug, Clone)]
+struct Matcher {
+    written: String,
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    pvs: Vec<Pattern>,
+    users: Vec<Matcher>,
+    /// Empty: any host.
+    hosts: Vec<Matcher>,
+}
+
+/// Host names compare without regard to case, as DNS does.
+const HOST_MATCH: MatchOptions = MatchOptions {
+    case_sensitive: false,
+    require_literal_separator: false,
+    require_literal_leading_dot: false,
+};
+
+impl Rule {
+    fn covers(&self, channel: &str) -> bool {
+        self.pvs.iter().any(|p| p.matches(channel))
+    }
+
+    fn admits(&self, peer: &PeerInfo) -> bool {
+        let user_ok = self
+            .users
+            .iter()
+            .flat_map(|m| &m.patterns)
+            .any(|p| p.matches(&peer.user));
+        let ip = peer.addr.ip().to_string();
+        let host_ok = self.hosts.is_empty()
+            || self
+                .hosts
+                .iter()
+                .flat_map(|m| &m.patterns)
+                .any(|p| p.matches_with(&peer.host, HOST_MATCH) || p.matches(&ip));
+        user_ok && host_ok
+    }
+
+    fn describe(&self) -> String {
+        let list = |ms: &[Matcher]| {
+            ms.iter()
+                .map(|m| m.written.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hosts = if self.hosts.is_empty() {
+            "any host".to_owned()
+        } else {
+            format!("hosts {}", list(&self.hosts))
+        };
+        format!(
+            "rule '{}' allows users {} on {hosts}",
+            self.name,
+            list(&self.users)
+        )
+    }
+}
+
+/// Allow-rules: who may put to and call which PVs. A PV no rule matches is read-only; an
+/// empty set of rules makes every PV read-only.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    rules: Vec<Rule>,
+}
+
+/// The groups a rule may name, already checked.
+#[derive(Default)]
+struct Groups {
+    users: BTreeMap<String, Vec<Pattern>>,
+    hosts: BTreeMap<String, Vec<Pattern>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    users: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    hosts: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow: Vec<Spanned<AllowEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowEntry {
+    name: Option<String>,
+    pvs: Vec<Spanned<String>>,
+    users: Vec<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+}
+
+/// A problem at byte `at` of the text (the line is worked out later).
+struct Located {
+    at: Option<usize>,
+    problem: String,
+}
+
+fn located(at: usize, problem: impl Into<String>) -> Located {
+    Located {
+        at: Some(at),
+        problem: problem.into(),
+    }
+}
+
+fn pattern(text: &str) -> Result<Pattern, String> {
+    if text.is_empty() {
+        return Err("an empty pattern matches nothing useful".into());
+    }
+    Pattern::new(text).map_err(|e| format!("bad pattern '{text}': {}", e.msg))
+}
+
+/// Compile one entry of a rule's `users` or `hosts`: a pattern, or `@group`.
+fn matcher(
+    text: &str,
+    groups: &BTreeMap<String, Vec<Pattern>>,
+    kind: &str,
+) -> Result<Matcher, String> {
+    let patterns = match text.strip_prefix('@') {
+        Some(group) => groups.get(group).cloned().ok_or_else(|| {
+            let known = groups.keys().map(|k| format!("@{k}")).collect::<Vec<_>>();
+            if known.is_empty() {
+                format!("unknown {kind} group '@{group}': the file defines no [{kind}s] groups")
+            } else {
+                format!(
+                    "unknown {kind} group '@{group}' (defined: {})",
+                    known.join(", ")
+                )
+            }
+        })?,
+        None => vec![pattern(text)?],
+    };
+    Ok(Matcher {
+        written: text.to_owned(),
+        patterns,
+    })
+}
+
+fn group_members(
+    kind: &str,
+    name: &str,
+    members: &[Spanned<String>],
+) -> Result<Vec<Pattern>, Located> {
+    members
+        .iter()
+        .map(|m| {
+            if m.get_ref().starts_with('@') {
+                return Err(located(
+                    m.span().start,
+                    format!(
+                        "{kind} group '{name}' names the group '{}': groups hold names and \
+                         patterns, not other groups",
+                        m.get_ref()
+                    ),
+                ));
+            }
+            pattern(m.get_ref()).map_err(|p| located(m.span().start, p))
+        })
+        .collect()
+}
+
+impl AccessRules {
+    /// No rules: every PV read-only.
+    pub fn new() -> Self {
+        AccessRules::default()
+    }
+
+    /// Allow `users` on `hosts` (any host when empty) to write the PVs matching `pvs`. Every
+    /// entry is a glob pattern (`*`, `?`, `[a-z]`; no `@group` here, as groups belong to a
+    /// rules file); `name` is quoted in refusals.
+    pub fn allow(
+        &mut self,
+        name: &str,
+        pvs: &[&str],
+        users: &[&str],
+        hosts: &[&str],
+    ) -> Result<(), AccessError> {
+        let error = |problem: String| AccessError {
+            file: None,
+            line: None,
+            problem: format!("rule '{name}': {problem}"),
+        };
+        if pvs.is_empty() {
+            return Err(error("no PV pattern".into()));
+        }
+        if users.is_empty() {
+            return Err(error("no user (\"*\" allows anyone)".into()));
+        }
+        if let Some(group) = users.iter().chain(hosts).find(|e| e.starts_with('@')) {
+            return Err(error(format!(
+                "'{group}': groups belong to a rules file, name the users or hosts here"
+            )));
+        }
+        let no_groups = BTreeMap::new();
+        let rule = Rule {
+            name: name.to_owned(),
+            pvs: pvs
+                .iter()
+                .map(|p| pattern(p))
+                .collect::<Result<_, _>>()
+                .map_err(error)?,
+            users: users
+                .iter()
+                .map(|u| matcher(u, &no_groups, "user"))
+                .collect::<Result<_, _>>()
+                .map_err(error)?,
+            hosts: hosts
+                .iter()
+                .map(|h| matcher(h, &no_groups, "host"))
+                .collect::<Result<_, _>>()
+                .map_err(error)?,
+        };
+        self.rules.push(rule);
+        Ok(())
+    }
+
+    /// Read a rules file.
+    pub fn load(path: &Path) -> Result<Self, AccessError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| AccessError {
+            file: Some(file.clone()),
+            line: None,
+            problem: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text).map_err(|e| AccessError {
+            file: Some(file),
+            ..e
+        })
+    }
+
+    /// Parse the text of a rules file.
+    pub fn from_toml(text: &str) -> Result<Self, AccessError> {
+        Self::parse(text).map_err(|l| AccessError {
+            file: None,
+            line: l.at.map(|at| line_of(text, at)),
+            problem: l.problem,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Self, Located> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| Located {
+            at: e.span().map(|s| s.start),
+            problem: e.message().trim().replace('\n', " "),
+        })?;
+        let mut groups = Groups::default();
+        for (name, members) in &file.users {
+            groups
+                .users
+                .insert(name.clone(), group_members("user", name, members)?);
+        }
+        for (name, members) in &file.hosts {
+            groups
+                .hosts
+                .insert(name.clone(), group_members("host", name, members)?);
+        }
+        let mut rules = Vec::with_capacity(file.allow.len());
+        for (i, entry) in file.allow.iter().enumerate() {
+            let at = entry.span().start;
+            let entry = entry.get_ref();
+            let name = entry
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("#{} (line {})", i + 1, line_of(text, at)));
+            if entry.pvs.is_empty() {
+                return Err(located(at, "an [[allow]] rule with no PV in pvs"));
+            }
+            if entry.users.is_empty() {
+                return Err(located(
+                    at,
+                    "an [[allow]] rule with no user in users (\"*\" allows anyone)",
+                ));
+            }
+            let compile = |list: &[Spanned<String>],
+                           f: &dyn Fn(&str) -> Result<Matcher, String>|
+             -> Result<Vec<Matcher>, Located> {
+                list.iter()
+                    .map(|s| f(s.get_ref()).map_err(|p| located(s.span().start, p)))
+                    .collect()
+            };
+            rules.push(Rule {
+                name,
+                pvs: entry
+                    .pvs
+                    .iter()
+                    .map(|s| pattern(s.get_ref()).map_err(|p| located(s.span().start, p)))
+                    .collect::<Result<_, _>>()?,
+                users: compile(&entry.users, &|u| matcher(u, &groups.users, "user"))?,
+                hosts: compile(&entry.hosts, &|h| matcher(h, &groups.hosts, "host"))?,
+            });
+        }
+        Ok(AccessRules { rules })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there is no rule (every PV is read-only).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// The line (from 1) holding byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// How a refusal names the client.
+fn who(peer: &PeerInfo) -> String {
+    if peer.user.is_empty() && peer.host.is_empty() {
+        format!("anonymous client {}", peer.addr)
+    } else {
+        format!(
+            "user '{}' on host '{}' ({})",
+            peer.user, peer.host, peer.addr
+        )
+    }
+}
+
+impl AccessPolicy for AccessRules {
+    fn check_write(
+        &self,
+        peer: &PeerInfo,
+        channel: &str,
+        kind: WriteKind,
+    ) -> Result<(), AccessDenied> {
+        let mut covering = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.covers(channel)) {
+            if rule.admits(peer) {
+                return Ok(());
+            }
+            covering.push(rule.describe());
+        }
+        let why = if covering.is_empty() {
+            "no access rule lets anyone write this PV (it is read-only)".to_owned()
+        } else {
+            covering.join("; ")
+        };
+        Err(AccessDenied {
+            reason: format!(
+                "{} to '{channel}' refused for {}: {why}",
+                kind.verb(),
+                who(peer)
+            ),
+        })
+    }
+}
+
+/// The PVs of a handshake prefix each side writes (see the design's handshake table).
+const ACQUISITION_PVS: [&str; 2] = ["Command", "Request"];
+const WORKFLOW_PVS: [&str; 3] = ["Ready", "Progress", "WorkflowMessage"];
+
+/// The default rules of a handshake PV set under `prefix`: `Command` and `Request` writable by
+/// `acquisition_user` only, `Ready`, `Progress` and `WorkflowMessage` by `workflow_user` only,
+/// from any host; every other PV read-only. The names are taken literally (no patterns).
+pub fn handshake_rules(
+    prefix: &str,
+    acquisition_user: &str,
+    workflow_user: &str,
+) -> Result<AccessRules, AccessError> {
+    let mut rules = AccessRules::new();
+    for (side, user, names) in [
+        ("acquisition", acquisition_user, &ACQUISITION_PVS[..]),
+        ("workflow", workflow_user, &WORKFLOW_PVS[..]),
+    ] {
+        if user.is_empty() {
+            return Err(AccessError {
+                file: None,
+                line: None,
+                problem: format!("the {side} user name is empty"),
+            });
+        }
+        let pvs: Vec<String> = names
+            .iter()
+            .map(|n| Pattern::escape(&format!("{prefix}{n}")))
+            .collect();
+        let pvs: Vec<&str> = pvs.iter().map(String::as_str).collect();
+        let user = Pattern::escape(user);
+        rules.allow(&format!("{side} writes"), &pvs, &[user.as_str()], &[])?;
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(user: &str, host: &str, ip: &str) -> PeerInfo {
+        PeerInfo {
+            addr: format!("{ip}:40000").parse().unwrap(),
+            method: if user.is_empty() { "anonymous" } else { "ca" }.into(),
+            user: user.into(),
+            host: host.into(),
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+[users]
+acquisition = ["bluesky", "op-*"]
+workflow = ["dmuser"]
+
+[hosts]
+beamline = ["bl1-ws*", "10.54.1.*"]
+
+[[allow]]
+name = "handshake commands"
+pvs = ["bdp:wf1:Command", "bdp:wf1:Request"]
+users = ["@acquisition"]
+hosts = ["@beamline"]
+
+[[allow]]
+pvs = ["bdp:wf1:Ready", "bdp:wf1:Progress", "bdp:wf1:WorkflowMessage"]
+users = ["@workflow", "admin"]
+
+[[allow]]
+name = "scratch"
+pvs = ["scratch:*"]
+users = ["*"]
+"#;
+
+    fn put(rules: &AccessRules, p: &PeerInfo, pv: &str) -> Result<(), String> {
+        rules
+            .check_write(p, pv, WriteKind::Put)
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn rules_match_pvs_users_and_hosts_by_name_pattern_and_group() {
+        let rules = AccessRules::from_toml(EXAMPLE).unwrap();
+        assert_eq!(rules.len(), 3);
+        let bluesky = peer("bluesky", "BL1-WS2", "10.0.0.9");
+        assert_eq!(put(&rules, &bluesky, "bdp:wf1:Command"), Ok(()));
+        let op = peer("op-jane", "elsewhere", "10.54.1.20");
+        assert_eq!(put(&rules, &op, "bdp:wf1:Request"), Ok(()), "host by IP");
+        let far = peer("bluesky", "laptop", "192.168.1.5");
+        let e = put(&rules, &far, "bdp:wf1:Command").unwrap_err();
+        assert_eq!(
+            e,
+            "put to 'bdp:wf1:Command' refused for user 'bluesky' on host 'laptop' \
+             (192.168.1.5:40000): rule 'handshake commands' allows users @acquisition on \
+             hosts @beamline"
+        );
+        let dm = peer("dmuser", "compute7", "10.1.1.1");
+        assert_eq!(put(&rules, &dm, "bdp:wf1:Progress"), Ok(()));
+        assert!(put(&rules, &dm, "bdp:wf1:Command").is_err());
+        let e = put(&rules, &bluesky, "bdp:wf1:Ready").unwrap_err();
+        assert!(
+            e.contains("rule '#2 (line 15)' allows users @workflow, admin on any host"),
+            "{e}"
+        );
+        let e = put(&rules, &dm, "bdp:wf1:State").unwrap_err();
+        assert!(e.ends_with("no access rule lets anyone write this PV (it is read-only)"));
+        let e = rules
+            .check_write(&dm, "bdp:wf1:State", WriteKind::Rpc)
+            .unwrap_err();
+        assert!(e.reason.starts_with("rpc to 'bdp:wf1:State' refused"));
+        let anonymous = peer("", "", "10.2.2.2");
+        assert_eq!(put(&rules, &anonymous, "scratch:x"), Ok(()), "* is anyone");
+        let e = put(&rules, &anonymous, "bdp:wf1:Ready").unwrap_err();
+        assert!(e.contains("anonymous client 10.2.2.2:40000"), "{e}");
+    }
+
+    #[test]
+    fn user_names_are_case_sensitive_and_patterns_anchor() {
+        let rules = AccessRules::from_toml(EXAMPLE).unwrap();
+        assert!(put(
+            &rules,
+            &peer("Bluesky", "bl1-ws1", "1.1.1.1"),
+            "bdp:wf1:Command"
+        )
+        .is_err());
+        assert!(put(&rules, &peer("dmuser", "h", "1.1.1.1"), "bdp:wf1:Ready2").is_err());
+        assert!(put(&rules, &peer("dmuser", "h", "1.1.1.1"), "xbdp:wf1:Ready").is_err());
+    }
+
+    #[test]
+    fn no_rules_means_read_only() {
+        let rules = AccessRules::from_toml("# nothing yet\n").unwrap();
+        assert!(rules.is_empty());
+        assert!(put(&rules, &peer("root", "h", "127.0.0.1"), "any").is_err());
+    }
+
+    fn parse_error(text: &str) -> String {
+        AccessRules::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_files_give_one_line_errors_with_the_line() {
+        for (text, want) in [
+            (
+                "[[allow]]\npvs = [\"a\"]\nusr = [\"b\"]\n",
+                "line 3: unknown field `usr`",
+            ),
+            (
+                "[[allow]]\npvs = [\"a\"]\n",
+                "line 1: missing field `users`",
+            ),
+            (
+                "[[allow]]\npvs = [\"a\"]\nusers = [\"@ops\"]\n",
+                "line 3: unknown user group '@ops': the file defines no [users] groups",
+            ),
+            (
+                "[users]\nops = [\"x\"]\n[[allow]]\npvs = [\"a\"]\nusers = [\"@opz\"]\n",
+                "line 5: unknown user group '@opz' (defined: @ops)",
+            ),
+            (
+                "[[allow]]\npvs = [\"a[\"]\nusers = [\"u\"]\n",
+                "line 2: bad pattern 'a['",
+            ),
+            (
+                "[[allow]]\npvs = []\nusers = [\"u\"]\n",
+                "line 1: an [[allow]] rule with no PV",
+            ),
+            (
+                "\n\n[[allow]]\npvs = [\"a\"]\nusers = []\n",
+                "line 3: an [[allow]] rule with no user in users",
+            ),
+            (
+                "[hosts]\nlab = [\"@other\"]\n",
+                "line 2: host group 'lab' names the group '@other'",
+            ),
+            (
+                "[[allow]]\npvs = \"a\"\nusers = [\"u\"]\n",
+                "line 2: invalid type",
+            ),
+            ("[[allow]\n", "line 1:"),
+            (
+                "[[allow]]\npvs = [\"\"]\nusers = [\"u\"]\n",
+                "line 2: an empty pattern",
+            ),
+        ] {
+            let e = parse_error(text);
+            assert!(e.starts_with(want) || e.contains(want), "{text:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_error_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("pva-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        std::fs::write(&path, "[[allow]]\npvs = [\"a\"]\n").unwrap();
+        let e = AccessRules::load(&path).unwrap_err().to_string();
+        assert_eq!(e, format!("{}:1: missing field `users`", path.display()));
+        let e = AccessRules::load(&dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml: cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn handshake_defaults_split_the_writers() {
+        let rules = handshake_rules("bdp:wf[1]:", "bluesky", "dm*").unwrap();
+        let acq = peer("bluesky", "ws", "10.0.0.1");
+        let wf = peer("dm*", "compute", "10.0.0.2");
+        let other = peer("dmuser", "compute", "10.0.0.2");
+        for pv in ["Command", "Request"] {
+            assert_eq!(put(&rules, &acq, &format!("bdp:wf[1]:{pv}")), Ok(()));
+            assert!(put(&rules, &wf, &format!("bdp:wf[1]:{pv}")).is_err());
+        }
+        for pv in ["Ready", "Progress", "WorkflowMessage"] {
+            assert_eq!(put(&rules, &wf, &format!("bdp:wf[1]:{pv}")), Ok(()));
+            assert!(put(&rules, &acq, &format!("bdp:wf[1]:{pv}")).is_err());
+            assert!(
+                put(&rules, &other, &format!("bdp:wf[1]:{pv}")).is_err(),
+                "literal user"
+            );
+        }
+        // The prefix is literal too: "[1]" is not a character class here.
+        assert!(put(&rules, &acq, "bdp:wf1:Command").is_err());
+        for pv in ["State", "Status", "Message", "Heartbeat", "JobId"] {
+            assert!(put(&rules, &acq, &format!("bdp:wf[1]:{pv}")).is_err());
+        }
+        assert!(handshake_rules("p:", "", "dm").is_err());
+        let e = AccessRules::new()
+            .allow("r", &["p:*"], &["@ops"], &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("groups belong to a rules file"),
+            "{e}"
+        );
+    }
+}
