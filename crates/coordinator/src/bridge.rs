@@ -264,12 +264,12 @@ fn make_hooks(
         let events = events.clone();
         let prefix = prefix.to_string();
         move |command: Command| {
-            let result = lock(&machine).command(command, now());
-            match result {
+            let mut machine = lock(&machine);
+            match machine.command(command, now()) {
                 Ok(actions) => {
                     tracing::info!("slot {prefix} command {command}");
                     let _ = events.send(Event::Actions(actions));
-                    Ok(())
+                    Ok(machine.view(now()))
                 }
                 Err(refused) => {
                     tracing::info!("slot {prefix} {refused}");
