@@ -657,3 +657,65 @@ fn bad_input_gets_one_line_and_a_failing_exit() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// With `--acquisition-user` and `--workflow-user`, each side writes only its own PVs: the
+/// refused put fails with the reason and changes nothing.
+#[test]
+fn access_rules_let_each_side_write_only_its_own_pvs() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp = common::free_udp_port();
+    let prefix = "e2e:acl:";
+    let dm_dir = dir.path().join("dm");
+    let bridge = serve(
+        dir.path(),
+        udp,
+        prefix,
+        &[
+            "--embedded-dm",
+            dm_dir.to_str().unwrap(),
+            "--acquisition-user",
+            "acq-account",
+            "--workflow-user",
+            "wf-account",
+        ],
+        "bridge.log",
+    );
+    let as_user = |user: &str, args: &[&str]| {
+        let mut cmd = Process::new(BINARY);
+        cmd.args(args).env("USER", user);
+        loopback(&mut cmd, udp);
+        common::run_bounded(cmd, WAIT)
+    };
+    let command = format!("{prefix}Command");
+    let ready = |user: &str| as_user(user, &["workflow", "ready", "--handshake", prefix]);
+
+    let refused = as_user("wf-account", &["put", &command, "value.index=4"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "the workflow wrote Command");
+    assert!(
+        err.contains("refused") && err.contains("wf-account"),
+        "{err}"
+    );
+    let taken = as_user("acq-account", &["put", &command, "value.index=4"]);
+    assert!(
+        taken.status.success(),
+        "ABORT by the acquisition account: {}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+
+    let refused = ready("acq-account");
+    assert!(!refused.status.success(), "the acquisition wrote Ready");
+    let read = as_user("anyone", &["get", &format!("{prefix}Ready"), "--json"]);
+    let value: Value = serde_json::from_slice(&read.stdout).expect("get --json");
+    assert_eq!(
+        value["value"]["value"], 0,
+        "a refused put changes nothing: {value}"
+    );
+    let taken = ready("wf-account");
+    assert!(
+        taken.status.success(),
+        "Ready by the workflow account: {}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert!(bridge.log().contains("refused"), "{}", bridge.log());
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -12,6 +13,7 @@ use coordinator::embedded::EmbeddedDm;
 use coordinator::{Bridge, BridgeConfig, MachineConfig, Timeouts};
 use dm::client::{read_login_file, LOGIN_FILE_ENV, URL_ENV};
 use dm::{ClientConfig, DmClient, ServicePaths};
+use pva::server::{handshake_rules, AccessRules};
 use serde_json::json;
 
 /// Options of `pvabridge serve`.
@@ -33,11 +35,17 @@ DM: --dm-url and DM_LOGIN_FILE (or DM_PROC_WEB_SERVICE_URL), or --embedded-dm DI
 embedded DM service in this process (its stages then end with it: for runs that survive a restart of
 the bridge, run `pvabridge dm-service` apart and point --dm-url at it).
 
+Access: --acquisition-user and --workflow-user give each side its PVs alone (Command and Request
+for the acquisition account, Ready, Progress and WorkflowMessage for the workflow's, matched on the
+\"ca\" user a client sends); --access FILE reads rules of your own (docs/access.md). Without either,
+any client may write them.
+
 Each slot keeps its current run in STATE_DIR, so a restarted bridge follows the same DM job.
 Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVA_BROADCAST_PORT.
 
 Examples:
   pvabridge serve --prefix bdp:wf1: --embedded-dm /tmp/dm
+  pvabridge serve --prefix bdp:wf1: --embedded-dm /tmp/dm --acquisition-user bluesky --workflow-user dmuser
   DM_LOGIN_FILE=~/.dm/login pvabridge serve --prefix bdp:wf1: --prefix bdp:wf2: --dm-url https://dmhost:22236")]
 pub struct ServeArgs {
     /// PV prefix of a run slot, e.g. bdp:wf1: (repeat for several slots).
@@ -103,9 +111,38 @@ pub struct ServeArgs {
     /// the catalog without it.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     finish_timeout: f64,
+    /// Only this account may write Command and Request (the "ca" user Bluesky runs as);
+    /// with --workflow-user, the default access rules of every slot.
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "workflow_user",
+        conflicts_with = "access"
+    )]
+    acquisition_user: Option<String>,
+    /// Only this account may write Ready, Progress and WorkflowMessage (the DM stage's user).
+    #[arg(long, value_name = "USER", requires = "acquisition_user")]
+    workflow_user: Option<String>,
+    /// An access rules file (TOML, see docs/access.md) instead of the default rules.
+    #[arg(long, env = "PVABRIDGE_ACCESS", value_name = "FILE")]
+    access: Option<PathBuf>,
     /// Print the startup report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+impl ServeArgs {
+    /// The access rules asked for, if any.
+    fn access_rules(&self) -> anyhow::Result<Option<Arc<AccessRules>>> {
+        let rules = match (&self.access, &self.acquisition_user, &self.workflow_user) {
+            (Some(file), _, _) => AccessRules::load(file)?,
+            (None, Some(acquisition), Some(workflow)) => {
+                handshake_rules(&self.prefixes, acquisition, workflow)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(rules)))
+    }
 }
 
 fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
@@ -158,6 +195,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         experiment: args.experiment.clone(),
     };
     let poll_period = seconds("poll-period", args.poll_period)?;
+    let access = args.access_rules()?;
     let pva_config = pva::ServerConfig::from_env()?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -192,6 +230,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut config = BridgeConfig::new(args.prefixes.clone(), &state_dir);
         config.machine = machine;
         config.poll_period = poll_period;
+        if access.is_none() {
+            tracing::warn!(
+                "no access rules (--acquisition-user/--workflow-user or --access): any client may \
+                 write Command, Request, Ready, Progress and WorkflowMessage"
+            );
+        }
+        config.access = access;
         let bridge = Bridge::start(config, dm.clone(), pva_config).await?;
         let login_file = embedded
             .as_ref()

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use dm::error::status as dm_status;
 use dm::{DmClient, DmError, JobQuery};
-use pva::server::{Server, ServerError, Source, StaticSource};
+use pva::server::{
+    AccessPolicy, AccessRules, Server, ServerError, ServerOptions, Source, StaticSource,
+};
 use pva::ServerConfig;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
@@ -42,6 +44,9 @@ pub struct BridgeConfig {
     pub state_dir: PathBuf,
     /// The time between polls of DM (apstools uses 1 s).
     pub poll_period: Duration,
+    /// Who may write which PV (e.g. [`pva::server::handshake_rules`]); `None` lets any client
+    /// write the writable PVs.
+    pub access: Option<Arc<AccessRules>>,
 }
 
 impl BridgeConfig {
@@ -52,6 +57,7 @@ impl BridgeConfig {
             machine: MachineConfig::default(),
             state_dir: state_dir.into(),
             poll_period: Duration::from_secs(1),
+            access: None,
         }
     }
 }
@@ -173,7 +179,15 @@ impl Bridge {
             slot.pvs.add_to(&source);
             ready_slots.push((slot, receiver));
         }
-        let server = Server::start(pva, vec![source.clone() as Arc<dyn Source>]).await?;
+        let options = ServerOptions {
+            access: config
+                .access
+                .clone()
+                .map(|rules| rules as Arc<dyn AccessPolicy>),
+            ..ServerOptions::default()
+        };
+        let server =
+            Server::start_with(pva, vec![source.clone() as Arc<dyn Source>], options).await?;
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut slots = JoinSet::new();
         for (slot, receiver) in ready_slots {

@@ -458,11 +458,12 @@ impl AccessPolicy for AccessRules {
 const ACQUISITION_PVS: [&str; 2] = ["Command", "Request"];
 const WORKFLOW_PVS: [&str; 3] = ["Ready", "Progress", "WorkflowMessage"];
 
-/// The default rules of a handshake PV set under `prefix`: `Command` and `Request` writable by
-/// `acquisition_user` only, `Ready`, `Progress` and `WorkflowMessage` by `workflow_user` only,
-/// from any host; every other PV read-only. The names are taken literally (no patterns).
-pub fn handshake_rules(
-    prefix: &str,
+/// The default rules of the handshake PV sets under `prefixes`: `Command` and `Request`
+/// writable by `acquisition_user` only, `Ready`, `Progress` and `WorkflowMessage` by
+/// `workflow_user` only, from any host; every other PV read-only. The names are taken
+/// literally (no patterns).
+pub fn handshake_rules<P: AsRef<str>>(
+    prefixes: &[P],
     acquisition_user: &str,
     workflow_user: &str,
 ) -> Result<AccessRules, AccessError> {
@@ -478,9 +479,13 @@ pub fn handshake_rules(
                 problem: format!("the {side} user name is empty"),
             });
         }
-        let pvs: Vec<String> = names
+        let pvs: Vec<String> = prefixes
             .iter()
-            .map(|n| Pattern::escape(&format!("{prefix}{n}")))
+            .flat_map(|prefix| {
+                names
+                    .iter()
+                    .map(move |n| Pattern::escape(&format!("{}{n}", prefix.as_ref())))
+            })
             .collect();
         let pvs: Vec<&str> = pvs.iter().map(String::as_str).collect();
         let user = Pattern::escape(user);
@@ -660,7 +665,7 @@ users = ["*"]
 
     #[test]
     fn handshake_defaults_split_the_writers() {
-        let rules = handshake_rules("bdp:wf[1]:", "bluesky", "dm*").unwrap();
+        let rules = handshake_rules(&["bdp:wf[1]:", "bdp:wf2:"], "bluesky", "dm*").unwrap();
         let acq = peer("bluesky", "ws", "10.0.0.1");
         let wf = peer("dm*", "compute", "10.0.0.2");
         let other = peer("dmuser", "compute", "10.0.0.2");
@@ -681,7 +686,9 @@ users = ["*"]
         for pv in ["State", "Status", "Message", "Heartbeat", "JobId"] {
             assert!(put(&rules, &acq, &format!("bdp:wf[1]:{pv}")).is_err());
         }
-        assert!(handshake_rules("p:", "", "dm").is_err());
+        assert_eq!(put(&rules, &wf, "bdp:wf2:Ready"), Ok(()), "every prefix");
+        assert!(put(&rules, &acq, "bdp:wf2:Ready").is_err());
+        assert!(handshake_rules(&["p:"], "", "dm").is_err());
         let e = AccessRules::new()
             .allow("r", &["p:*"], &["@ops"], &[])
             .unwrap_err();

@@ -62,7 +62,7 @@ pub struct Server {
 /// use pva::server::{handshake_rules, Server, ServerLimits, ServerOptions};
 /// let options = ServerOptions {
 ///     limits: ServerLimits { max_connections_per_host: 16, ..ServerLimits::default() },
-///     access: Some(Arc::new(handshake_rules("bdp:wf1:", "bluesky", "dmuser")?)),
+///     access: Some(Arc::new(handshake_rules(&["bdp:wf1:"], "bluesky", "dmuser")?)),
 /// };
 /// let server = Server::start_with(pva::ServerConfig::from_env()?, sources, options).await?;
 /// # Ok(()) }
