@@ -3,6 +3,12 @@
 
 mod cli;
 
+/// mimalloc keeps freed memory for reuse: a stream of multi-megabyte frames then costs no page
+/// faults per frame, where the system allocator returned each frame's pages to the kernel and
+/// faulted new ones in (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// PVAccess stack and streaming bridge between Bluesky and APS DM workflows.

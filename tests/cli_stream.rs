@@ -184,6 +184,8 @@ fn simdet_to_consume_at_a_fixed_rate_is_complete() {
             "--runtime",
             "60",
             "--require-complete",
+            "--queue-size",
+            "256",
         ],
     );
     let (code, report) = cons.finish(Duration::from_secs(90));

@@ -52,7 +52,8 @@ async fn a_user_who_falls_behind_loses_counted_updates_only() {
         .unwrap();
     assert_eq!(value_of(&next_update(&mut m).await), 0, "the initial value");
 
-    // Post slowly enough that the server never squashes; the user does not read meanwhile.
+    // The user does not read meanwhile. Posts are spaced so that the server's queue seldom
+    // overflows; when it does (a loaded machine), the server counts that loss itself.
     const POSTED: i64 = 200;
     for n in 1..=POSTED {
         counter(&pv, n);
@@ -71,16 +72,20 @@ async fn a_user_who_falls_behind_loses_counted_updates_only() {
     while last < POSTED {
         let u = next_update(&mut m).await;
         let n = value_of(&u);
-        assert_eq!(
-            u.squashed as i64,
-            n - last - 1,
-            "each update tells exactly how many were lost before it"
+        assert!(
+            (u.squashed as i64) < n - last,
+            "an update claims more losses than the gap before it"
         );
         squashed_sum += u.squashed;
         seen += 1;
         last = n;
     }
-    assert_eq!(seen + squashed_sum as i64, POSTED);
+    let server_squashed: u64 = pv.subscriber_stats().iter().map(|s| s.squashed).sum();
+    assert_eq!(
+        seen + squashed_sum as i64 + server_squashed as i64,
+        POSTED,
+        "every update was seen, or counted lost by the client or by the server"
+    );
     assert_eq!(m.squashed(), squashed_sum);
 }
 

@@ -185,8 +185,11 @@ impl Workers {
     fn give(&self, frame: Frame) {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
-            // Blocking here is the point: the receiver stops taking updates.
-            let _ = tokio::task::block_in_place(|| tx.send(frame));
+            // Blocking here is the point: the receiver stops taking updates. A send fails only
+            // when every processing thread is gone, and then there is nothing to hand it to.
+            tokio::task::block_in_place(|| {
+                let _ = tx.send(frame);
+            });
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pva::server::SharedPv;
-use pva_codec::nt::{set_time_stamp, NdArrayFrame, NdAttribute, NtNdArray, NtScalar, TimeStamp};
+use pva_codec::nt::{NdArrayFrame, NdAttribute, NtNdArray, NtScalar, TimeStamp};
 use pva_codec::{BitSet, PodArray, ScalarArray, ScalarType, StructValue, UnionValue, Value};
 use serde::Serialize;
 
@@ -202,7 +202,7 @@ impl SimDet {
         if self.pool.is_empty() {
             // The counter: a double holds every count a run can reach exactly.
             let _ = v.set("value", unique_id as f64);
-            let _ = set_time_stamp(&mut v, TimeStamp::now());
+            stamp(&mut v, "timeStamp", TimeStamp::now());
             return v;
         }
         let data = self.pool[(unique_id.saturating_sub(1) as usize) % self.pool.len()].clone();
@@ -216,9 +216,8 @@ impl SimDet {
         let now = TimeStamp::now();
         // Members of the template, of the right types: these cannot fail.
         let _ = v.set("uniqueId", unique_id.min(i32::MAX as u64) as i32);
-        let _ = set_time_stamp(&mut v, now);
-        let _ = v.set("dataTimeStamp.secondsPastEpoch", now.seconds_past_epoch);
-        let _ = v.set("dataTimeStamp.nanoseconds", now.nanoseconds);
+        stamp(&mut v, "timeStamp", now);
+        stamp(&mut v, "dataTimeStamp", now);
         v
     }
 
@@ -276,6 +275,14 @@ impl SimDet {
             }
         }
         Published::new(published, frame_bytes, last - start)
+    }
+}
+
+/// Set the time structure `member` of `v` to `ts` (members of the template: cannot fail).
+fn stamp(v: &mut StructValue, member: &str, ts: TimeStamp) {
+    if let Some(Value::Struct(t)) = v.get_mut(member) {
+        let _ = t.set("secondsPastEpoch", ts.seconds_past_epoch);
+        let _ = t.set("nanoseconds", ts.nanoseconds);
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use pva_codec::{BitSet, Status, StructValue};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::conn::{ConnCmd, MonitorItem, Sink};
+use super::conn::{Acker, ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
 use super::proto::{Ioid, OpKind, Request};
@@ -114,6 +114,8 @@ impl MonitorBuilder {
             name: self.name,
             queue,
             task,
+            unacked: None,
+            ack_batch: (queue_size / 2).max(1),
         })
     }
 }
@@ -124,6 +126,10 @@ pub struct Monitor {
     name: String,
     queue: Arc<EventQueue>,
     task: tokio::task::AbortHandle,
+    /// Updates taken but not yet reported to the connection, to report them in batches
+    /// rather than waking the connection for each one.
+    unacked: Option<(Acker, u32)>,
+    ack_batch: u32,
 }
 
 impl Drop for Monitor {
@@ -150,12 +156,29 @@ impl Monitor {
         self.queue.lock().updates
     }
 
+    /// Report the updates taken to the connection that delivered them.
+    fn flush_acks(&mut self) {
+        if let Some((acker, n)) = self.unacked.take() {
+            acker.ack(n);
+        }
+    }
+
     /// The next event; `None` after [`MonitorEvent::Finished`]. Taking an update frees its
     /// slot in the server's window.
     pub async fn recv(&mut self) -> Option<MonitorEvent> {
-        let item = self.queue.recv().await?;
+        let item = match self.queue.try_recv() {
+            Some(item) => item,
+            None => {
+                // About to wait: the server must know of everything taken so far.
+                self.flush_acks();
+                self.queue.recv().await?
+            }
+        };
         Some(match item {
-            MonitorItem::Connected => MonitorEvent::Connected,
+            MonitorItem::Connected => {
+                self.flush_acks();
+                MonitorEvent::Connected
+            }
             MonitorItem::Update {
                 value,
                 changed,
@@ -164,7 +187,21 @@ impl Monitor {
                 acker,
             } => {
                 if let Some(acker) = acker {
-                    acker.ack(u32::try_from(squashed + 1).unwrap_or(u32::MAX));
+                    let n = u32::try_from(squashed + 1).unwrap_or(u32::MAX);
+                    // Updates between two connection events come over one subscription.
+                    let total = match &mut self.unacked {
+                        Some((_, count)) => {
+                            *count = count.saturating_add(n);
+                            *count
+                        }
+                        None => {
+                            self.unacked = Some((acker, n));
+                            n
+                        }
+                    };
+                    if total >= self.ack_batch {
+                        self.flush_acks();
+                    }
                 }
                 MonitorEvent::Update(Update {
                     value,
@@ -173,7 +210,10 @@ impl Monitor {
                     squashed,
                 })
             }
-            MonitorItem::Disconnected => MonitorEvent::Disconnected,
+            MonitorItem::Disconnected => {
+                self.flush_acks();
+                MonitorEvent::Disconnected
+            }
             MonitorItem::Finished(status) => MonitorEvent::Finished(if status.is_success() {
                 Ok(())
             } else {
@@ -363,6 +403,16 @@ impl EventQueue {
         }
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Take the next event if one is queued.
+    fn try_recv(&self) -> Option<MonitorItem> {
+        let mut st = self.lock();
+        let item = st.items.pop_front()?;
+        if matches!(item, MonitorItem::Update { .. }) {
+            st.updates -= 1;
+        }
+        Some(item)
     }
 
     /// Take the next event, waiting for one; `None` once the connection side is gone.
