@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod consume;
+pub mod demo;
 pub mod dm;
 pub mod format;
 pub mod get;
@@ -17,3 +18,4 @@ pub mod simdet;
 pub mod streaming;
 pub mod version;
 pub mod workflow;
+pub mod workflow_consume;

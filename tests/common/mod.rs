@@ -11,23 +11,47 @@ use std::time::{Duration, Instant};
 /// the repository's `.venv`. Panics with a clear message when neither has the peers, so that a
 /// missing peer fails the test rather than letting it pass unchecked.
 pub fn python() -> PathBuf {
+    python_with(&["p4p", "pvaccess"])
+}
+
+/// The Python interpreter with p4p and pvapy, and with Bluesky and ophyd-async too (for the tests
+/// that run a plan under a RunEngine). Panics with a clear message when they are missing.
+pub fn python_with_bluesky() -> PathBuf {
+    python_with(&["p4p", "pvaccess", "bluesky", "ophyd_async"])
+}
+
+fn python_with(modules: &[&str]) -> PathBuf {
     let candidate = std::env::var_os("PVABRIDGE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import p4p, pvaccess"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the interop peers (p4p, pvapy) are not importable with {}: run ./scripts/test, which \
-         creates .venv with them, or set PVABRIDGE_PYTHON to a Python that has them",
+    let importable = |names: &[&str]| {
+        Command::new(&candidate)
+            .args(["-c", &format!("import {}", names.join(", "))])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if importable(modules) {
+        return candidate;
+    }
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|module| !importable(&[module]))
+        .collect();
+    panic!(
+        "the Python modules {} are not importable with {}: run ./scripts/test, which creates \
+         .venv with the pinned peers (p4p, pvapy, bluesky, ophyd-async), or set PVABRIDGE_PYTHON \
+         to a Python that has them",
+        if missing.is_empty() {
+            modules.join(", ")
+        } else {
+            missing.join(", ")
+        },
         candidate.display()
     );
-    candidate
 }
 
 /// Path of a peer script under tests/peers.

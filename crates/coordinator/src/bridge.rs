@@ -349,13 +349,15 @@ impl SlotTask {
                     let actions = self.feed(Input::Tick);
                     self.execute(actions);
                 }
+                // Poll at the poll period even when nothing else wakes the slot.
+                _ = tokio::time::sleep_until(next_query), if !query_in_flight => {}
                 _ = shutdown.changed() => break,
             }
             if !query_in_flight && Instant::now() >= next_query {
+                next_query = Instant::now() + self.poll_period;
                 let query = lock(&self.slot.machine).dm_query();
                 if let Some(query) = query {
                     query_in_flight = true;
-                    next_query = Instant::now() + self.poll_period;
                     self.ask(query);
                 }
             }
