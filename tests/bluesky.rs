@@ -6,10 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use common::{first_line, search_only, spawn_server};
 
 use dm::client::read_login_file;
 use dm::{ClientConfig, DmClient, JobStatus, Workflow};
@@ -19,59 +20,10 @@ const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
 const FRAMES: u64 = 40;
 const RUNS: usize = 2;
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/bluesky")
         .join(name)
-}
-
-/// Clients search the bridge's and the detector's UDP ports, and nothing else.
-fn search_both(cmd: &mut Command, bridge_udp: u16, detector_udp: u16) {
-    cmd.env(
-        "EPICS_PVA_ADDR_LIST",
-        format!("127.0.0.1:{bridge_udp} 127.0.0.1:{detector_udp}"),
-    )
-    .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
-    .env("EPICS_PVA_NAME_SERVERS", "")
-    .env("EPICS_PVA_CONN_TMO", "10")
-    .env_remove("PVABRIDGE_HANDSHAKE")
-    .env_remove("DM_PROC_WEB_SERVICE_URL")
-    .env_remove("DM_LOGIN_FILE");
-}
-
-/// A pvabridge server process on loopback on UDP port `udp`, its stderr in `log`, its stdout
-/// piped.
-fn server(mut cmd: Command, udp: u16, log: &Path, search: (u16, u16)) -> Running {
-    search_both(&mut cmd, search.0, search.1);
-    cmd.env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
-        .env("EPICS_PVAS_SERVER_PORT", "0")
-        .env("EPICS_PVAS_BROADCAST_PORT", udp.to_string())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap());
-    Running(cmd.spawn().expect("start pvabridge"))
-}
-
-fn first_line(running: &mut Running) -> String {
-    let stdout = running.0.stdout.take().expect("stdout");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    receiver
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a startup line")
 }
 
 #[test]
@@ -79,7 +31,7 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     let python = common::python_with_bluesky();
     let dir = tempfile::tempdir().unwrap();
     let (bridge_udp, detector_udp) = (common::free_udp_port(), common::free_udp_port());
-    let search = (bridge_udp, detector_udp);
+    let search = [bridge_udp, detector_udp];
 
     // The stage command says `pvabridge`: the binary under test comes first on the PATH the
     // embedded DM service hands its stages.
@@ -97,7 +49,7 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         .env("PATH", path)
         .env("RUST_LOG", "info");
     let bridge_log = dir.path().join("bridge.log");
-    let mut bridge = server(serve, bridge_udp, &bridge_log, search);
+    let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
     let line = first_line(&mut bridge);
     let info: Value = serde_json::from_str(&line)
         .unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
@@ -106,7 +58,8 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     simdet.args(["simdet", "--pv", "bs:det:Image", "--trigger", "bs:det:Acquire"]);
     simdet.args(["--nx", "64", "--ny", "48", "--fps", "200", "--frames"]);
     simdet.arg(FRAMES.to_string()).arg("--json");
-    let mut detector = server(simdet, detector_udp, &dir.path().join("simdet.log"), search);
+    let simdet_log = dir.path().join("simdet.log");
+    let mut detector = spawn_server(simdet, detector_udp, &simdet_log, &search);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,7 +85,7 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         .arg(&workflow.name)
         .args(["--frames", &FRAMES.to_string(), "--runs", &RUNS.to_string()])
         .current_dir(dir.path());
-    search_both(&mut plan, bridge_udp, detector_udp);
+    search_only(&mut plan, &search);
     plan.env("EPICS_PVA_BROADCAST_PORT", common::free_udp_port().to_string());
     let out = common::run_bounded(plan, Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&out.stdout);

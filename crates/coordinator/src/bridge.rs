@@ -6,7 +6,7 @@
 //! changed (or the put failed with the reason), and `Command` reads NONE again.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use dm::error::status as dm_status;
@@ -234,8 +234,10 @@ impl Slot {
             .run()
             .map_or((false, 0), |run| (run.ready, run.progress));
         let machine = Arc::new(Mutex::new(machine));
-        let hooks = make_hooks(&prefix, &machine, &events);
+        let shown = Arc::new(OnceLock::new());
+        let hooks = make_hooks(&prefix, &machine, &events, &shown);
         let pvs = HandshakePvs::new(&prefix, &view, ready, progress, hooks);
+        let _ = shown.set(pvs.clone());
         Slot {
             prefix,
             machine,
@@ -245,10 +247,13 @@ impl Slot {
     }
 }
 
+/// The hooks of a slot's PVs. A command changes the State PV before its put returns: `shown`
+/// holds the PVs once they exist.
 fn make_hooks(
     prefix: &str,
     machine: &Arc<Mutex<Machine>>,
     events: &mpsc::UnboundedSender<Event>,
+    shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
     let feed = {
         let machine = machine.clone();
@@ -263,8 +268,14 @@ fn make_hooks(
         let machine = machine.clone();
         let events = events.clone();
         let prefix = prefix.to_string();
+        let shown = shown.clone();
         move |command: Command| {
-            let result = lock(&machine).command(command, now());
+            let mut machine = lock(&machine);
+            let result = machine.command(command, now());
+            if let Some(pvs) = shown.get() {
+                pvs.show_state(machine.state());
+            }
+            drop(machine);
             match result {
                 Ok(actions) => {
                     tracing::info!("slot {prefix} command {command}");
@@ -361,8 +372,12 @@ impl SlotTask {
                     self.ask(query);
                 }
             }
-            let view = lock(&self.slot.machine).view(now());
-            self.slot.pvs.show(&view, heartbeat);
+            {
+                // Shown under the machine's lock, so that a command's put, which shows the
+                // state it led to, never sees an older one shown after it.
+                let machine = lock(&self.slot.machine);
+                self.slot.pvs.show(&machine.view(now()), heartbeat);
+            }
             self.save();
         }
         self.save();

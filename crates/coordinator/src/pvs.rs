@@ -394,14 +394,7 @@ impl HandshakePvs {
 
     /// Post what changed between the PVs and `view` (and the heartbeat).
     pub fn show(&self, view: &SlotView, heartbeat: i64) {
-        let state_now = self
-            .state
-            .current()
-            .get("value.index")
-            .and_then(Value::as_i64);
-        if state_now != Some(i64::from(view.state.index())) {
-            self.state.post(state_value(view.state));
-        }
+        self.show_state(view.state);
         set_if_changed(&self.workflow, ScalarType::String, view.workflow.as_str());
         set_if_changed(&self.owner, ScalarType::String, view.owner.as_str());
         set_if_changed(&self.job_id, ScalarType::String, view.job_id.as_str());
@@ -449,6 +442,19 @@ impl HandshakePvs {
         let _ = set_time_stamp(&mut previous, TimeStamp::default());
         if previous != status {
             self.status.post(stamped(status));
+        }
+    }
+
+    /// Show `state` on the State PV (if it shows another). The bridge calls this while it holds
+    /// the slot's machine, so that the PV never shows an older state than one already shown.
+    pub fn show_state(&self, state: State) {
+        let state_now = self
+            .state
+            .current()
+            .get("value.index")
+            .and_then(Value::as_i64);
+        if state_now != Some(i64::from(state.index())) {
+            self.state.post(state_value(state));
         }
     }
 
