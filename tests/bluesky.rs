@@ -36,14 +36,20 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     // The stage command says `pvabridge`: the binary under test comes first on the PATH the
     // embedded DM service hands its stages.
     let bin_dir = Path::new(BINARY).parent().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let mut serve = Command::new(BINARY);
     serve
-        .args(["serve", "--json", "--prefix", "bs:wf:", "--poll-period", "0.2"])
+        .args([
+            "serve",
+            "--json",
+            "--prefix",
+            "bs:wf:",
+            "--poll-period",
+            "0.2",
+        ])
         .arg("--embedded-dm")
         .arg(dir.path().join("dm"))
         .env("PATH", path)
@@ -51,11 +57,17 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     let bridge_log = dir.path().join("bridge.log");
     let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
     let line = first_line(&mut bridge);
-    let info: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+    let info: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
 
     let mut simdet = Command::new(BINARY);
-    simdet.args(["simdet", "--pv", "bs:det:Image", "--trigger", "bs:det:Acquire"]);
+    simdet.args([
+        "simdet",
+        "--pv",
+        "bs:det:Image",
+        "--trigger",
+        "bs:det:Acquire",
+    ]);
     simdet.args(["--nx", "64", "--ny", "48", "--fps", "200", "--frames"]);
     simdet.arg(FRAMES.to_string()).arg("--json");
     let simdet_log = dir.path().join("simdet.log");
@@ -86,7 +98,10 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         .args(["--frames", &FRAMES.to_string(), "--runs", &RUNS.to_string()])
         .current_dir(dir.path());
     search_only(&mut plan, &search);
-    plan.env("EPICS_PVA_BROADCAST_PORT", common::free_udp_port().to_string());
+    plan.env(
+        "EPICS_PVA_BROADCAST_PORT",
+        common::free_udp_port().to_string(),
+    );
     let out = common::run_bounded(plan, Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -106,7 +121,10 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     let runs = result["runs"].as_array().unwrap();
     assert_eq!(runs.len(), RUNS);
     assert_eq!(runs[0]["pvi"], false);
-    assert_eq!(runs[1]["pvi"], true, "the second run finds the slot through PVI");
+    assert_eq!(
+        runs[1]["pvi"], true,
+        "the second run finds the slot through PVI"
+    );
     let catalog = runtime.block_on(dm.list_runs("pvabridge")).unwrap();
     for run in runs {
         assert_eq!(run["exitStatus"], "success", "{run:#}");
@@ -139,9 +157,14 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         assert_eq!(summary["stream"]["missed"], 0);
         assert_eq!(summary["stream"]["duplicates"], 0);
         assert_eq!(summary["rows"], FRAMES);
-        let results = std::fs::read_to_string(Path::new(&consume.working_dir).join("frame-stats.csv"))
-            .expect("the results file is in the job's working directory");
-        assert_eq!(results.lines().count() as u64, FRAMES + 1, "a header and a row per frame");
+        let results =
+            std::fs::read_to_string(Path::new(&consume.working_dir).join("frame-stats.csv"))
+                .expect("the results file is in the job's working directory");
+        assert_eq!(
+            results.lines().count() as u64,
+            FRAMES + 1,
+            "a header and a row per frame"
+        );
     }
 
     // The detector took one acquisition per run.

@@ -94,14 +94,23 @@ fn every_command_of_the_compose_file_exists_with_its_options() {
     let declared = |section: &str| -> BTreeSet<String> {
         compose[section]
             .as_mapping()
-            .map(|m| m.keys().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (secrets, volumes) = (declared("secrets"), declared("volumes"));
     let mut commands = 0;
     for (name, service) in services {
         let name = name.as_str().unwrap();
-        assert_eq!(service["build"], Value::from("."), "{name} is built from ./Dockerfile");
+        assert_eq!(
+            service["build"],
+            Value::from("."),
+            "{name} is built from ./Dockerfile"
+        );
         let command = strings(&service["command"], &format!("services.{name}.command"));
         check_command(&command, &format!("service {name}"));
         commands += 1;
@@ -113,13 +122,19 @@ fn every_command_of_the_compose_file_exists_with_its_options() {
         }
         if let Some(used) = service.get("secrets") {
             for secret in strings(used, name) {
-                assert!(secrets.contains(&secret), "{name}: undeclared secret {secret}");
+                assert!(
+                    secrets.contains(&secret),
+                    "{name}: undeclared secret {secret}"
+                );
             }
         }
         if let Some(mounts) = service.get("volumes") {
             for mount in strings(mounts, name) {
                 let volume = mount.split(':').next().unwrap().to_string();
-                assert!(volumes.contains(&volume), "{name}: undeclared volume {volume}");
+                assert!(
+                    volumes.contains(&volume),
+                    "{name}: undeclared volume {volume}"
+                );
             }
         }
         if let Some(Value::Mapping(after)) = service.get("depends_on") {
@@ -135,7 +150,10 @@ fn every_command_of_the_compose_file_exists_with_its_options() {
 fn the_image_has_what_the_compose_file_and_the_workflow_use() {
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
     assert!(dockerfile.contains(r#"ENTRYPOINT ["pvabridge"]"#));
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY examples/")) {
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY examples/"))
+    {
         let source = line.split_whitespace().nth(1).unwrap();
         assert!(repo(source).is_file(), "Dockerfile copies missing {source}");
     }
@@ -155,5 +173,8 @@ fn the_image_has_what_the_compose_file_and_the_workflow_use() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 1, "the streaming stage runs pvabridge workflow consume");
+    assert_eq!(
+        checked, 1,
+        "the streaming stage runs pvabridge workflow consume"
+    );
 }

@@ -115,7 +115,10 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row[0], (i + 1) as f64, "rows in frame order");
         assert_eq!(row[1], (32 * 24) as f64);
-        assert!(row[2] <= row[4] && row[4] <= row[3], "min <= mean <= max: {row:?}");
+        assert!(
+            row[2] <= row[4] && row[4] <= row[3],
+            "min <= mean <= max: {row:?}"
+        );
         assert!((row[4] * row[1] - row[5]).abs() < 1e-6 * row[5].abs().max(1.0));
     }
 }

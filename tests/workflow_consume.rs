@@ -26,20 +26,45 @@ fn frames_that_never_come_are_lost_and_fail_the_run_with_the_counts() {
     let search = [bridge_udp, detector_udp];
     let mut serve = Command::new(BINARY);
     serve
-        .args(["serve", "--json", "--prefix", "wc:lost:", "--poll-period", "0.2"])
+        .args([
+            "serve",
+            "--json",
+            "--prefix",
+            "wc:lost:",
+            "--poll-period",
+            "0.2",
+        ])
         .arg("--embedded-dm")
         .arg(dir.path().join("dm"));
     let bridge_log = dir.path().join("bridge.log");
     let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
     let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
     let mut simdet = Command::new(BINARY);
-    simdet.args(["simdet", "--pv", "wc:det:Image", "--trigger", "wc:det:Acquire"]);
+    simdet.args([
+        "simdet",
+        "--pv",
+        "wc:det:Image",
+        "--trigger",
+        "wc:det:Acquire",
+    ]);
     simdet.args(["--nx", "16", "--ny", "16", "--fps", "200", "--frames", "20"]);
-    let _detector = spawn_server(simdet, detector_udp, &dir.path().join("simdet.log"), &search);
+    let _detector = spawn_server(
+        simdet,
+        detector_udp,
+        &dir.path().join("simdet.log"),
+        &search,
+    );
 
     // Outside a run the stage refuses at once.
     let mut early = Command::new(BINARY);
-    early.args(["workflow", "consume", "--handshake", "wc:lost:", "--timeout", "5"]);
+    early.args([
+        "workflow",
+        "consume",
+        "--handshake",
+        "wc:lost:",
+        "--timeout",
+        "5",
+    ]);
     search_only(&mut early, &search);
     let out = common::run_bounded(early, WAIT);
     let err = String::from_utf8_lossy(&out.stderr);

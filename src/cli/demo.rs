@@ -228,14 +228,14 @@ impl WorkDir {
 
 /// Live progress on stderr: a line per state, and a bar of the frames the workflow processed
 /// on a terminal.
-struct Display {
+struct LiveView {
     bar: Option<ProgressBar>,
     quiet: bool,
     started: Instant,
 }
 
-impl Display {
-    fn new(frames: u64, quiet: bool) -> Display {
+impl LiveView {
+    fn new(frames: u64, quiet: bool) -> LiveView {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(frames).with_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} frames processed {msg}")
@@ -244,7 +244,7 @@ impl Display {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Display {
+        LiveView {
             bar,
             quiet,
             started: Instant::now(),
@@ -369,11 +369,7 @@ impl Services {
 
     /// The EPICS_PVA_ADDR_LIST that finds the bridge and the detector, and only them.
     fn search_list(&self) -> String {
-        format!(
-            "{} {}",
-            self.bridge.udp_addr(),
-            self.detector.udp_addr()
-        )
+        format!("{} {}", self.bridge.udp_addr(), self.detector.udp_addr())
     }
 
     async fn stop(self) {
@@ -396,7 +392,7 @@ async fn play_bluesky(
     det: &Arc<SimDet>,
     request: &RunRequest,
     acquisition: Duration,
-    display: &Display,
+    display: &LiveView,
 ) -> Played {
     let stop = Arc::new(AtomicBool::new(false));
     let mut published = Published::default();
@@ -406,9 +402,12 @@ async fn play_bluesky(
         display.line(&format!(
             "START: DM workflow {WORKFLOW} asked to run; waiting for the workflow to be ready"
         ));
-        slot.wait_for_state(&[State::Ready], Duration::from_secs_f64(READY_TIMEOUT + 30.0))
-            .await
-            .context("waiting for READY")?;
+        slot.wait_for_state(
+            &[State::Ready],
+            Duration::from_secs_f64(READY_TIMEOUT + 30.0),
+        )
+        .await
+        .context("waiting for READY")?;
         slot.command(Command::AcqStarted)
             .await
             .context("ACQ_STARTED")?;
@@ -474,7 +473,11 @@ async fn play_bluesky(
 }
 
 /// Show the slot's state and progress, until dropped.
-async fn follow(slot: &HandshakeClient, display: &Display, frames: u64) -> std::convert::Infallible {
+async fn follow(
+    slot: &HandshakeClient,
+    display: &LiveView,
+    frames: u64,
+) -> std::convert::Infallible {
     let mut shown = None;
     loop {
         if let Ok(status) = slot.status().await {
@@ -515,10 +518,9 @@ fn job_summary(job: &ProcessingJob) -> JobSummary {
             w.stages
                 .iter()
                 .map(|(key, stage)| {
-                    let last = stage
-                        .child_processes
-                        .as_ref()
-                        .and_then(|children| children.values().max_by_key(|c| c.child_process_number));
+                    let last = stage.child_processes.as_ref().and_then(|children| {
+                        children.values().max_by_key(|c| c.child_process_number)
+                    });
                     StageRun {
                         stage: key.clone(),
                         status: last
@@ -527,7 +529,9 @@ fn job_summary(job: &ProcessingJob) -> JobSummary {
                         exit_status: last.and_then(|c| c.exit_status),
                         run_time_s: last.and_then(|c| c.run_time),
                         working_dir: last.map(|c| c.working_dir.clone()),
-                        std_out: last.map(|c| c.std_out.trim().to_string()).unwrap_or_default(),
+                        std_out: last
+                            .map(|c| c.std_out.trim().to_string())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect()
@@ -589,7 +593,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let work = WorkDir::new(args.keep.as_deref())?;
     let runtime = super::streaming::runtime()?;
     let summary = runtime.block_on(async {
-        let display = Display::new(args.frames, args.quiet);
+        let display = LiveView::new(args.frames, args.quiet);
         let services = Services::start(work.path(), det_config.clone(), acquisition).await?;
         let dm = services.dm.client()?;
         dm.add_workflow(&demo_workflow(&exe, &services.search_list()))
@@ -690,7 +694,9 @@ fn summarize(
                 .map(|dir| Path::new(dir).join(RESULTS_FILE))
         });
     let rows = results_file.as_deref().and_then(count_rows);
-    let final_state = played.final_state.or(Some(record.state).filter(|s| s.is_final()));
+    let final_state = played
+        .final_state
+        .or(Some(record.state).filter(|s| s.is_final()));
     let ok = final_state == Some(State::Done) && missed == 0 && received == args.frames;
     Summary {
         final_state,
@@ -801,7 +807,10 @@ fn print_text(s: &Summary) {
     println!("Run catalog: {}", s.run_catalog);
     match (&s.results.file, s.results.rows) {
         (Some(file), Some(rows)) if s.results.kept => {
-            println!("\nResults: {rows} rows of per-frame statistics in {}", file.display());
+            println!(
+                "\nResults: {rows} rows of per-frame statistics in {}",
+                file.display()
+            );
         }
         (Some(_), Some(rows)) => println!(
             "\nResults: {rows} rows of per-frame statistics, removed with the work directory \

@@ -115,8 +115,8 @@ impl ResultsFile {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the results directory {}", dir.display()))?;
         let path = dir.join(RESULTS_FILE);
-        let file = File::create(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = BufWriter::new(file);
         writeln!(out, "{}", FrameStats::CSV_HEADER)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -259,7 +259,11 @@ pub async fn run(
     let expected = args
         .expected
         .or_else(|| request.as_ref().and_then(|r| r.expected_frames))
-        .or_else(|| u64::try_from(status.frames_expected).ok().filter(|n| *n > 0));
+        .or_else(|| {
+            u64::try_from(status.frames_expected)
+                .ok()
+                .filter(|n| *n > 0)
+        });
     let results = Arc::new(ResultsFile::create(&args.results)?);
 
     let acquisition = watch_acquisition(&slot, max_wait);

@@ -205,7 +205,10 @@ impl Workers {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
             // Blocking here is the point: the receiver stops taking updates.
-            let _ = tokio::task::block_in_place(|| tx.send(frame));
+            // A send fails only once every processing thread is gone: nothing is left to do.
+            tokio::task::block_in_place(|| {
+                let _ = tx.send(frame);
+            });
         }
     }
 

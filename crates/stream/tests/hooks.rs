@@ -56,7 +56,10 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
     let publisher = {
         let det = det.clone();
         tokio::spawn(async move {
-            subscribed_rx.recv().await.expect("the subscription is announced");
+            subscribed_rx
+                .recv()
+                .await
+                .expect("the subscription is announced");
             let published =
                 tokio::task::spawn_blocking(move || det.run(&AtomicBool::new(false), |_| {}))
                     .await
