@@ -21,11 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// See it all work on this machine: bridge, embedded DM, a streaming workflow, the simulated
+    /// detector and the Bluesky side, then a summary of the run.
+    Demo(cli::demo::DemoArgs),
     /// Print the version and exit.
     Version,
     /// Run the coordinator: the handshake PVs of run slots, driving DM workflow jobs.
     Serve(Box<cli::serve::ServeArgs>),
-    /// Take part in a run's handshake from a DM stage (ready, progress, message, wait-state).
+    /// Take part in a run's handshake from a DM stage (consume, ready, progress, message, wait-state).
     Workflow(cli::workflow::WorkflowArgs),
     /// Run the embedded DM-compatible processing service (workflows without a facility).
     DmService(cli::dm::ServiceArgs),
@@ -56,6 +59,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(args),
         Command::Version => cli::version::run(),
         Command::Serve(args) => cli::serve::run(*args),
         Command::Workflow(args) => cli::workflow::run(args),

@@ -97,6 +97,10 @@ enum DmCommand {
     AddWorkflow {
         /// The workflow JSON file.
         file: PathBuf,
+        /// Replace the workflow if one of that name exists (so that a deployment can add it at
+        /// every start).
+        #[arg(long)]
+        replace: bool,
     },
     /// Replace an existing workflow with the one in a JSON file.
     UpdateWorkflow {
@@ -182,8 +186,14 @@ pub fn run(args: DmArgs) -> anyhow::Result<ExitCode> {
             DmCommand::ListWorkflows => {
                 print_workflows(&client.list_workflows().await?, Shown::list(json))
             }
-            DmCommand::AddWorkflow { file } => {
-                let added = client.add_workflow(&read_workflow(&file)?).await?;
+            DmCommand::AddWorkflow { file, replace } => {
+                let workflow = read_workflow(&file)?;
+                let exists = replace && client.get_workflow(&workflow.name).await.is_ok();
+                let added = if exists {
+                    client.update_workflow(&workflow).await?
+                } else {
+                    client.add_workflow(&workflow).await?
+                };
                 print_workflows(&[added], Shown::one(json))
             }
             DmCommand::UpdateWorkflow { file } => {

@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod consume;
+pub mod demo;
 pub mod dm;
 pub mod format;
 pub mod get;
@@ -18,6 +19,7 @@ pub mod simdet;
 pub mod streaming;
 pub mod version;
 pub mod workflow;
+pub mod workflow_consume;
 
 /// Wait for Ctrl-C or SIGTERM (what `docker stop` and service managers send).
 pub async fn wait_for_stop_signal() {

@@ -20,6 +20,8 @@ A DM stage gets the slot's prefix in its argsDict as handshakePrefix, so a stage
   pvabridge workflow wait-state DRAINING --handshake $handshakePrefix
   pvabridge workflow progress 100 --handshake $handshakePrefix
   pvabridge workflow message 'wrote results.h5' --handshake $handshakePrefix
+or, for the whole streaming stage in one command,
+  pvabridge workflow consume --handshake $handshakePrefix --channel $dataChannel --expected $expectedFrames
 wait-state exits 0 once the slot is in one of the states, and non-zero when the run ends in another
 final state or the wait runs out. PVs are found through the EPICS_PVA_* environment.")]
 pub struct WorkflowArgs {
@@ -35,6 +37,9 @@ pub struct WorkflowArgs {
 
 #[derive(Subcommand, Debug)]
 enum WorkflowCommand {
+    /// The streaming stage: receive the detector stream, set Ready, write per-frame statistics,
+    /// report Progress, and end once acquisition is over and every frame is accounted for.
+    Consume(Box<super::workflow_consume::ConsumeArgs>),
     /// Tell the bridge the workflow is ready to receive (Ready=1).
     Ready {
         /// Withdraw readiness instead (Ready=0).
@@ -98,8 +103,11 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let ctx = Context::from_env()?;
-        let slot = HandshakeClient::new(ctx, prefix).with_timeout(timeout);
+        let slot = HandshakeClient::new(ctx.clone(), prefix).with_timeout(timeout);
         match args.command {
+            WorkflowCommand::Consume(consume) => {
+                return super::workflow_consume::run(&ctx, slot, *consume).await;
+            }
             WorkflowCommand::Ready { off } => slot.set_ready(!off).await?,
             WorkflowCommand::Progress { frames } => slot.report_progress(frames).await?,
             WorkflowCommand::Message { text } => slot.set_workflow_message(&text).await?,

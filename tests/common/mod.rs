@@ -11,23 +11,47 @@ use std::time::{Duration, Instant};
 /// the repository's `.venv`. Panics with a clear message when neither has the peers, so that a
 /// missing peer fails the test rather than letting it pass unchecked.
 pub fn python() -> PathBuf {
+    python_with(&["p4p", "pvaccess"])
+}
+
+/// The Python interpreter with p4p and pvapy, and with Bluesky and ophyd-async too (for the tests
+/// that run a plan under a RunEngine). Panics with a clear message when they are missing.
+pub fn python_with_bluesky() -> PathBuf {
+    python_with(&["p4p", "pvaccess", "bluesky", "ophyd_async"])
+}
+
+fn python_with(modules: &[&str]) -> PathBuf {
     let candidate = std::env::var_os("PVABRIDGE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import p4p, pvaccess"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the interop peers (p4p, pvapy) are not importable with {}: run ./scripts/test, which \
-         creates .venv with them, or set PVABRIDGE_PYTHON to a Python that has them",
+    let importable = |names: &[&str]| {
+        Command::new(&candidate)
+            .args(["-c", &format!("import {}", names.join(", "))])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if importable(modules) {
+        return candidate;
+    }
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|module| !importable(&[module]))
+        .collect();
+    panic!(
+        "the Python modules {} are not importable with {}: run ./scripts/test, which creates \
+         .venv with the pinned peers (p4p, pvapy, bluesky, ophyd-async), or set PVABRIDGE_PYTHON \
+         to a Python that has them",
+        if missing.is_empty() {
+            modules.join(", ")
+        } else {
+            missing.join(", ")
+        },
         candidate.display()
     );
-    candidate
 }
 
 /// Path of a peer script under tests/peers.
@@ -79,4 +103,54 @@ pub fn loopback_env(cmd: &mut Command, udp_port: u16) {
         .env("EPICS_PVA_BROADCAST_PORT", free_udp_port().to_string())
         .env("EPICS_PVA_NAME_SERVERS", "")
         .env("EPICS_PVA_CONN_TMO", "30");
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Clients search only the given UDP ports on loopback (e.g. a bridge's and a detector's), and
+/// no DM or handshake setting of the developer's leaks in.
+pub fn search_only(cmd: &mut Command, udp_ports: &[u16]) {
+    let list: Vec<String> = udp_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    cmd.env("EPICS_PVA_ADDR_LIST", list.join(" "))
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVA_NAME_SERVERS", "")
+        .env("EPICS_PVA_CONN_TMO", "10")
+        .env_remove("PVABRIDGE_HANDSHAKE")
+        .env_remove("DM_PROC_WEB_SERVICE_URL")
+        .env_remove("DM_LOGIN_FILE");
+}
+
+/// Start a pvabridge server process on loopback with UDP port `udp`, searching `search` as a
+/// client (its DM stages inherit that), its stderr in `log` and its stdout piped.
+pub fn spawn_server(mut cmd: Command, udp: u16, log: &std::path::Path, search: &[u16]) -> Running {
+    search_only(&mut cmd, search);
+    cmd.env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVAS_SERVER_PORT", "0")
+        .env("EPICS_PVAS_BROADCAST_PORT", udp.to_string())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("create log file"));
+    Running(cmd.spawn().expect("start pvabridge"))
+}
+
+/// The first line the process prints on stdout (its startup report), waiting at most 30 s.
+pub fn first_line(running: &mut Running) -> String {
+    use std::io::BufRead as _;
+    let stdout = running.0.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a startup line within 30 s")
 }

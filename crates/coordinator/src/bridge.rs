@@ -6,7 +6,7 @@
 //! changed (or the put failed with the reason), and `Command` reads NONE again.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use dm::error::status as dm_status;
@@ -248,8 +248,10 @@ impl Slot {
             .run()
             .map_or((false, 0), |run| (run.ready, run.progress));
         let machine = Arc::new(Mutex::new(machine));
-        let hooks = make_hooks(&prefix, &machine, &events);
+        let shown = Arc::new(OnceLock::new());
+        let hooks = make_hooks(&prefix, &machine, &events, &shown);
         let pvs = HandshakePvs::new(&prefix, &view, ready, progress, hooks);
+        let _ = shown.set(pvs.clone());
         Slot {
             prefix,
             machine,
@@ -259,10 +261,13 @@ impl Slot {
     }
 }
 
+/// The hooks of a slot's PVs. A command changes the State PV before its put returns: `shown`
+/// holds the PVs once they exist.
 fn make_hooks(
     prefix: &str,
     machine: &Arc<Mutex<Machine>>,
     events: &mpsc::UnboundedSender<Event>,
+    shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
     let feed = {
         let machine = machine.clone();
@@ -277,13 +282,19 @@ fn make_hooks(
         let machine = machine.clone();
         let events = events.clone();
         let prefix = prefix.to_string();
+        let shown = shown.clone();
         move |command: Command| {
             let mut machine = lock(&machine);
-            match machine.command(command, now()) {
+            let result = machine.command(command, now());
+            if let Some(pvs) = shown.get() {
+                pvs.show_state(machine.state());
+            }
+            drop(machine);
+            match result {
                 Ok(actions) => {
                     tracing::info!("slot {prefix} command {command}");
                     let _ = events.send(Event::Actions(actions));
-                    Ok(machine.view(now()))
+                    Ok(())
                 }
                 Err(refused) => {
                     tracing::info!("slot {prefix} {refused}");
@@ -363,18 +374,24 @@ impl SlotTask {
                     let actions = self.feed(Input::Tick);
                     self.execute(actions);
                 }
+                // Poll at the poll period even when nothing else wakes the slot.
+                _ = tokio::time::sleep_until(next_query), if !query_in_flight => {}
                 _ = shutdown.changed() => break,
             }
             if !query_in_flight && Instant::now() >= next_query {
+                next_query = Instant::now() + self.poll_period;
                 let query = lock(&self.slot.machine).dm_query();
                 if let Some(query) = query {
                     query_in_flight = true;
-                    next_query = Instant::now() + self.poll_period;
                     self.ask(query);
                 }
             }
-            let view = lock(&self.slot.machine).view(now());
-            self.slot.pvs.show(&view, heartbeat);
+            {
+                // Shown under the machine's lock, so that a command's put, which shows the
+                // state it led to, never sees an older one shown after it.
+                let machine = lock(&self.slot.machine);
+                self.slot.pvs.show(&machine.view(now()), heartbeat);
+            }
             self.save();
         }
         self.save();

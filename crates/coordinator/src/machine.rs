@@ -455,10 +455,16 @@ impl Machine {
                 if state != State::Acquiring {
                     return Err(refuse("ACQ_DONE is accepted only in ACQUIRING".into()));
                 }
-                let summary = self.run().map(Run::frames_summary).unwrap_or_default();
+                let progress = self.run().map_or(0, |run| run.progress);
+                let so_far = match self.run().and_then(|run| run.request.expected_frames) {
+                    Some(expected) => {
+                        format!("{progress} of {expected} frames accounted for so far")
+                    }
+                    None => format!("{progress} frames accounted for so far"),
+                };
                 self.go(
                     State::Draining,
-                    format!("acquisition done; {summary}"),
+                    format!("acquisition done; {so_far}"),
                     now,
                     &mut out,
                 );

@@ -107,19 +107,14 @@ pub const SIGNALS: [(&str, &str, Access); 17] = [
 /// Decides a put of a value of type `T`: `Err` refuses it with that text.
 pub type PutHook<T> = Box<dyn Fn(T) -> Result<(), String> + Send + Sync>;
 
-/// Applies a command; returns what the slot shows after it, so that `State` and `Message`
-/// change before the put completes.
-pub type CommandHook = Box<dyn Fn(Command) -> Result<SlotView, String> + Send + Sync>;
-
 /// Decides a put of a text.
 pub type TextHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// What the PVs hand to the coordinator when clients write them. Each returns an error text to
 /// refuse the put (the PV then keeps its value), or `Ok` to accept it.
 pub struct PutHooks {
-    /// A command was put; it is applied, and `State` and `Message` show its effect, before the
-    /// put completes.
-    pub command: CommandHook,
+    /// A command was put; it is applied before the put completes.
+    pub command: PutHook<Command>,
     /// A request text was put.
     pub request: TextHook,
     /// The workflow put Ready.
@@ -262,11 +257,8 @@ impl HandshakePvs {
     /// and an empty message; writes go through `hooks`.
     pub fn new(prefix: &str, view: &SlotView, ready: bool, progress: u64, hooks: PutHooks) -> Self {
         let hooks = Arc::new(hooks);
-        let state = SharedPv::readonly(state_value(view.state));
-        let message = SharedPv::readonly(scalar(ScalarType::String, view.message.as_str()));
         let command = {
             let hooks = hooks.clone();
-            let (state, message) = (state.clone(), message.clone());
             SharedPv::builder(command_value(Command::None))
                 .on_put(move |put| {
                     let index = put
@@ -283,8 +275,7 @@ impl HandshakePvs {
                                 Command::ALL.map(Command::name).join(", ")
                             ))
                         })?;
-                    let after = (hooks.command)(command).map_err(refuse)?;
-                    show_state(&state, &message, &after);
+                    (hooks.command)(command).map_err(refuse)?;
                     Ok(Some(command_value(Command::None)))
                 })
                 .build()
@@ -337,7 +328,7 @@ impl HandshakePvs {
         let long = |n: i64| SharedPv::readonly(scalar(ScalarType::I64, n));
         let pvs = HandshakePvs {
             prefix: prefix.to_string(),
-            state,
+            state: SharedPv::readonly(state_value(view.state)),
             command,
             request,
             ready,
@@ -352,7 +343,7 @@ impl HandshakePvs {
             frames_expected: long(view.frames_expected),
             frames_received: long(view.frames_received),
             frames_missed: long(view.frames_missed),
-            message,
+            message: text(&view.message),
             heartbeat: long(0),
             status: SharedPv::readonly(StructValue::new(status_desc())),
             pvi: SharedPv::readonly(pvi_value(prefix)),
@@ -403,7 +394,7 @@ impl HandshakePvs {
 
     /// Post what changed between the PVs and `view` (and the heartbeat).
     pub fn show(&self, view: &SlotView, heartbeat: i64) {
-        show_state(&self.state, &self.message, view);
+        self.show_state(view.state);
         set_if_changed(&self.workflow, ScalarType::String, view.workflow.as_str());
         set_if_changed(&self.owner, ScalarType::String, view.owner.as_str());
         set_if_changed(&self.job_id, ScalarType::String, view.job_id.as_str());
@@ -417,6 +408,7 @@ impl HandshakePvs {
         set_if_changed(&self.frames_expected, ScalarType::I64, view.frames_expected);
         set_if_changed(&self.frames_received, ScalarType::I64, view.frames_received);
         set_if_changed(&self.frames_missed, ScalarType::I64, view.frames_missed);
+        set_if_changed(&self.message, ScalarType::String, view.message.as_str());
         set_if_changed(&self.heartbeat, ScalarType::I64, heartbeat);
         self.show_status(view, heartbeat);
     }
@@ -453,21 +445,25 @@ impl HandshakePvs {
         }
     }
 
+    /// Show `state` on the State PV (if it shows another). The bridge calls this while it holds
+    /// the slot's machine, so that the PV never shows an older state than one already shown.
+    pub fn show_state(&self, state: State) {
+        let state_now = self
+            .state
+            .current()
+            .get("value.index")
+            .and_then(Value::as_i64);
+        if state_now != Some(i64::from(state.index())) {
+            self.state.post(state_value(state));
+        }
+    }
+
     /// Put the workflow-written PVs back to their defaults for a new run.
     pub fn clear_workflow_inputs(&self) {
         set_if_changed(&self.ready, ScalarType::I32, 0i32);
         set_if_changed(&self.progress, ScalarType::I64, 0i64);
         set_if_changed(&self.workflow_message, ScalarType::String, "");
     }
-}
-
-/// Post `view`'s state and message to their PVs where they differ.
-fn show_state(state: &SharedPv, message: &SharedPv, view: &SlotView) {
-    let state_now = state.current().get("value.index").and_then(Value::as_i64);
-    if state_now != Some(i64::from(view.state.index())) {
-        state.post(state_value(view.state));
-    }
-    set_if_changed(message, ScalarType::String, view.message.as_str());
 }
 
 fn set_if_changed(pv: &SharedPv, t: ScalarType, value: impl Into<Value>) {
@@ -498,10 +494,7 @@ mod tests {
                     return Err("ACQ_DONE refused".into());
                 }
                 a(format!("command {c}"));
-                let mut after = Machine::new("p:", MachineConfig::default(), 0.0).view(0.0);
-                after.state = State::Starting;
-                after.message = format!("{c} taken");
-                Ok(after)
+                Ok(())
             }),
             request: Box::new(move |t| {
                 b(format!("request {t}"));
@@ -551,15 +544,6 @@ mod tests {
         let command = pv(&all, "p:Command");
         assert!(put(command, "value.index", 1i32).is_success());
         assert_eq!(command.current().get("value.index"), Some(&Value::I32(0)));
-        // State and Message show the command's effect by the time the put returns.
-        assert_eq!(
-            pv(&all, "p:State").current().get("value.index"),
-            Some(&Value::I32(State::Starting.index()))
-        );
-        assert_eq!(
-            pv(&all, "p:Message").current().get("value"),
-            Some(&Value::String("START taken".into()))
-        );
         let refused = put(command, "value.index", 3i32);
         assert!(!refused.is_success());
         assert!(format!("{refused:?}").contains("ACQ_DONE refused"));

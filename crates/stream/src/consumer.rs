@@ -140,7 +140,22 @@ fn rates(frames: u64, bytes: u64, span: Duration) -> (f64, f64) {
     ((frames - 1) as f64 / s, bytes as f64 * scale / s / 1e6)
 }
 
-/// The processing threads: they take frames from a bounded channel and simulate work.
+/// A processing step run on the consumer's processing threads, once per frame booked.
+pub type ProcessFn = Arc<dyn Fn(&Frame) + Send + Sync>;
+
+/// What a consumer does besides accounting; every hook is optional.
+#[derive(Default)]
+pub struct Hooks {
+    /// Runs on the processing threads with each frame booked (with one thread, in the order
+    /// frames arrived), after the simulated processing time.
+    pub process: Option<ProcessFn>,
+    /// Called each time the subscription is in place: first, and after each reconnection. A
+    /// workflow says it is ready to receive from here.
+    pub subscribed: Option<Box<dyn FnMut() + Send>>,
+}
+
+/// The processing threads: they take frames from a bounded channel, simulate work and run the
+/// processing step.
 struct Workers {
     tx: Option<crossbeam_channel::Sender<Frame>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -148,7 +163,7 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(config: &ConsumerConfig) -> Workers {
+    fn start(config: &ConsumerConfig, step: Option<ProcessFn>) -> Workers {
         let (tx, rx) = crossbeam_channel::bounded::<Frame>(config.backlog.max(1));
         let processed = Arc::new(AtomicU64::new(0));
         let threads = (0..config.threads.max(1))
@@ -156,12 +171,16 @@ impl Workers {
                 let rx = rx.clone();
                 let processed = processed.clone();
                 let work = config.process_time;
+                let step = step.clone();
                 std::thread::Builder::new()
                     .name(format!("process-{i}"))
                     .spawn(move || {
                         for frame in rx {
                             if !work.is_zero() {
                                 std::thread::sleep(work);
+                            }
+                            if let Some(step) = &step {
+                                step(&frame);
                             }
                             drop(frame);
                             processed.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +231,19 @@ pub async fn consume(
     config: &ConsumerConfig,
     report_every: Duration,
     stop: impl std::future::Future<Output = ()>,
+    progress: impl FnMut(&Progress),
+) -> Result<Report, StreamError> {
+    consume_with(ctx, config, Hooks::default(), report_every, stop, progress).await
+}
+
+/// [`consume`], with a processing step for every frame and a call when the subscription is in
+/// place (see [`Hooks`]).
+pub async fn consume_with(
+    ctx: &Context,
+    config: &ConsumerConfig,
+    mut hooks: Hooks,
+    report_every: Duration,
+    stop: impl std::future::Future<Output = ()>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Report, StreamError> {
     let mut monitor = ctx
@@ -219,7 +251,7 @@ pub async fn consume(
         .queue_size(config.queue_size)
         .pipeline(config.pipeline)
         .exec()?;
-    let workers = Workers::start(config);
+    let workers = Workers::start(config, hooks.process.take());
     let mut ledger = Ledger::new(config.origin, config.stride);
     let mut latency = Latency::new();
     let mut bytes = 0u64;
@@ -294,6 +326,9 @@ pub async fn consume(
             }
             Some(MonitorEvent::Connected) => {
                 tracing::info!("'{}': connected", config.pv);
+                if let Some(subscribed) = hooks.subscribed.as_mut() {
+                    subscribed();
+                }
             }
             Some(MonitorEvent::Disconnected) => {
                 tracing::warn!("'{}': disconnected; waiting for it to come back", config.pv);

@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod frame;
 pub mod relay;
 pub mod simdet;
+pub mod stats;
 
 pub use accounting::{Counts, Latency, LatencySummary, Ledger, Origin, Verdict};
 pub use frame::{Frame, FrameError, FrameMeta};

@@ -1,0 +1,102 @@
+//! The consumer's hooks, in one process on loopback: the subscription is announced before any
+//! frame is published, and the processing step sees every frame once, in order.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pva::client::Context;
+use pva::server::{Server, StaticSource};
+use pva::{ClientConfig, ServerConfig};
+use pva_codec::ScalarType;
+use stream::consumer::{consume_with, ConsumerConfig, Hooks};
+use stream::simdet::{SimDet, SimDetConfig};
+use stream::stats::FrameStats;
+
+const FRAMES: u64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_published_after_the_subscription_hook_are_all_processed_in_order() {
+    let det = Arc::new(
+        SimDet::new(SimDetConfig {
+            nx: 16,
+            ny: 8,
+            dtype: ScalarType::U8,
+            fps: 500.0,
+            frames: Some(FRAMES),
+            runtime: None,
+            start_delay: Duration::ZERO,
+            seed: 5,
+            counter: false,
+        })
+        .unwrap(),
+    );
+    let source = Arc::new(StaticSource::new());
+    source.add("h:det", det.pv().clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .unwrap();
+    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks {
+        process: Some({
+            let seen = seen.clone();
+            Arc::new(move |frame: &stream::Frame| {
+                let stats = FrameStats::of(frame).expect("a pixel frame has statistics");
+                assert_eq!(stats.count, 16 * 8);
+                seen.lock().unwrap().push(frame.meta.unique_id);
+            })
+        }),
+        subscribed: Some(Box::new(move || {
+            let _ = subscribed_tx.send(());
+        })),
+    };
+    let publisher = {
+        let det = det.clone();
+        tokio::spawn(async move {
+            subscribed_rx
+                .recv()
+                .await
+                .expect("the subscription is announced");
+            let published =
+                tokio::task::spawn_blocking(move || det.run(&AtomicBool::new(false), |_| {}))
+                    .await
+                    .unwrap();
+            (published, subscribed_rx)
+        })
+    };
+    let config = ConsumerConfig {
+        pv: "h:det".into(),
+        expected: Some(FRAMES),
+        runtime: Some(Duration::from_secs(30)),
+        ..ConsumerConfig::default()
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        consume_with(
+            &ctx,
+            &config,
+            hooks,
+            Duration::from_secs(1),
+            std::future::pending(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("the consumer ends in time")
+    .unwrap();
+    let (published, mut subscribed_rx) = publisher.await.unwrap();
+    assert_eq!(published.frames, FRAMES);
+    assert_eq!(report.counts.received, FRAMES, "{report:?}");
+    assert_eq!(report.counts.missed, 0);
+    assert_eq!(report.processed, FRAMES);
+    let expected: Vec<i64> = (1..=FRAMES as i64).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
+    assert!(
+        subscribed_rx.try_recv().is_err(),
+        "announced once, without reconnection"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,183 @@
+//! The Bluesky example end to end: `examples/bluesky/run_stream.py` runs the plan under a real
+//! RunEngine with ophyd-async PVA signals (by name, then found through PVI) against
+//! `pvabridge serve --embedded-dm`, whose DM workflow (`examples/bluesky/stream-stats.workflow.json`)
+//! runs `pvabridge workflow consume`, with `pvabridge simdet --trigger` as the detector. All on
+//! loopback with ports of their own.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{first_line, search_only, spawn_server};
+
+use dm::client::read_login_file;
+use dm::{ClientConfig, DmClient, JobStatus, Workflow};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+const FRAMES: u64 = 40;
+const RUNS: usize = 2;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/bluesky")
+        .join(name)
+}
+
+#[test]
+fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
+    let python = common::python_with_bluesky();
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge_udp, detector_udp) = (common::free_udp_port(), common::free_udp_port());
+    let search = [bridge_udp, detector_udp];
+
+    // The stage command says `pvabridge`: the binary under test comes first on the PATH the
+    // embedded DM service hands its stages.
+    let bin_dir = Path::new(BINARY).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut serve = Command::new(BINARY);
+    serve
+        .args([
+            "serve",
+            "--json",
+            "--prefix",
+            "bs:wf:",
+            "--poll-period",
+            "0.2",
+        ])
+        .arg("--embedded-dm")
+        .arg(dir.path().join("dm"))
+        .env("PATH", path)
+        .env("RUST_LOG", "info");
+    let bridge_log = dir.path().join("bridge.log");
+    let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
+    let line = first_line(&mut bridge);
+    let info: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+
+    let mut simdet = Command::new(BINARY);
+    simdet.args([
+        "simdet",
+        "--pv",
+        "bs:det:Image",
+        "--trigger",
+        "bs:det:Acquire",
+    ]);
+    simdet.args(["--nx", "64", "--ny", "48", "--fps", "200", "--frames"]);
+    simdet.arg(FRAMES.to_string()).arg("--json");
+    let simdet_log = dir.path().join("simdet.log");
+    let mut detector = spawn_server(simdet, detector_udp, &simdet_log, &search);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (username, password) =
+        read_login_file(Path::new(info["dmLoginFile"].as_str().unwrap())).unwrap();
+    let dm = DmClient::new(ClientConfig::new(
+        info["dmUrl"].as_str().unwrap(),
+        username,
+        password,
+    ))
+    .unwrap();
+    let workflow: Workflow = serde_json::from_str(
+        &std::fs::read_to_string(example("stream-stats.workflow.json")).unwrap(),
+    )
+    .unwrap();
+    runtime.block_on(dm.add_workflow(&workflow)).unwrap();
+
+    let mut plan = Command::new(&python);
+    plan.arg(example("run_stream.py"))
+        .args(["--prefix", "bs:wf:", "--detector", "bs:det:", "--workflow"])
+        .arg(&workflow.name)
+        .args(["--frames", &FRAMES.to_string(), "--runs", &RUNS.to_string()])
+        .current_dir(dir.path());
+    search_only(&mut plan, &search);
+    plan.env(
+        "EPICS_PVA_BROADCAST_PORT",
+        common::free_udp_port().to_string(),
+    );
+    let out = common::run_bounded(plan, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bridge_text = || std::fs::read_to_string(&bridge_log).unwrap_or_default();
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "the plan printed {stdout}\nstderr:\n{stderr}\nbridge:\n{}",
+            bridge_text()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{result:#}\nstderr:\n{stderr}\nbridge:\n{}",
+        bridge_text()
+    );
+
+    let runs = result["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), RUNS);
+    assert_eq!(runs[0]["pvi"], false);
+    assert_eq!(
+        runs[1]["pvi"], true,
+        "the second run finds the slot through PVI"
+    );
+    let catalog = runtime.block_on(dm.list_runs("pvabridge")).unwrap();
+    for run in runs {
+        assert_eq!(run["exitStatus"], "success", "{run:#}");
+        assert_eq!(run["events"], 1);
+        let data = &run["data"];
+        assert_eq!(data["state"], "DONE", "{run:#}");
+        assert_eq!(data["frames_expected"], FRAMES);
+        assert_eq!(data["frames_received"], FRAMES);
+        assert_eq!(data["frames_missed"], 0);
+        assert_eq!(data["job_status"], "done");
+
+        let uid = run["uid"].as_str().unwrap();
+        let entry = catalog
+            .iter()
+            .find(|entry| entry.run_name == uid)
+            .unwrap_or_else(|| panic!("run {uid} is not in the DM run catalog"));
+        assert_eq!(entry.extra["finalState"], "DONE");
+        assert_eq!(entry.extra["request"]["runUid"], uid);
+
+        let job = runtime
+            .block_on(dm.get_job(data["job_id"].as_str().unwrap()))
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Done);
+        assert_eq!(job.variable("runUid").as_deref(), Some(uid));
+        let stages = &job.workflow.as_ref().unwrap().stages;
+        let consume = &stages["01-CONSUME"].child_processes.as_ref().unwrap()["0"];
+        assert_eq!(consume.exit_status, Some(0), "{}", consume.std_err);
+        let summary: Value = serde_json::from_str(consume.std_out.trim()).unwrap();
+        assert_eq!(summary["stream"]["received"], FRAMES);
+        assert_eq!(summary["stream"]["missed"], 0);
+        assert_eq!(summary["stream"]["duplicates"], 0);
+        assert_eq!(summary["rows"], FRAMES);
+        let results =
+            std::fs::read_to_string(Path::new(&consume.working_dir).join("frame-stats.csv"))
+                .expect("the results file is in the job's working directory");
+        assert_eq!(
+            results.lines().count() as u64,
+            FRAMES + 1,
+            "a header and a row per frame"
+        );
+    }
+
+    // The detector took one acquisition per run.
+    let _ = detector.0.kill();
+    let _ = detector.0.wait();
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut detector.0.stdout.take().unwrap(), &mut printed).unwrap();
+    let acquisitions: Vec<Value> = printed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(acquisitions.len(), RUNS, "{printed}");
+    for acquisition in acquisitions {
+        assert_eq!(acquisition["published"]["frames"], FRAMES);
+    }
+}
