@@ -190,6 +190,7 @@ impl Bridge {
             Server::start_with(pva, vec![source.clone() as Arc<dyn Source>], options).await?;
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut slots = JoinSet::new();
+        tokio::spawn(check_login(dm.clone()));
         for (slot, receiver) in ready_slots {
             let task = SlotTask {
                 slot,
@@ -236,6 +237,18 @@ impl Bridge {
         self.shutdown.send_replace(true);
         while self.slots.join_next().await.is_some() {}
         self.server.stop().await;
+    }
+}
+
+/// Log in to DM at once, so that a wrong login or an unreachable service shows in the log at
+/// startup, and a first START finds a session open.
+async fn check_login(dm: DmClient) {
+    match dm.login().await {
+        Ok(()) => tracing::info!("logged in to DM at {}", dm.base_url()),
+        Err(err) => tracing::warn!(
+            "cannot log in to DM at {} yet ({err}); runs will try again when they start",
+            dm.base_url()
+        ),
     }
 }
 
