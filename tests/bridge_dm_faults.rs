@@ -197,7 +197,9 @@ async fn forward(inner: &ProxyInner, request: Request, exchange: &mut Exchange) 
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let mut outgoing = inner
         .http
         .request(parts.method, format!("{}{path_and_query}", inner.dm))
@@ -447,9 +449,14 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
         setup.proxy.set(Mode::ServerError);
         let from = messages.count();
         let shown = messages
-            .wait_for(from, "the 500s", |m| m.contains(OUTAGE) && m.contains("HTTP 500"))
+            .wait_for(from, "the 500s", |m| {
+                m.contains(OUTAGE) && m.contains("HTTP 500")
+            })
             .await;
-        assert!(shown.contains("all 3 frames"), "the run's own news stays: {shown}");
+        assert!(
+            shown.contains("all 3 frames"),
+            "the run's own news stays: {shown}"
+        );
         setup
             .assert_kept(State::Processing, &job_id, "DM answering 500")
             .await;
@@ -480,9 +487,9 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
                 .iter()
                 .position(|e| e.dm_code.as_deref() == Some("12"));
             let polled_again = refused.and_then(|at| {
-                after[at..].iter().position(|e| {
-                    e.method == "GET" && e.status == 200 && e.path.contains(&job_id)
-                })
+                after[at..]
+                    .iter()
+                    .position(|e| e.method == "GET" && e.status == 200 && e.path.contains(&job_id))
             });
             if polled_again.is_some() {
                 break after;
@@ -659,12 +666,19 @@ fn a_start_whose_answer_was_lost_finds_its_job_instead_of_starting_another() {
         let slot = &setup.slot;
         std::fs::write(setup.marker(), "").unwrap();
         setup.proxy.set(Mode::ServerErrorAfterDm);
-        slot.start(&marker_request("answer-lost", "uid-answer", &setup.marker()))
-            .await
-            .unwrap();
+        slot.start(&marker_request(
+            "answer-lost",
+            "uid-answer",
+            &setup.marker(),
+        ))
+        .await
+        .unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
         while setup.proxy.starts().1 == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the start never came");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the start never came"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         setup.proxy.set(Mode::PassThrough);

@@ -695,7 +695,10 @@ fn a_start_without_a_clear_answer_looks_for_its_job_instead_of_starting_another(
         "{}",
         none.message()
     );
-    assert!(sent_run(&actions).is_some(), "no job: the run goes to the catalog");
+    assert!(
+        sent_run(&actions).is_some(),
+        "no job: the run goes to the catalog"
+    );
 
     let mut unanswered = unconfirmed();
     unanswered.handle(Input::JobFound(Err("connection refused".into())), T0 + 2.0);
@@ -703,7 +706,9 @@ fn a_start_without_a_clear_answer_looks_for_its_job_instead_of_starting_another(
     let actions = unanswered.handle(Input::Tick, T0 + start);
     assert_eq!(transitions(&actions), [State::Timeout]);
     assert!(
-        unanswered.message().contains("last DM error: connection refused"),
+        unanswered
+            .message()
+            .contains("last DM error: connection refused"),
         "{}",
         unanswered.message()
     );
