@@ -972,7 +972,7 @@ impl Machine {
             }
             Err(message) => {
                 self.record.message = format!(
-                    "{}; the DM run catalog refused the run metadata: {message}",
+                    "{}; the run metadata did not go to the DM run catalog: {message}",
                     self.record.message
                 );
                 run.catalog = CatalogStatus::Failed { message };
