@@ -34,6 +34,9 @@ dataChannel, expectedFrames, runUid and a placeholder filePath; its stage report
 DM: --dm-url and DM_LOGIN_FILE (or DM_PROC_WEB_SERVICE_URL), or --embedded-dm DIR to run the
 embedded DM service in this process (its stages then end with it: for runs that survive a restart of
 the bridge, run `pvabridge dm-service` apart and point --dm-url at it).
+When DM fails (errors, answers slower than --dm-timeout, down), polls are retried (--dm-read-retries)
+and Message says so while it lasts; an active run fails after --dm-lost-timeout without an answer.
+A start is never sent twice: without a clear answer the bridge looks for the job by the run's id.
 
 Access: --acquisition-user and --workflow-user give each side its PVs alone (Command and Request
 for the acquisition account, Ready, Progress and WorkflowMessage for the workflow's, matched on the
@@ -83,6 +86,13 @@ pub struct ServeArgs {
     /// else ./pvabridge-state).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Seconds one DM request may take before it counts as unanswered.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    dm_timeout: f64,
+    /// Times a DM read (a poll of the job) is tried again after a timeout, a broken connection
+    /// or a server error, before the poll counts as unanswered; a start is never sent twice.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    dm_read_retries: u32,
     /// Seconds between polls of DM.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     poll_period: f64,
@@ -195,6 +205,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         experiment: args.experiment.clone(),
     };
     let poll_period = seconds("poll-period", args.poll_period)?;
+    let dm_timeout = seconds("dm-timeout", args.dm_timeout)?;
     let access = args.access_rules()?;
     let pva_config = pva::ServerConfig::from_env()?;
     tracing_subscriber::fmt()
@@ -221,6 +232,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         dm_config.owner = args.dm_owner.clone();
         dm_config.paths = args.paths();
+        dm_config.request_timeout = dm_timeout;
+        dm_config.connect_timeout = dm_config.connect_timeout.min(dm_timeout);
+        dm_config.read_retries = args.dm_read_retries;
         let dm = DmClient::new(dm_config)?;
         let state_dir = match (&args.state_dir, &args.embedded_dm) {
             (Some(dir), _) => dir.clone(),

@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests: finding the Python peers and running them bounded
-//! in time.
+//! in time; [`handshake`] has those of the tests that run `pvabridge serve` and DM workflows.
 
 #![allow(dead_code)]
+
+pub mod handshake;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::machine::{Action, DmQuery, Input, JobPoll, Machine, MachineConfig};
+use crate::machine::{Action, DmFailure, DmQuery, Input, JobPoll, Machine, MachineConfig};
 use crate::pvs::{HandshakePvs, PutHooks};
 use crate::request::{RunRequest, RUN_ID_ARG};
 use crate::state::Command;
@@ -190,6 +190,7 @@ impl Bridge {
             Server::start_with(pva, vec![source.clone() as Arc<dyn Source>], options).await?;
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut slots = JoinSet::new();
+        tokio::spawn(check_login(dm.clone()));
         for (slot, receiver) in ready_slots {
             let task = SlotTask {
                 slot,
@@ -236,6 +237,18 @@ impl Bridge {
         self.shutdown.send_replace(true);
         while self.slots.join_next().await.is_some() {}
         self.server.stop().await;
+    }
+}
+
+/// Log in to DM at once, so that a wrong login or an unreachable service shows in the log at
+/// startup, and a first START finds a session open.
+async fn check_login(dm: DmClient) {
+    match dm.login().await {
+        Ok(()) => tracing::info!("logged in to DM at {}", dm.base_url()),
+        Err(err) => tracing::warn!(
+            "cannot log in to DM at {} yet ({err}); runs will try again when they start",
+            dm.base_url()
+        ),
     }
 }
 
@@ -431,7 +444,7 @@ impl SlotTask {
                     let dm = self.dm.clone();
                     self.answer(false, async move {
                         let result = dm.start_job(&workflow, &args).await;
-                        Input::JobStarted(result.map(Box::new).map_err(|e| e.to_string()))
+                        Input::JobStarted(result.map(Box::new).map_err(start_failure))
                     });
                 }
                 Action::StopJob { job_id } => {
@@ -439,7 +452,7 @@ impl SlotTask {
                     let dm = self.dm.clone();
                     self.answer(false, async move {
                         let result = dm.stop_job(&job_id).await;
-                        Input::JobStopped(result.map(Box::new).map_err(|e| e.to_string()))
+                        Input::JobStopped(result.map(Box::new).map_err(stop_failure))
                     });
                 }
                 Action::SendRun { run_id, run } => {
@@ -506,6 +519,28 @@ impl SlotTask {
             };
             let _ = events.send(event);
         });
+    }
+}
+
+/// A failed start: without a clear answer (no answer in time, a broken connection, a server
+/// error, a reply not understood) DM may have made the job anyway.
+fn start_failure(err: DmError) -> DmFailure {
+    let message = err.to_string();
+    if err.is_transient() || matches!(err, DmError::Decode { .. }) {
+        DmFailure::NoAnswer(message)
+    } else {
+        DmFailure::Refused(message)
+    }
+}
+
+/// A failed stop: only a request that got no answer at all is worth repeating until DM is back
+/// (a stop path the service does not have answers with an error, again and again).
+fn stop_failure(err: DmError) -> DmFailure {
+    let message = err.to_string();
+    if matches!(err, DmError::Timeout { .. } | DmError::Transport { .. }) {
+        DmFailure::NoAnswer(message)
+    } else {
+        DmFailure::Refused(message)
     }
 }
 

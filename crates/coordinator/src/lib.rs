@@ -21,6 +21,8 @@ pub mod state_file;
 
 pub use agent::{AgentError, HandshakeClient, ProgressReporter, StatusSnapshot};
 pub use bridge::{Bridge, BridgeConfig, BridgeError};
-pub use machine::{Action, Input, Machine, MachineConfig, SlotRecord, SlotView, Timeouts};
+pub use machine::{
+    Action, DmFailure, Input, Machine, MachineConfig, SlotRecord, SlotView, Timeouts,
+};
 pub use request::RunRequest;
 pub use state::{Command, State};

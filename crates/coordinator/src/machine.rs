@@ -149,6 +149,11 @@ pub struct Run {
     pub next_stop_at: f64,
     /// Since when DM has not answered polls.
     pub dm_unreachable_since: Option<f64>,
+    /// What the last poll that DM did not answer failed with.
+    pub dm_error: Option<String>,
+    /// DM gave no clear answer to the start (this error), so it may have made the job: the
+    /// job is looked for by the run's id instead of being started again.
+    pub start_unconfirmed: Option<String>,
     /// Where the run's metadata is with the run catalog.
     pub catalog: CatalogStatus,
     #[serde(skip)]
@@ -174,9 +179,17 @@ impl Run {
             stop_attempts: 0,
             next_stop_at: now,
             dm_unreachable_since: None,
+            dm_error: None,
+            start_unconfirmed: None,
             catalog: CatalogStatus::Pending,
             in_flight: InFlight::default(),
         }
+    }
+
+    /// DM answered a poll or a search: any outage is over.
+    fn dm_answered(&mut self) {
+        self.dm_unreachable_since = None;
+        self.dm_error = None;
     }
 
     fn job_is_final(&self) -> bool {
@@ -278,6 +291,24 @@ pub enum JobPoll {
     Unreachable(String),
 }
 
+/// Why DM did not do what the bridge asked of it (start or stop a job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmFailure {
+    /// DM answered that it did not do it.
+    Refused(String),
+    /// No clear answer (a timeout, a broken connection, or for a start also a server error or a
+    /// reply not understood): DM may or may not have done it.
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for DmFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DmFailure::Refused(message) | DmFailure::NoAnswer(message) => f.write_str(message),
+        }
+    }
+}
+
 /// An input other than a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -288,13 +319,13 @@ pub enum Input {
     /// The workflow wrote `Progress`.
     Progress(u64),
     /// The answer to [`Action::StartJob`].
-    JobStarted(Result<Box<ProcessingJob>, String>),
+    JobStarted(Result<Box<ProcessingJob>, DmFailure>),
     /// The answer to [`DmQuery::Find`]: the job, or none.
     JobFound(Result<Option<Box<ProcessingJob>>, String>),
     /// The answer to [`DmQuery::Poll`].
     JobPolled(JobPoll),
     /// The answer to [`Action::StopJob`].
-    JobStopped(Result<Box<ProcessingJob>, String>),
+    JobStopped(Result<Box<ProcessingJob>, DmFailure>),
     /// The answer to [`Action::SendRun`].
     RunSent {
         /// The run it was about.
@@ -518,25 +549,12 @@ impl Machine {
                 }
                 match result {
                     Ok(job) => self.on_job_named(*job, now, &mut out),
-                    Err(message) => self.on_start_failed(message, now, &mut out),
+                    Err(failure) => self.on_start_failed(failure, now, &mut out),
                 }
             }
             Input::JobFound(result) => match result {
                 Ok(Some(job)) => self.on_job_named(*job, now, &mut out),
-                Ok(None) => {
-                    if self.record.state == State::Starting {
-                        let run_id = self.run().map(|r| r.run_id.clone()).unwrap_or_default();
-                        self.end(
-                            State::Failed,
-                            format!(
-                                "the bridge restarted while starting the DM job, and DM has no job of run {run_id}"
-                            ),
-                            false,
-                            now,
-                            &mut out,
-                        );
-                    }
-                }
+                Ok(None) => self.on_no_job_found(now, &mut out),
                 Err(message) => self.on_dm_unreachable(message, now, &mut out),
             },
             Input::JobPolled(poll) => self.on_poll(poll, now, &mut out),
@@ -563,11 +581,15 @@ impl Machine {
                     job_id: job_id.clone(),
                 })
             }
-            None => (self.record.state == State::Starting && !run.in_flight.start).then(|| {
-                DmQuery::Find {
+            None => {
+                // A start without a clear answer is looked for even after the run ended, so
+                // that a job DM made anyway is stopped rather than left running unseen.
+                let looking = self.record.state == State::Starting
+                    || (run.start_unconfirmed.is_some() && run.catalog == CatalogStatus::Pending);
+                (looking && !run.in_flight.start).then(|| DmQuery::Find {
                     run_id: run.run_id.clone(),
-                }
-            }),
+                })
+            }
         }
     }
 
@@ -588,7 +610,7 @@ impl Machine {
         let as_long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         SlotView {
             state: self.record.state,
-            message: self.record.message.clone(),
+            message: self.message_at(now),
             workflow: run.map(|r| r.request.workflow.clone()).unwrap_or_default(),
             owner: job.map(|j| j.owner.clone()).unwrap_or_default(),
             job_id: run.and_then(|r| r.job_id.clone()).unwrap_or_default(),
@@ -604,6 +626,24 @@ impl Machine {
                 .and_then(|r| r.request.run_uid.clone())
                 .unwrap_or_default(),
             request: run.map(|r| r.request.to_json()).unwrap_or_default(),
+        }
+    }
+
+    /// `Message`: what happened last, and while an active run gets no answer from DM, since
+    /// when and why.
+    fn message_at(&self, now: f64) -> String {
+        let message = &self.record.message;
+        let outage = self
+            .run()
+            .filter(|_| self.record.state.is_active())
+            .and_then(|run| run.dm_unreachable_since.zip(run.dm_error.as_ref()));
+        match outage {
+            Some((since, error)) => format!(
+                "{message}; DM unreachable for {:.0} s (the run fails after {:.0} s): {error}",
+                (now - since).max(0.0),
+                secs(self.config.timeouts.dm_lost)
+            ),
+            None => message.clone(),
         }
     }
 
@@ -715,7 +755,8 @@ impl Machine {
         let status = job.status;
         run.job_id = Some(job.id.clone());
         run.job = Some(job);
-        run.dm_unreachable_since = None;
+        run.dm_answered();
+        run.start_unconfirmed = None;
         if state != State::Starting {
             return;
         }
@@ -731,17 +772,58 @@ impl Machine {
         }
     }
 
-    fn on_start_failed(&mut self, message: String, now: f64, out: &mut Vec<Action>) {
-        let workflow = self
-            .run()
-            .map(|r| r.request.workflow.clone())
-            .unwrap_or_default();
-        let text = format!("DM could not start workflow {workflow}: {message}");
-        if self.record.state == State::Starting {
-            self.end(State::Failed, text, false, now, out);
-        } else {
-            self.record.message = text;
+    fn on_start_failed(&mut self, failure: DmFailure, now: f64, out: &mut Vec<Action>) {
+        let starting = self.record.state == State::Starting;
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        let workflow = run.request.workflow.clone();
+        match failure {
+            DmFailure::NoAnswer(message) => {
+                let text = format!(
+                    "DM gave no clear answer to the start of workflow {workflow} ({message}); \
+                     looking for a job of run {} rather than starting another",
+                    run.run_id
+                );
+                run.start_unconfirmed = Some(message);
+                self.record.message = if starting {
+                    text
+                } else {
+                    format!("{}; {text}", self.record.message)
+                };
+            }
+            DmFailure::Refused(message) => {
+                let text = format!("DM could not start workflow {workflow}: {message}");
+                if starting {
+                    self.end(State::Failed, text, false, now, out);
+                } else {
+                    self.record.message = text;
+                }
+            }
         }
+    }
+
+    /// DM has no job with the run's id.
+    fn on_no_job_found(&mut self, now: f64, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        run.dm_answered();
+        let unconfirmed = run.start_unconfirmed.take();
+        if state != State::Starting {
+            return;
+        }
+        let (workflow, run_id) = (&run.request.workflow, &run.run_id);
+        let text = match unconfirmed {
+            Some(error) => format!(
+                "DM could not start workflow {workflow}: {error}; DM has no job of run {run_id}"
+            ),
+            None => format!(
+                "the bridge restarted while starting the DM job, and DM has no job of run {run_id}"
+            ),
+        };
+        self.end(State::Failed, text, false, now, out);
     }
 
     fn on_poll(&mut self, poll: JobPoll, now: f64, out: &mut Vec<Action>) {
@@ -757,11 +839,12 @@ impl Machine {
                 if job.id != job_id {
                     return;
                 }
-                run.dm_unreachable_since = None;
+                run.dm_answered();
                 run.job = Some(*job);
                 self.react_to_job(now, out);
             }
             JobPoll::NotFound(message) => {
+                run.dm_answered();
                 run.job_lost = true;
                 if state.is_active() {
                     self.end(
@@ -784,6 +867,7 @@ impl Machine {
             return;
         };
         let since = *run.dm_unreachable_since.get_or_insert(now);
+        run.dm_error = Some(message.clone());
         if state.is_active() && now - since >= dm_lost {
             self.end(
                 State::Failed,
@@ -849,7 +933,7 @@ impl Machine {
         }
     }
 
-    fn on_stopped(&mut self, result: Result<Box<ProcessingJob>, String>, now: f64) {
+    fn on_stopped(&mut self, result: Result<Box<ProcessingJob>, DmFailure>, now: f64) {
         let Some(run) = self.record.run.as_mut() else {
             return;
         };
@@ -860,13 +944,18 @@ impl Machine {
                     run.job = Some(*job);
                 }
             }
-            Err(message) => {
+            Err(failure) => {
                 run.next_stop_at = now + STOP_RETRY_SECS;
+                if let DmFailure::NoAnswer(_) = failure {
+                    // Only DM's refusals count: while it does not answer, stopping goes on until
+                    // it does, so that the job is not left running once DM is back.
+                    run.stop_attempts = run.stop_attempts.saturating_sub(1);
+                }
                 let job_id = run.job_id.clone().unwrap_or_default();
-                self.record.message = format!(
-                    "{}; could not stop DM job {job_id}: {message}",
-                    self.record.message
-                );
+                let note = format!("could not stop DM job {job_id}");
+                if !self.record.message.contains(&note) {
+                    self.record.message = format!("{}; {note}: {failure}", self.record.message);
+                }
             }
         }
     }
@@ -889,7 +978,7 @@ impl Machine {
             }
             Err(message) => {
                 self.record.message = format!(
-                    "{}; the DM run catalog refused the run metadata: {message}",
+                    "{}; the run metadata did not go to the DM run catalog: {message}",
                     self.record.message
                 );
                 run.catalog = CatalogStatus::Failed { message };
@@ -913,7 +1002,15 @@ impl Machine {
         let (to, text) = match self.record.state {
             State::Starting if after(secs(timeouts.start)) => (
                 State::Timeout,
-                format!("DM did not start the job within {} s", secs(timeouts.start)),
+                format!(
+                    "DM did not start the job within {} s{}",
+                    secs(timeouts.start),
+                    run.dm_error
+                        .as_ref()
+                        .or(run.start_unconfirmed.as_ref())
+                        .map(|error| format!("; last DM error: {error}"))
+                        .unwrap_or_default()
+                ),
             ),
             State::WaitReady if after(ready_limit) => (
                 State::Timeout,
@@ -980,7 +1077,8 @@ impl Machine {
         }
         let mut send = false;
         if state.is_final() && run.catalog == CatalogStatus::Pending && !run.in_flight.send {
-            let never_started = run.job_id.is_none() && !run.in_flight.start;
+            let never_started =
+                run.job_id.is_none() && !run.in_flight.start && run.start_unconfirmed.is_none();
             let ended_at = run.ended_at.unwrap_or(now);
             send = job_final || never_started || run.job_lost || now >= ended_at + finish;
             run.in_flight.send = send;

@@ -491,7 +491,9 @@ fn a_refused_start_fails_the_run_with_dms_reason() {
     let mut m = machine();
     start(&mut m, T0);
     let actions = m.handle(
-        Input::JobStarted(Err("DM error 14: Workflow stream not found.".into())),
+        Input::JobStarted(Err(DmFailure::Refused(
+            "DM error 14: Workflow stream not found.".into(),
+        ))),
         T0 + 1.0,
     );
     assert_eq!(transitions(&actions), [State::Failed]);
@@ -560,19 +562,23 @@ fn reset_returns_a_final_state_to_idle_and_start_may_follow_a_final_state() {
     assert_eq!(m.run().unwrap().job_id, None, "a fresh run");
 }
 
+fn refused_stop() -> DmFailure {
+    DmFailure::Refused("DM error 16: the job cannot be stopped now".into())
+}
+
 #[test]
 fn the_run_goes_to_the_catalog_after_the_finish_wait_even_without_a_final_job() {
     let (mut m, now) = at(State::Acquiring);
     let actions = m.command(Command::Abort, now).unwrap();
     assert_eq!(stops(&actions), ["j1"]);
-    m.handle(Input::JobStopped(Err("timed out".into())), now + 1.0);
+    m.handle(Input::JobStopped(Err(refused_stop())), now + 1.0);
     assert!(m.message().contains("could not stop DM job j1"));
     let actions = m.handle(Input::Tick, now + 3.0);
     assert_eq!(stops(&actions), ["j1"], "stopping is tried again");
-    m.handle(Input::JobStopped(Err("timed out".into())), now + 4.0);
+    m.handle(Input::JobStopped(Err(refused_stop())), now + 4.0);
     let actions = m.handle(Input::Tick, now + 6.0);
     assert_eq!(stops(&actions), ["j1"]);
-    m.handle(Input::JobStopped(Err("timed out".into())), now + 7.0);
+    m.handle(Input::JobStopped(Err(refused_stop())), now + 7.0);
     assert!(
         stops(&m.handle(Input::Tick, now + 10.0)).is_empty(),
         "three attempts at most"
@@ -655,6 +661,146 @@ fn a_restart_during_the_start_finds_the_job_by_run_id() {
 }
 
 #[test]
+fn a_start_without_a_clear_answer_looks_for_its_job_instead_of_starting_another() {
+    let unconfirmed = || {
+        let mut m = machine();
+        start(&mut m, T0);
+        let actions = m.handle(
+            Input::JobStarted(Err(DmFailure::NoAnswer(
+                "DM answered HTTP 500: Internal Server Error".into(),
+            ))),
+            T0 + 1.0,
+        );
+        assert!(actions.is_empty(), "no second start: {actions:?}");
+        assert_eq!(m.state(), State::Starting);
+        assert!(m.message().contains("no clear answer"), "{}", m.message());
+        let run_id = m.run().unwrap().run_id.clone();
+        assert_eq!(m.dm_query(), Some(DmQuery::Find { run_id }));
+        m
+    };
+
+    let mut found = unconfirmed();
+    found.handle(
+        Input::JobFound(Ok(Some(job("j1", JobStatus::Running, "01")))),
+        T0 + 2.0,
+    );
+    assert_eq!(found.state(), State::WaitReady);
+    assert_eq!(found.run().unwrap().start_unconfirmed, None);
+
+    let mut none = unconfirmed();
+    let actions = none.handle(Input::JobFound(Ok(None)), T0 + 2.0);
+    assert_eq!(transitions(&actions), [State::Failed]);
+    assert!(
+        none.message().contains("HTTP 500") && none.message().contains("has no job of run"),
+        "{}",
+        none.message()
+    );
+    assert!(
+        sent_run(&actions).is_some(),
+        "no job: the run goes to the catalog"
+    );
+
+    let mut unanswered = unconfirmed();
+    unanswered.handle(Input::JobFound(Err("connection refused".into())), T0 + 2.0);
+    let start = Timeouts::default().start.as_secs_f64();
+    let actions = unanswered.handle(Input::Tick, T0 + start);
+    assert_eq!(transitions(&actions), [State::Timeout]);
+    assert!(
+        unanswered
+            .message()
+            .contains("last DM error: connection refused"),
+        "{}",
+        unanswered.message()
+    );
+}
+
+#[test]
+fn a_job_made_by_an_unconfirmed_start_after_the_run_ended_is_found_and_stopped() {
+    let mut m = machine();
+    start(&mut m, T0);
+    m.command(Command::Abort, T0 + 1.0).unwrap();
+    let actions = m.handle(
+        Input::JobStarted(Err(DmFailure::NoAnswer("timed out".into()))),
+        T0 + 2.0,
+    );
+    assert!(
+        sent_run(&actions).is_none(),
+        "the run waits: a job may exist"
+    );
+    let run_id = m.run().unwrap().run_id.clone();
+    assert_eq!(m.dm_query(), Some(DmQuery::Find { run_id }));
+    let actions = m.handle(
+        Input::JobFound(Ok(Some(job("j1", JobStatus::Running, "01")))),
+        T0 + 3.0,
+    );
+    assert_eq!(stops(&actions), ["j1"]);
+    assert_eq!(m.state(), State::Aborted);
+}
+
+#[test]
+fn message_tells_of_a_dm_outage_while_it_lasts() {
+    let (mut m, now) = at(State::Processing);
+    let before = m.message().to_string();
+    m.handle(
+        Input::JobPolled(JobPoll::Unreachable("DM answered HTTP 500".into())),
+        now + 1.0,
+    );
+    let shown = m.view(now + 4.0).message;
+    assert!(
+        shown.starts_with(&before)
+            && shown.contains("DM unreachable for 3 s (the run fails after 120 s)")
+            && shown.ends_with("DM answered HTTP 500"),
+        "{shown}"
+    );
+    assert_eq!(m.message(), before, "the record keeps what happened last");
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Running, "02"))),
+        now + 5.0,
+    );
+    assert_eq!(m.view(now + 5.0).message, before, "DM answers again");
+
+    let (mut m, now) = at(State::Acquiring);
+    m.handle(
+        Input::JobPolled(JobPoll::Unreachable("connection refused".into())),
+        now,
+    );
+    m.command(Command::Abort, now + 1.0).unwrap();
+    assert_eq!(
+        m.view(now + 2.0).message,
+        m.message(),
+        "a run that ended is not failing"
+    );
+}
+
+#[test]
+fn stopping_goes_on_while_dm_does_not_answer() {
+    let (mut m, now) = at(State::Acquiring);
+    let actions = m.command(Command::Abort, now).unwrap();
+    assert_eq!(stops(&actions), ["j1"]);
+    let mut t = now;
+    for _ in 0..6 {
+        t += 1.0;
+        m.handle(
+            Input::JobStopped(Err(DmFailure::NoAnswer("connection refused".into()))),
+            t,
+        );
+        t += STOP_RETRY_SECS;
+        assert_eq!(stops(&m.handle(Input::Tick, t)), ["j1"], "at {t}");
+    }
+    assert_eq!(
+        m.message().matches("could not stop DM job j1").count(),
+        1,
+        "told once: {}",
+        m.message()
+    );
+    m.handle(
+        Input::JobStopped(Ok(job("j1", JobStatus::Aborted, "01"))),
+        t + 1.0,
+    );
+    assert!(stops(&m.handle(Input::Tick, t + 10.0)).is_empty());
+}
+
+#[test]
 fn a_restart_in_a_final_state_resumes_stopping_and_sending() {
     let (mut m, now) = at(State::Acquiring);
     m.command(Command::Abort, now).unwrap();
@@ -708,9 +854,10 @@ enum Step {
     Command(Command),
     Ready(bool),
     Progress(u64),
-    Started(bool),
+    Started(u8),
+    Found(u8),
     Poll(u8),
-    Stopped(bool),
+    Stopped(u8),
     Sent(bool),
     Wait(u16),
 }
@@ -720,9 +867,10 @@ fn step() -> impl Strategy<Value = Step> {
         prop::sample::select(Command::ALL.to_vec()).prop_map(Step::Command),
         any::<bool>().prop_map(Step::Ready),
         (0u64..8).prop_map(Step::Progress),
-        any::<bool>().prop_map(Step::Started),
+        (0u8..3).prop_map(Step::Started),
+        (0u8..3).prop_map(Step::Found),
         (0u8..6).prop_map(Step::Poll),
-        any::<bool>().prop_map(Step::Stopped),
+        (0u8..3).prop_map(Step::Stopped),
         any::<bool>().prop_map(Step::Sent),
         (0u16..5000).prop_map(Step::Wait),
     ]
@@ -751,10 +899,15 @@ proptest! {
                 Step::Command(c) => m.command(c, now).unwrap_or_default(),
                 Step::Ready(r) => m.handle(Input::Ready(r), now),
                 Step::Progress(n) => m.handle(Input::Progress(n), now),
-                Step::Started(ok) => m.handle(Input::JobStarted(if ok {
-                    Ok(job(&job_id, JobStatus::Running, "01"))
-                } else {
-                    Err("refused".into())
+                Step::Started(kind) => m.handle(Input::JobStarted(match kind {
+                    0 => Ok(job(&job_id, JobStatus::Running, "01")),
+                    1 => Err(DmFailure::Refused("refused".into())),
+                    _ => Err(DmFailure::NoAnswer("timed out".into())),
+                }), now),
+                Step::Found(kind) => m.handle(Input::JobFound(match kind {
+                    0 => Ok(Some(job(&job_id, JobStatus::Running, "01"))),
+                    1 => Ok(None),
+                    _ => Err("down".into()),
                 }), now),
                 Step::Poll(kind) => {
                     let poll = match kind {
@@ -767,10 +920,10 @@ proptest! {
                     };
                     m.handle(Input::JobPolled(poll), now)
                 }
-                Step::Stopped(ok) => m.handle(Input::JobStopped(if ok {
-                    Ok(job(&job_id, JobStatus::Aborted, "02"))
-                } else {
-                    Err("no".into())
+                Step::Stopped(kind) => m.handle(Input::JobStopped(match kind {
+                    0 => Ok(job(&job_id, JobStatus::Aborted, "02")),
+                    1 => Err(refused_stop()),
+                    _ => Err(DmFailure::NoAnswer("timed out".into())),
                 }), now),
                 Step::Sent(ok) => {
                     let run_id = m.run().map(|r| r.run_id.clone()).unwrap_or_default();

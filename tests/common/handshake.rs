@@ -1,0 +1,227 @@
+//! Helpers of the end-to-end handshake tests: `pvabridge serve` and `pvabridge dm-service` as
+//! child processes on loopback, DM workflows whose stages run `pvabridge workflow ...`, and the
+//! Bluesky side played by our PVA client.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coordinator::{HandshakeClient, RunRequest, State};
+use dm::client::read_login_file;
+use dm::{ClientConfig, DmClient, ProcessingJob, Stage, Workflow};
+use pva::client::{Context, MonitorEvent};
+use serde_json::Value;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+/// The longest any single wait of these tests may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process killed when the test ends, however it ends.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The loopback EPICS environment of a test: servers on `udp`, clients searching there. Stages
+/// started by a DM service inherit it, so that their `pvabridge workflow` finds the bridge.
+pub fn loopback(cmd: &mut Process, udp: u16) {
+    cmd.env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_SERVER_PORT", "0")
+        .env("EPICS_PVA_BROADCAST_PORT", udp.to_string())
+        .env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVA_NAME_SERVERS", "")
+        .env_remove("PVABRIDGE_HANDSHAKE")
+        .env_remove("DM_PROC_WEB_SERVICE_URL")
+        .env_remove("DM_LOGIN_FILE");
+}
+
+/// Start `cmd`, logging its stderr to `log`, and return it with its first stdout line.
+pub fn spawn_reporting(mut cmd: Process, log: &Path) -> (Running, String) {
+    let log_file = std::fs::File::create(log).expect("create log file");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("start pvabridge");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let running = Running { child };
+    let line = receiver.recv_timeout(WAIT).unwrap_or_else(|_| {
+        panic!(
+            "no startup line; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    });
+    (running, line)
+}
+
+/// A bridge process and what it reported.
+pub struct Bridge {
+    pub process: Running,
+    pub dm_url: String,
+    pub login_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Bridge {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
+pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+    let mut cmd = Process::new(BINARY);
+    cmd.args([
+        "serve",
+        "--json",
+        "--prefix",
+        prefix,
+        "--poll-period",
+        "0.2",
+    ])
+    .args(dm)
+    .arg("--state-dir")
+    .arg(dir.join("state"))
+    .env("RUST_LOG", "info");
+    loopback(&mut cmd, udp);
+    let log = dir.join(log_name);
+    let (process, line) = spawn_reporting(cmd, &log);
+    let info: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+    assert_eq!(info["event"], "serving", "{info}");
+    Bridge {
+        process,
+        dm_url: info["dmUrl"].as_str().unwrap().to_string(),
+        login_file: info["dmLoginFile"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("users")),
+        log,
+    }
+}
+
+/// `pvabridge serve` with the embedded DM service in `dir/dm`.
+pub fn serve_embedded(dir: &Path, udp: u16, prefix: &str) -> Bridge {
+    let dm_dir = dir.join("dm");
+    serve(
+        dir,
+        udp,
+        prefix,
+        &["--embedded-dm", dm_dir.to_str().unwrap()],
+        "bridge.log",
+    )
+}
+
+pub fn dm_client(url: &str, login_file: &Path) -> DmClient {
+    let (username, password) = read_login_file(login_file).expect("login file");
+    DmClient::new(ClientConfig::new(url, username, password)).expect("DM client")
+}
+
+/// A workflow of shell stages; `pvabridge` in a command is the binary under test.
+pub fn workflow(name: &str, stages: &[(&str, &str)]) -> Workflow {
+    let binary = format!("'{BINARY}'");
+    Workflow {
+        name: name.into(),
+        stages: stages
+            .iter()
+            .map(|(key, command)| {
+                let stage = Stage {
+                    command: command.replace("pvabridge", &binary),
+                    ..Stage::default()
+                };
+                (key.to_string(), stage)
+            })
+            .collect::<BTreeMap<_, _>>(),
+        ..Workflow::default()
+    }
+}
+
+pub fn slot(udp: u16, prefix: &str) -> HandshakeClient {
+    let config = pva::ClientConfig::isolated(([127, 0, 0, 1], udp).into());
+    HandshakeClient::new(Context::new(config).expect("client"), prefix)
+        .with_timeout(Duration::from_secs(10))
+}
+
+/// Poll DM until the job satisfies `done`.
+pub async fn job_until(
+    dm: &DmClient,
+    job_id: &str,
+    done: impl Fn(&ProcessingJob) -> bool,
+) -> ProcessingJob {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let job = dm.get_job(job_id).await.expect("get job");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job_id} stayed {} in stage {:?}",
+            job.status,
+            job.stage
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait for the run catalog entry of `run_name`.
+pub async fn catalog_run(dm: &DmClient, run_name: &str) -> dm::ExperimentRun {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let runs = dm.list_runs("pvabridge").await.expect("list runs");
+        if let Some(run) = runs.into_iter().find(|r| r.run_name == run_name) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run_name} never reached the run catalog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every state the slot's `State` PV shows until a final one, as a monitor sees them.
+pub fn watch_states(udp: u16, client: &HandshakeClient) -> tokio::task::JoinHandle<Vec<State>> {
+    let config = pva::ClientConfig::isolated(([127, 0, 0, 1], udp).into());
+    let name = client.pv_name("State");
+    tokio::spawn(async move {
+        let ctx = Context::new(config).expect("client");
+        let mut monitor = ctx.monitor(&name).exec().expect("monitor");
+        let mut states = Vec::new();
+        while let Some(event) = monitor.recv().await {
+            if let MonitorEvent::Update(update) = event {
+                let index = update.value.get("value.index").and_then(|v| v.as_i64());
+                let state = State::from_index(index.unwrap_or(-1) as i32).expect("a state");
+                if states.last() != Some(&state) {
+                    states.push(state);
+                }
+                if state.is_final() {
+                    break;
+                }
+            }
+        }
+        states
+    })
+}
+
+pub fn request(workflow: &str, run_uid: &str) -> RunRequest {
+    let mut request = RunRequest::new(workflow);
+    request.run_uid = Some(run_uid.into());
+    request
+}
