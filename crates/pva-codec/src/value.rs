@@ -50,10 +50,15 @@ pub enum Value {
 }
 
 /// A structure value: its description and one value per member, in member order.
+///
+/// The members are shared copy-on-write: cloning a structure is a reference-count increment,
+/// and changing a clone copies only the structures on the path to the changed field. Servers
+/// post one value to many subscribers and clients hand each merged value to the user, so
+/// values are cloned far more often than they are changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StructValue {
     desc: Arc<StructDesc>,
-    fields: Vec<Value>,
+    fields: Arc<Vec<Value>>,
 }
 
 /// An array of structures of one type; `None` elements are null on the wire.
@@ -459,7 +464,10 @@ impl StructValue {
             .iter()
             .map(|m| Value::default_for(&m.desc))
             .collect();
-        StructValue { desc, fields }
+        StructValue {
+            desc,
+            fields: Arc::new(fields),
+        }
     }
 
     /// Build from a description and field values; `None` if they do not match.
@@ -469,13 +477,19 @@ impl StructValue {
                 .iter()
                 .zip(desc.members())
                 .all(|(v, m)| v.matches(&m.desc));
-        ok.then_some(StructValue { desc, fields })
+        ok.then(|| StructValue {
+            desc,
+            fields: Arc::new(fields),
+        })
     }
 
     /// Build from parts already known to match (the decoder's output).
     pub(crate) fn from_decoded(desc: Arc<StructDesc>, fields: Vec<Value>) -> Self {
         debug_assert_eq!(fields.len(), desc.members().len());
-        StructValue { desc, fields }
+        StructValue {
+            desc,
+            fields: Arc::new(fields),
+        }
     }
 
     /// The structure's type.
@@ -493,9 +507,10 @@ impl StructValue {
         &self.fields
     }
 
-    /// Field values, mutably. Callers must keep each value's type (see [`StructValue::set`]).
+    /// Field values, mutably (copied first if shared). Callers must keep each value's type
+    /// (see [`StructValue::set`]).
     pub(crate) fn fields_mut(&mut self) -> &mut [Value] {
-        &mut self.fields
+        Arc::make_mut(&mut self.fields).as_mut_slice()
     }
 
     /// Names and values in member order.
@@ -504,7 +519,7 @@ impl StructValue {
             .members()
             .iter()
             .map(|m| m.name.as_str())
-            .zip(&self.fields)
+            .zip(self.fields.iter())
     }
 
     /// The value at a dotted path (`alarm.severity`).
@@ -521,7 +536,7 @@ impl StructValue {
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Value> {
         let (head, rest) = split_path(path);
         let i = self.desc.index_of(head)?;
-        let v = &mut self.fields[i];
+        let v = &mut self.fields_mut()[i];
         match rest {
             None => Some(v),
             Some(rest) => v.as_struct_mut()?.get_mut(rest),
@@ -569,11 +584,16 @@ impl StructValue {
             self.clone_from(other);
             return;
         }
+        // Untouched structures stay shared with their other holders.
+        if !changed.any_in(base, base + self.desc.bit_count()) {
+            return;
+        }
         // A second handle on the description (a refcount, not a copy) lets the fields be
         // borrowed mutably while the offsets are read.
         let desc = Arc::clone(&self.desc);
         let offsets = desc.members_with_offsets().map(|(_, o)| o);
-        for ((mine, theirs), off) in self.fields.iter_mut().zip(&other.fields).zip(offsets) {
+        let mine = Arc::make_mut(&mut self.fields);
+        for ((mine, theirs), off) in mine.iter_mut().zip(other.fields.iter()).zip(offsets) {
             let off = base + off;
             match (mine, theirs) {
                 (Value::Struct(mine), Value::Struct(theirs)) => mine.merge_at(theirs, changed, off),
@@ -638,6 +658,31 @@ mod tests {
         let b = StructValue::new(other);
         a.merge_from(&b, &crate::bitset::BitSet::with(2));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn clones_share_until_changed_and_changes_stay_apart() {
+        let mut a = StructValue::new(nt());
+        a.set("alarm.message", "first").unwrap();
+        let mut b = a.clone();
+        assert!(Arc::ptr_eq(&a.fields, &b.fields));
+        b.set("alarm.severity", 3).unwrap();
+        b.set("value", 7).unwrap();
+        assert_eq!(a.get("alarm.severity"), Some(&Value::I32(0)));
+        assert_eq!(a.get("value"), Some(&Value::I16(0)));
+        assert_eq!(b.get("alarm.severity"), Some(&Value::I32(3)));
+        assert_eq!(b.get("alarm.message"), Some(&Value::String("first".into())));
+        // Merging only `value` copies the top level and leaves `alarm` shared.
+        let mut c = b.clone();
+        let mut d = b.clone();
+        d.set("value", 9).unwrap();
+        c.merge_from(&d, &crate::bitset::BitSet::with(1));
+        assert_eq!(c.get("value"), Some(&Value::I16(9)));
+        let alarm = |v: &StructValue| match v.get("alarm") {
+            Some(Value::Struct(s)) => s.fields.clone(),
+            _ => unreachable!("alarm is a structure"),
+        };
+        assert!(Arc::ptr_eq(&alarm(&b), &alarm(&c)));
     }
 
     #[test]

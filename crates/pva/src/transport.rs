@@ -41,6 +41,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.io
     }
 
+    /// The next frame if it is already buffered whole, without reading: lets a caller handle
+    /// every frame one read brought before acting on them.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        Ok(self.decoder.next_frame()?)
+    }
+
     /// The next frame, or `None` at a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {

@@ -140,6 +140,9 @@ fn rates(frames: u64, bytes: u64, span: Duration) -> (f64, f64) {
     ((frames - 1) as f64 / s, bytes as f64 * scale / s / 1e6)
 }
 
+/// Most frames gathered before they are handed to the processing threads.
+const MAX_HANDOVER: usize = 64;
+
 /// A processing step run on the consumer's processing threads, once per frame booked.
 pub type ProcessFn = Arc<dyn Fn(&Frame) + Send + Sync>;
 
@@ -212,6 +215,14 @@ impl Workers {
         }
     }
 
+    /// Hand over every frame of `batch` in a burst, so that a processing thread woken by the
+    /// first finds the rest waiting instead of being woken again for each.
+    fn give_all(&self, batch: &mut Vec<Frame>) {
+        for frame in batch.drain(..) {
+            self.give(frame);
+        }
+    }
+
     /// Let the threads finish the backlog; returns frames processed.
     fn finish(mut self) -> u64 {
         self.tx.take();
@@ -277,7 +288,17 @@ pub async fn consume_with(
                 mb_per_s,
             }
         };
+    // Frames booked but not yet handed over: gathered while more updates are waiting, then
+    // handed over together; with the backlog they never exceed `config.backlog`.
+    let mut batch: Vec<Frame> = Vec::new();
     let ended_by = loop {
+        if !batch.is_empty()
+            && (batch.len() >= MAX_HANDOVER
+                || workers.backlog() + batch.len() >= config.backlog
+                || monitor.pending() == 0)
+        {
+            workers.give_all(&mut batch);
+        }
         if config.expected.is_some_and(|n| ledger.accounted() >= n) {
             break EndedBy::Expected;
         }
@@ -321,8 +342,8 @@ pub async fn consume_with(
                         .to_system_time()
                         .and_then(|t| SystemTime::now().duration_since(t).ok()),
                 );
-                max_backlog = max_backlog.max(workers.backlog() + 1);
-                workers.give(frame);
+                batch.push(frame);
+                max_backlog = max_backlog.max(workers.backlog() + batch.len());
             }
             Some(MonitorEvent::Connected) => {
                 tracing::info!("'{}': connected", config.pv);
@@ -337,6 +358,7 @@ pub async fn consume_with(
             Some(MonitorEvent::Finished(Err(e))) => return Err(e.into()),
         }
     };
+    workers.give_all(&mut batch);
     let client_squashed = monitor.squashed();
     drop(monitor);
     let processed = workers.finish();

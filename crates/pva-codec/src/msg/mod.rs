@@ -20,6 +20,7 @@ use crate::header::{Direction, Header, HEADER_SIZE};
 use crate::serialize::{ValueDecoder, ValueEncoder};
 use crate::status::Status;
 use crate::types::{FieldDesc, Limits, TypeCache};
+use crate::value::StructValue;
 use crate::wire::{Reader, Writer};
 
 pub use channel::{
@@ -94,6 +95,14 @@ pub enum DataRole {
 pub trait OpTypes {
     /// The type of request `ioid`'s data in `role`, if known.
     fn op_type(&self, ioid: u32, role: DataRole) -> Option<FieldDesc>;
+
+    /// A value to decode monitor `ioid`'s next update into: the fields the update does not
+    /// carry keep the base's values, so the result is the merged full value, made by sharing
+    /// the base's unchanged parts. `None` (the default) decodes into a default value, whose
+    /// fields outside the update are defaults.
+    fn update_base(&self, _ioid: u32) -> Option<StructValue> {
+        None
+    }
 }
 
 /// No operations known: decoding any operation data fails with `UnknownRequest`.

@@ -1,6 +1,8 @@
 //! Channel operations: get, put, put-get, monitor, array, process and rpc, as one request form
 //! (client to server) and one response form (server to client), with typed bodies.
 
+use std::sync::Arc;
+
 use crate::bitset::BitSet;
 use crate::error::{DecodeError, DecodeResult, EncodeError};
 use crate::serialize::{ValueDecoder, ValueEncoder};
@@ -57,7 +59,8 @@ pub enum OpRequestBody {
     Data {
         /// Fields carried.
         changed: BitSet,
-        /// The value; fields not in `changed` are defaults.
+        /// The value; fields not in `changed` are defaults, or the values of the decoder's
+        /// [`OpTypes::update_base`](super::OpTypes::update_base) when it gave one.
         value: StructValue,
     },
     /// Monitor pipeline ack: the client freed this many queue slots.
@@ -113,6 +116,17 @@ fn decode_data(
     d: &mut ValueDecoder,
     desc: &FieldDesc,
 ) -> DecodeResult<(BitSet, StructValue)> {
+    decode_data_into(r, d, desc, None)
+}
+
+/// Decode a BitSet and the partial structure it selects, into `base` when it is of the type
+/// (its other fields kept), else into a default value of the type.
+fn decode_data_into(
+    r: &mut Reader,
+    d: &mut ValueDecoder,
+    desc: &FieldDesc,
+    base: Option<StructValue>,
+) -> DecodeResult<(BitSet, StructValue)> {
     let FieldDesc::Struct(s) = desc else {
         return Err(DecodeError::Invalid {
             what: "operation type",
@@ -120,7 +134,9 @@ fn decode_data(
         });
     };
     let changed = BitSet::decode(r)?;
-    let mut value = StructValue::new(s.clone());
+    let mut value = base
+        .filter(|b| Arc::ptr_eq(b.desc(), s) || **b.desc() == **s)
+        .unwrap_or_else(|| StructValue::new(s.clone()));
     d.partial(&mut value, &changed, r)?;
     Ok((changed, value))
 }
@@ -308,7 +324,12 @@ impl OpResponse {
         let ioid = r.u32()?;
         let subcmd = r.u8()?;
         if Self::is_monitor_update(command, subcmd) {
-            let (changed, value) = decode_data(r, d, &data_type(ops, ioid, DataRole::Value)?)?;
+            let (changed, value) = decode_data_into(
+                r,
+                d,
+                &data_type(ops, ioid, DataRole::Value)?,
+                ops.update_base(ioid),
+            )?;
             let overrun = if r.is_empty() {
                 BitSet::new()
             } else {

@@ -28,6 +28,10 @@ fn silence_limit(timeout: Duration) -> Duration {
     (timeout * 4 / 3).max(echo_period(timeout) * 2)
 }
 
+/// Most frames handled from one read before their events are handed on, so one busy monitor
+/// cannot delay the connection's other work for long.
+const FRAMES_PER_BATCH: usize = 64;
+
 /// What the rest of the client asks of a connection task.
 pub(crate) enum ConnCmd {
     /// Run an operation and report to `sink`.
@@ -176,7 +180,7 @@ impl ConnTask {
                 frame = reader.next() => match frame {
                     Ok(Some(frame)) => {
                         last_heard = tokio::time::Instant::now();
-                        if let Err(e) = self.proto.handle_frame(&frame) {
+                        if let Err(e) = self.handle_frames(frame, &mut reader) {
                             tracing::warn!("closing connection to {}: {e}", self.peer);
                             break;
                         }
@@ -216,6 +220,24 @@ impl ConnTask {
         self.dispatch();
     }
 
+    /// Handle `first` and every further frame already read, so that their events go to the
+    /// user in one batch (one lock and at most one wake-up per monitor) rather than one each.
+    fn handle_frames<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        first: pva_codec::Frame,
+        reader: &mut FrameReader<R>,
+    ) -> Result<(), String> {
+        self.proto.handle_frame(&first).map_err(|e| e.to_string())?;
+        for _ in 1..FRAMES_PER_BATCH {
+            match reader.buffered_frame() {
+                Ok(Some(frame)) => self.proto.handle_frame(&frame).map_err(|e| e.to_string())?,
+                Ok(None) => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
     fn command(&mut self, cmd: ConnCmd) {
         match cmd {
             ConnCmd::Start { request, sink } => {
@@ -236,9 +258,39 @@ impl ConnTask {
     }
 
     fn dispatch(&mut self) {
+        // Consecutive updates of one monitor go to its queue together.
+        let mut updates: Option<(Ioid, Vec<MonitorItem>)> = None;
         while let Some(ev) = self.proto.poll_event() {
+            if let Event::MonitorUpdate {
+                ioid,
+                value,
+                changed,
+                overrun,
+            } = ev
+            {
+                if updates.as_ref().is_some_and(|(id, _)| *id != ioid) {
+                    self.deliver(updates.take());
+                }
+                let pipelined = self.proto.window(ioid).is_some_and(|w| w.pipeline());
+                let item = MonitorItem::Update {
+                    value,
+                    changed,
+                    overrun,
+                    squashed: 0,
+                    acker: pipelined.then(|| Acker {
+                        conn: self.me.clone(),
+                        ioid,
+                    }),
+                };
+                updates
+                    .get_or_insert_with(|| (ioid, Vec::new()))
+                    .1
+                    .push(item);
+                continue;
+            }
+            self.deliver(updates.take());
             match ev {
-                Event::Validated => {}
+                Event::Validated | Event::MonitorUpdate { .. } => {}
                 Event::Done { ioid, result } => {
                     if let Some(Sink::Once(tx)) = self.sinks.remove(&ioid) {
                         let _ = tx.send(result);
@@ -251,29 +303,6 @@ impl ConnTask {
                     {
                         *started = true;
                         if events.send(MonitorItem::Connected).is_err() {
-                            self.drop_monitor(ioid);
-                        }
-                    }
-                }
-                Event::MonitorUpdate {
-                    ioid,
-                    value,
-                    changed,
-                    overrun,
-                } => {
-                    if let Some(Sink::Monitor { events, .. }) = self.sinks.get(&ioid) {
-                        let pipelined = self.proto.window(ioid).is_some_and(|w| w.pipeline());
-                        let item = MonitorItem::Update {
-                            value,
-                            changed,
-                            overrun,
-                            squashed: 0,
-                            acker: pipelined.then(|| Acker {
-                                conn: self.me.clone(),
-                                ioid,
-                            }),
-                        };
-                        if events.send(item).is_err() {
                             self.drop_monitor(ioid);
                         }
                     }
@@ -298,6 +327,17 @@ impl ConnTask {
                     }
                 }
                 Event::SearchResponse(r) => (self.on_search)(r, self.peer),
+            }
+        }
+        self.deliver(updates.take());
+    }
+
+    /// Hand a monitor's updates to its queue at once.
+    fn deliver(&mut self, updates: Option<(Ioid, Vec<MonitorItem>)>) {
+        let Some((ioid, items)) = updates else { return };
+        if let Some(Sink::Monitor { events, .. }) = self.sinks.get(&ioid) {
+            if events.send_all(items).is_err() {
+                self.drop_monitor(ioid);
             }
         }
     }

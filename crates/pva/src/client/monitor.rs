@@ -349,56 +349,22 @@ impl EventQueue {
     /// value (already the full value) replaces the queued one, fields changed in both go to
     /// `overrun`, and the loss is counted.
     pub(crate) fn send(&self, item: MonitorItem) -> Result<(), Closed> {
+        self.send_all(std::iter::once(item))
+    }
+
+    /// Queue events in order, as [`EventQueue::send`] does each, under one lock and with one
+    /// wake-up of the user.
+    pub(crate) fn send_all(
+        &self,
+        items: impl IntoIterator<Item = MonitorItem>,
+    ) -> Result<(), Closed> {
         {
             let mut st = self.lock();
             if st.closed {
                 return Err(Closed);
             }
-            let full = st.updates >= st.capacity;
-            match (item, st.items.back_mut()) {
-                (
-                    MonitorItem::Update {
-                        value,
-                        changed,
-                        overrun,
-                        squashed,
-                        acker,
-                    },
-                    Some(MonitorItem::Update {
-                        value: last_value,
-                        changed: last_changed,
-                        overrun: last_overrun,
-                        squashed: last_squashed,
-                        acker: last_acker,
-                    }),
-                ) if full => {
-                    for bit in changed.iter() {
-                        if last_changed.get(bit) || last_changed.get(0) {
-                            last_overrun.set(bit);
-                        }
-                    }
-                    last_overrun.union_with(&overrun);
-                    last_changed.union_with(&changed);
-                    *last_value = value;
-                    *last_squashed += 1 + squashed;
-                    // Both came over the same subscription (a reconnection would have queued
-                    // an event between them): the one ack covers both.
-                    if last_acker.is_none() {
-                        *last_acker = acker;
-                    }
-                    st.squashed += 1 + squashed;
-                }
-                (item, _) => {
-                    if matches!(item, MonitorItem::Update { .. }) {
-                        st.updates += 1;
-                    }
-                    st.items.push_back(item);
-                    // Only reachable when reconnections interleave with a user who does not
-                    // read: keep the bound by dropping the oldest update, counted on the next.
-                    if st.updates > 2 * st.capacity {
-                        drop_oldest_update(&mut st);
-                    }
-                }
+            for item in items {
+                push_item(&mut st, item);
             }
         }
         self.ready.notify_one();
@@ -473,6 +439,56 @@ impl EventQueue {
     }
 }
 
+/// Queue one event, squashing an update into the newest queued one when the queue is full.
+fn push_item(st: &mut QueueState, item: MonitorItem) {
+    let full = st.updates >= st.capacity;
+    match (item, st.items.back_mut()) {
+        (
+            MonitorItem::Update {
+                value,
+                changed,
+                overrun,
+                squashed,
+                acker,
+            },
+            Some(MonitorItem::Update {
+                value: last_value,
+                changed: last_changed,
+                overrun: last_overrun,
+                squashed: last_squashed,
+                acker: last_acker,
+            }),
+        ) if full => {
+            for bit in changed.iter() {
+                if last_changed.get(bit) || last_changed.get(0) {
+                    last_overrun.set(bit);
+                }
+            }
+            last_overrun.union_with(&overrun);
+            last_changed.union_with(&changed);
+            *last_value = value;
+            *last_squashed += 1 + squashed;
+            // Both came over the same subscription (a reconnection would have queued an
+            // event between them): the one ack covers both.
+            if last_acker.is_none() {
+                *last_acker = acker;
+            }
+            st.squashed += 1 + squashed;
+        }
+        (item, _) => {
+            if matches!(item, MonitorItem::Update { .. }) {
+                st.updates += 1;
+            }
+            st.items.push_back(item);
+            // Only reachable when reconnections interleave with a user who does not read:
+            // keep the bound by dropping the oldest update, counted on the next.
+            if st.updates > 2 * st.capacity {
+                drop_oldest_update(st);
+            }
+        }
+    }
+}
+
 /// Drop the oldest queued update, acknowledging it and counting it on the next update.
 fn drop_oldest_update(st: &mut QueueState) {
     let Some(pos) = st
@@ -500,5 +516,73 @@ fn drop_oldest_update(st: &mut QueueState) {
         .find(|i| matches!(i, MonitorItem::Update { .. }))
     {
         *next += 1 + squashed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pva_codec::{ScalarType, StructDesc};
+
+    fn update(n: i32) -> MonitorItem {
+        let desc = Arc::new(
+            StructDesc::builder("x")
+                .scalar("value", ScalarType::I32)
+                .build(),
+        );
+        let mut value = StructValue::new(desc);
+        value.set("value", n).unwrap();
+        MonitorItem::Update {
+            value,
+            changed: BitSet::with(1),
+            overrun: BitSet::new(),
+            squashed: 0,
+            acker: None,
+        }
+    }
+
+    fn value_of(item: &MonitorItem) -> (i32, u64) {
+        match item {
+            MonitorItem::Update {
+                value, squashed, ..
+            } => match value.get("value") {
+                Some(pva_codec::Value::I32(n)) => (*n, *squashed),
+                other => panic!("value {other:?}"),
+            },
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_queued_in_order_and_squashed_like_single_sends() {
+        let batched = EventQueue::new(3);
+        batched
+            .send_all(
+                [MonitorItem::Connected]
+                    .into_iter()
+                    .chain((1..=5).map(update)),
+            )
+            .unwrap();
+        let single = EventQueue::new(3);
+        single.send(MonitorItem::Connected).unwrap();
+        for n in 1..=5 {
+            single.send(update(n)).unwrap();
+        }
+        for q in [&batched, &single] {
+            assert_eq!(q.lock().squashed, 2);
+            assert!(matches!(q.try_recv(), Some(MonitorItem::Connected)));
+            let taken: Vec<_> = std::iter::from_fn(|| q.try_recv())
+                .map(|i| value_of(&i))
+                .collect();
+            // Updates 4 and 5 squash into 3, the newest queued when the queue was full.
+            assert_eq!(taken, vec![(1, 0), (2, 0), (5, 2)]);
+        }
+    }
+
+    #[test]
+    fn a_batch_for_a_dropped_monitor_is_refused() {
+        let q = EventQueue::new(3);
+        q.close();
+        assert!(q.send_all((1..=2).map(update)).is_err());
     }
 }

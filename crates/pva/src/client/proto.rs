@@ -13,8 +13,8 @@ use bytes::Bytes;
 use pva_codec::frame::control;
 use pva_codec::msg::op::{MONITOR_START, SUB_DESTROY, SUB_GET, SUB_INIT, SUB_PIPELINE};
 use pva_codec::msg::{
-    cmd, CreateChannel, GetField, OpRequest, OpRequestBody, OpResponse, OpResponseBody,
-    OpTypeTable, RequestRef, Search, SearchResponse, ValidationResponse,
+    cmd, CreateChannel, DataRole, GetField, OpRequest, OpRequestBody, OpResponse, OpResponseBody,
+    OpTypeTable, OpTypes, RequestRef, Search, SearchResponse, ValidationResponse,
 };
 use pva_codec::{
     AnyValue, BitSet, ByteOrder, DecodeContext, DecodeError, Direction, FieldDesc, Frame, Limits,
@@ -204,6 +204,24 @@ impl Credentials {
     }
 }
 
+/// The operation types of a connection, and its monitors' full values as bases to decode
+/// their updates into: an update then costs the fields it carries, not a whole new value
+/// merged field by field.
+struct MonitorBases<'a> {
+    types: &'a OpTypeTable,
+    ops: &'a HashMap<Ioid, Op>,
+}
+
+impl OpTypes for MonitorBases<'_> {
+    fn op_type(&self, ioid: u32, role: DataRole) -> Option<FieldDesc> {
+        self.types.op_type(ioid, role)
+    }
+
+    fn update_base(&self, ioid: u32) -> Option<StructValue> {
+        self.ops.get(&ioid)?.full.clone()
+    }
+}
+
 /// The state of one client connection.
 #[derive(Debug)]
 pub struct ClientConn {
@@ -348,7 +366,10 @@ impl ClientConn {
             &mut DecodeContext {
                 cache: &mut self.rx_types,
                 limits: &self.limits,
-                ops: &self.op_types,
+                ops: &MonitorBases {
+                    types: &self.op_types,
+                    ops: &self.ops,
+                },
             },
         );
         let msg = match decoded {
@@ -746,9 +767,22 @@ impl ClientConn {
                 if !op.window.received() {
                     tracing::debug!("server exceeded the monitor window of request {ioid}");
                 }
-                let full = op.full.get_or_insert_with(|| value.clone());
-                full.merge_from(&value, &changed);
-                let value = full.clone();
+                // The update was decoded into the full value (see `MonitorBases`) when there
+                // was one of its type: it is the new full value. Otherwise merge it.
+                let value = match &mut op.full {
+                    Some(full) if Arc::ptr_eq(full.desc(), value.desc()) => {
+                        *full = value.clone();
+                        value
+                    }
+                    Some(full) => {
+                        full.merge_from(&value, &changed);
+                        full.clone()
+                    }
+                    None => {
+                        op.full = Some(value.clone());
+                        value
+                    }
+                };
                 self.events.push_back(Event::MonitorUpdate {
                     ioid,
                     value,

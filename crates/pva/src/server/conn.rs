@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::access::{AccessPolicy, WriteKind};
 use super::select::Selection;
 use super::server_channel::{server_channel, SERVER_CHANNEL};
-use super::shared_pv::{SharedPv, SubscribeOptions, Subscription};
+use super::shared_pv::{SharedPv, SubscribeOptions, Subscription, Update};
 use super::source::{PeerInfo, Source};
 use super::stats::{Refusal, ServerStats};
 
@@ -100,6 +100,8 @@ pub struct ServerConn {
     validated: bool,
     access: Option<Arc<dyn AccessPolicy>>,
     stats: Arc<ServerStats>,
+    /// Updates taken from a subscription at once, kept to reuse its allocation.
+    batch: Vec<Update>,
 }
 
 impl OpTypes for ServerConn {
@@ -165,6 +167,7 @@ impl ServerConn {
             validated: false,
             access: None,
             stats: Arc::default(),
+            batch: Vec::new(),
         }
     }
 
@@ -568,12 +571,21 @@ impl ServerConn {
     /// Returns how many updates were taken.
     pub fn poll_monitors(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
         let mut taken = 0;
+        let mut batch = std::mem::take(&mut self.batch);
         for (&ioid, op) in self.ops.iter_mut() {
             let OpKind::Monitor(m) = &mut op.kind else {
                 continue;
             };
-            while m.running && (!m.pipeline || m.window > 0) && taken < max {
-                let Some(u) = m.sub.pop() else { break };
+            if !m.running || taken >= max {
+                continue;
+            }
+            let allowed = if m.pipeline {
+                (m.window as usize).min(max - taken)
+            } else {
+                max - taken
+            };
+            m.sub.pop_batch(allowed, &mut batch);
+            for u in batch.drain(..) {
                 let (value, changed, overrun) = match &op.selection {
                     None => (u.value, u.changed, u.overrun),
                     Some(s) => match s.value(&u.value) {
@@ -601,6 +613,7 @@ impl ServerConn {
                 }));
             }
         }
+        self.batch = batch;
         taken
     }
 

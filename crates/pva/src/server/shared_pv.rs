@@ -189,6 +189,22 @@ impl Subscription {
         item
     }
 
+    /// Move up to `max` of the oldest queued updates to `into`, under one lock and with one
+    /// wake-up of a publisher waiting for room, rather than one of each per update. Returns
+    /// how many were moved.
+    pub fn pop_batch(&self, max: usize, into: &mut Vec<Update>) -> usize {
+        let n = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.items.len().min(max);
+            into.extend(q.items.drain(..n));
+            n
+        };
+        if n > 0 {
+            self.room.freed();
+        }
+        n
+    }
+
     /// True when one more update fits without squashing.
     fn has_room(&self) -> bool {
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -575,6 +591,55 @@ mod tests {
         assert_eq!(last.value.get("value"), Some(&Value::I32(5)));
         assert!(last.overrun.get(1));
         assert!(sub.pop().is_none());
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_updates_in_order_up_to_the_limit() {
+        let pv = pv();
+        let sub = pv.subscribe(8, Arc::new(Notify::new()));
+        for n in 1..=4 {
+            pv.post_changed(with_value(&pv, n), BitSet::with(1));
+        }
+        let mut batch = Vec::new();
+        // The initial value, then updates 1 and 2.
+        assert_eq!(sub.pop_batch(3, &mut batch), 3);
+        let values: Vec<_> = batch
+            .iter()
+            .map(|u| u.value.get("value").cloned())
+            .collect();
+        assert_eq!(
+            values,
+            [0, 1, 2].map(|n| Some(Value::I32(n))).to_vec(),
+            "oldest first"
+        );
+        batch.clear();
+        assert_eq!(sub.pop_batch(10, &mut batch), 2);
+        assert_eq!(batch[1].value.get("value"), Some(&Value::I32(4)));
+        assert_eq!(sub.pop_batch(10, &mut batch), 0);
+        assert_eq!(sub.squashed(), 0);
+    }
+
+    #[test]
+    fn a_batch_frees_room_for_a_waiting_publisher() {
+        let pv = pv();
+        let sub = pv.subscribe(2, Arc::new(Notify::new()));
+        pv.post_changed(with_value(&pv, 1), BitSet::with(1));
+        assert!(!pv.has_room());
+        let publisher = {
+            let pv = pv.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let room = pv.wait_for_room(Duration::from_secs(30));
+                (room, started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let mut batch = Vec::new();
+        assert_eq!(sub.pop_batch(usize::MAX, &mut batch), 2);
+        let (room, waited) = publisher.join().unwrap();
+        assert!(room, "the publisher saw the room");
+        // Woken by the batch, not by its own timeout.
+        assert!(waited < Duration::from_secs(15), "waited {waited:?}");
     }
 
     #[test]
