@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use common::p4p_monitor::P4pMonitor;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,67 +18,7 @@ use pva_codec::{
     AnyValue, BitSet, ByteOrder, Direction, Message, PodArray, PvRequest, ScalarArray, ScalarType,
     ValueEncoder, Writer,
 };
-use serde_json::Value as Json;
 use tokio::net::TcpStream;
-
-/// A p4p monitor streaming its events as JSON lines.
-struct Monitor {
-    child: Child,
-    events: mpsc::Receiver<Json>,
-}
-
-impl Monitor {
-    fn start(udp: u16, pv: &str, stop_at: i64) -> Monitor {
-        let mut cmd = Command::new(common::python());
-        cmd.arg(common::peer_script("p4p_monitor_stream.py")).args([
-            pv,
-            &stop_at.to_string(),
-            "60",
-        ]);
-        common::loopback_env(&mut cmd, udp);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start p4p monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(j) = serde_json::from_str(&line) {
-                    let _ = tx.send(j);
-                }
-            }
-        });
-        Monitor { child, events }
-    }
-
-    /// The next event, or a test failure after `limit`.
-    fn next(&self, limit: Duration) -> Json {
-        self.events
-            .recv_timeout(limit)
-            .expect("the p4p monitor reports within the time limit")
-    }
-
-    /// The next update's value, passing over connection events (p4p reports "disconnected"
-    /// before its first connection).
-    fn next_value(&self, limit: Duration) -> i64 {
-        let deadline = Instant::now() + limit;
-        loop {
-            let e = self.next(deadline.saturating_duration_since(Instant::now()));
-            if let Some(n) = e["value"].as_i64() {
-                return n;
-            }
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn counter_pv() -> SharedPv {
     SharedPv::readonly(NtScalar::new(ScalarType::I64).create())
@@ -113,9 +52,10 @@ async fn monitoring_client_gets_updates_again_after_the_server_restarts() {
         .unwrap();
     assert_eq!(server.tcp_addr().port(), tcp);
 
-    let monitor = tokio::task::spawn_blocking(move || Monitor::start(udp, "t:restart", 1000))
-        .await
-        .unwrap();
+    let monitor =
+        tokio::task::spawn_blocking(move || P4pMonitor::start(udp, "t:restart", 1000, 60))
+            .await
+            .unwrap();
     assert_eq!(monitor.next_value(Duration::from_secs(20)), 0);
     set_counter(&pv, 1);
     assert_eq!(monitor.next_value(Duration::from_secs(10)), 1);
@@ -213,16 +153,6 @@ async fn stalled_client(addr: std::net::SocketAddr, pv: &str) -> TcpStream {
     wr.reunite(reader.into_inner()).unwrap()
 }
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one() {
     const FRAME: usize = 1 << 20;
@@ -245,12 +175,13 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one() {
     let udp = server.udp_addr().port();
 
     let _stalled = stalled_client(server.tcp_addr(), "t:big").await;
-    let monitor = tokio::task::spawn_blocking(move || Monitor::start(udp, "t:count", UPDATES))
-        .await
-        .unwrap();
+    let monitor =
+        tokio::task::spawn_blocking(move || P4pMonitor::start(udp, "t:count", UPDATES, 60))
+            .await
+            .unwrap();
     assert_eq!(monitor.next_value(Duration::from_secs(20)), 0);
 
-    let before = resident_bytes();
+    let before = common::resident_bytes();
     // 400 MiB of frames to the stalled client, and a counter update with each.
     for n in 1..=UPDATES {
         let mut v = big.current();
@@ -263,7 +194,7 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_slows_no_one() {
         set_counter(&counter, n);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = common::resident_bytes().saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "server memory grew by {} MiB while 400 MiB went to a stalled client",

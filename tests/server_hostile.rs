@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use common::p4p_monitor::P4pMonitor;
+
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pva::server::{ConnLimits, Server, ServerLimits, ServerOptions, SharedPv, StaticSource};
@@ -65,47 +66,6 @@ fn lines_about(peer: SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// A p4p monitor printing one JSON line per event.
-struct P4pMonitor {
-    child: Child,
-    values: mpsc::Receiver<i64>,
-}
-
-impl P4pMonitor {
-    fn start(udp: u16, pv: &str, stop_at: i64) -> Self {
-        let mut cmd = Command::new(common::python());
-        cmd.arg(common::peer_script("p4p_monitor_stream.py")).args([
-            pv,
-            &stop_at.to_string(),
-            "90",
-        ]);
-        common::loopback_env(&mut cmd, udp);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start p4p monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, values) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if let Some(n) = json["value"].as_i64() {
-                    let _ = tx.send(n);
-                }
-            }
-        });
-        P4pMonitor { child, values }
-    }
-}
-
-impl Drop for P4pMonitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The value the counter jumps to at the end, for the monitor to stop at.
 const LAST: i64 = 100_000;
 
@@ -122,13 +82,13 @@ impl Watch {
     /// for its first value, then start the counter.
     async fn start(counter: SharedPv, udp: u16, pv: &'static str) -> Self {
         let (monitor, first) = tokio::task::spawn_blocking(move || {
-            let monitor = P4pMonitor::start(udp, pv, LAST);
-            let first = monitor.values.recv_timeout(Duration::from_secs(30));
+            let monitor = P4pMonitor::start(udp, pv, LAST, 90);
+            let first = monitor.next_value(Duration::from_secs(30));
             (monitor, first)
         })
         .await
         .unwrap();
-        assert_eq!(first.expect("the p4p monitor connects"), 0);
+        assert_eq!(first, 0, "the p4p monitor's first value");
         let ticking = tokio::spawn({
             let counter = counter.clone();
             async move {
@@ -171,10 +131,7 @@ impl Watch {
         let values = tokio::task::spawn_blocking(move || {
             let mut values = vec![0];
             loop {
-                let n = monitor
-                    .values
-                    .recv_timeout(Duration::from_secs(20))
-                    .expect("the p4p monitor goes on");
+                let n = monitor.next_value(Duration::from_secs(20));
                 values.push(n);
                 if n == LAST {
                     return values;
@@ -187,16 +144,6 @@ impl Watch {
         want.push(LAST);
         assert_eq!(values, want, "the p4p monitor missed updates");
     }
-}
-
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
 }
 
 /// A TCP connection to `addr` from the loopback address `from` (any of 127.0.0.0/8 works on
@@ -447,7 +394,7 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
     let udp = server.udp_addr();
 
     let watch = Watch::start(counter, udp.port(), "t:count").await;
-    let before = resident_bytes();
+    let before = common::resident_bytes();
 
     timeout(Duration::from_secs(120), async {
         expect_closed(addr, "t:count", "wrong magic", |_| {
@@ -571,7 +518,7 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
     assert_eq!(stats.closed_for_bad_input, 7, "{stats}");
     assert!(stats.dropped_searches > 0, "{stats}");
 
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = common::resident_bytes().saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "server memory grew by {} MiB under hostile input",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod handshake;
+pub mod p4p_monitor;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -155,4 +156,15 @@ pub fn first_line(running: &mut Running) -> String {
     receiver
         .recv_timeout(Duration::from_secs(30))
         .expect("a startup line within 30 s")
+}
+
+/// This process's resident memory, in bytes.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
 }
