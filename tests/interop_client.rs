@@ -541,45 +541,54 @@ async fn p4p_rpc_returns_the_servers_answer() {
     .expect("test time limit");
 }
 
+/// Monitor the peer's `counter` (queue `queue_size`, pipelined or not), have the peer post
+/// 1..=10,000, and check every update arrives, in order, marked changed and not squashed.
+async fn all_10000_updates_in_order(script: &str, prefix: &str, pipeline: bool, queue_size: u32) {
+    let ports = free_ports();
+    let mut peer = start_peer(script, prefix, ports).await;
+    let ctx = client(ports);
+    let mut mon = ctx
+        .monitor(&format!("{prefix}counter"))
+        .pipeline(pipeline)
+        .queue_size(queue_size)
+        .exec()
+        .expect("monitor starts");
+    assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
+    assert_eq!(
+        next_update(&mut mon).await.value.get("value"),
+        Some(&Value::I64(0))
+    );
+    peer.command("count counter 10000").await;
+    for want in 1..=10_000i64 {
+        let u = next_update(&mut mon).await;
+        assert_eq!(
+            u.value.get("value"),
+            Some(&Value::I64(want)),
+            "update {want}"
+        );
+        // pvapy replaces the whole structure on update: bit 0 (all) or bit 1 (value).
+        assert!(
+            u.changed.get(0) || u.changed.get(1),
+            "update {want}: value marked changed"
+        );
+        assert!(
+            u.overrun.is_empty() && u.squashed == 0,
+            "update {want} was squashed"
+        );
+    }
+    peer.expect_line("DONE", T).await;
+    peer.kill().await;
+}
+
+/// pvxs sizes the server queue and our window alike from queueSize, and drops posts that find
+/// the queue full; so the queue holds the initial value and every post, the server sends as our
+/// window allows, and we ack as we take updates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p4p_pipelined_monitor_sees_all_10000_updates_in_order() {
-    timeout(Duration::from_secs(60), async {
-        let ports = free_ports();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("pva=debug")
-            .try_init();
-        let mut peer = start_peer("p4p_server.py", "c4c:", ports).await;
-        let ctx = client(ports);
-        // pvxs sizes the server queue and our window alike from queueSize, and drops posts
-        // that find the queue full; so the queue holds the initial value and every post, the
-        // server sends as our window allows, and we ack as we take updates.
-        let mut mon = ctx
-            .monitor("c4c:counter")
-            .pipeline(true)
-            .queue_size(10_002)
-            .exec()
-            .expect("monitor starts");
-        assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
-        assert_eq!(
-            next_update(&mut mon).await.value.get("value"),
-            Some(&Value::I64(0))
-        );
-        peer.command("count counter 10000").await;
-        for want in 1..=10_000i64 {
-            let u = next_update(&mut mon).await;
-            assert_eq!(
-                u.value.get("value"),
-                Some(&Value::I64(want)),
-                "update {want}"
-            );
-            assert!(
-                u.overrun.is_empty(),
-                "update {want} was squashed on the server"
-            );
-        }
-        peer.expect_line("DONE", T).await;
-        peer.kill().await;
-    })
+    timeout(
+        Duration::from_secs(60),
+        all_10000_updates_in_order("p4p_server.py", "c4c:", true, 10_002),
+    )
     .await
     .expect("test time limit");
 }
@@ -590,41 +599,10 @@ async fn p4p_pipelined_monitor_sees_all_10000_updates_in_order() {
 /// pipelining, through a server queue large enough to hold every post; none may be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pvapy_monitor_sees_all_10000_updates_in_order() {
-    timeout(Duration::from_secs(60), async {
-        let ports = free_ports();
-        let mut peer = start_peer("pvapy_server.py", "cyq:", ports).await;
-        let ctx = client(ports);
-        let mut mon = ctx
-            .monitor("cyq:counter")
-            .queue_size(10_002)
-            .exec()
-            .expect("monitor starts");
-        assert_eq!(next_event(&mut mon).await, MonitorEvent::Connected);
-        assert_eq!(
-            next_update(&mut mon).await.value.get("value"),
-            Some(&Value::I64(0))
-        );
-        peer.command("count counter 10000").await;
-        for want in 1..=10_000i64 {
-            let u = next_update(&mut mon).await;
-            assert_eq!(
-                u.value.get("value"),
-                Some(&Value::I64(want)),
-                "update {want}"
-            );
-            // pvapy replaces the whole structure on update: bit 0 (all) or bit 1 (value).
-            assert!(
-                u.changed.get(0) || u.changed.get(1),
-                "update {want}: value marked changed"
-            );
-            assert!(
-                u.overrun.is_empty(),
-                "update {want} was squashed on the server"
-            );
-        }
-        peer.expect_line("DONE", T).await;
-        peer.kill().await;
-    })
+    timeout(
+        Duration::from_secs(60),
+        all_10000_updates_in_order("pvapy_server.py", "cyq:", false, 10_002),
+    )
     .await
     .expect("test time limit");
 }
