@@ -744,20 +744,29 @@ impl PeerSession {
         }
     }
 
-    /// The next JSON line, within 30 s; fails the test with the peer's stderr otherwise.
+    /// The next JSON line, within 30 s. Fails the test, with the peer's stderr, when none comes,
+    /// or when the peer reports an error or a monitor that did not get all its updates.
     fn next(&mut self) -> Json {
-        match self.lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: not JSON: {line}: {e}", self.script)),
-            Err(e) => {
-                let _ = self.child.kill();
-                let mut stderr = String::new();
-                if let Some(mut s) = self.child.stderr.take() {
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                panic!("{}: no output line ({e}); stderr:\n{stderr}", self.script)
-            }
+        let line = match self.lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(e) => self.fail(&format!("no output line ({e})")),
+        };
+        let json: Json = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: not JSON: {line}: {e}", self.script));
+        if json.get("error").is_some() || json["complete"] == false {
+            self.fail(&line);
         }
+        json
+    }
+
+    /// Stop the peer and fail the test with `what` and everything the peer wrote to stderr.
+    fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let mut stderr = String::new();
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut stderr);
+        }
+        panic!("{}: {what}; stderr:\n{stderr}", self.script)
     }
 }
 

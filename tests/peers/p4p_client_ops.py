@@ -11,7 +11,8 @@ Usage: p4p_client_ops.py OP PV [ARG]... [-- OP PV [ARG]...]...
   monitor PV N [REQUEST]
                        -> one {"op":"update","pv":PV,"n":i,"value":...,"changed":[...]} per
                           update as it arrives, then after N updates
-                          {"op":"monitor","pv":PV,"complete":bool,"values":[.value of each]}
+                          {"op":"monitor","pv":PV,"complete":bool,"values":[.value of each],
+                           "events":[the Disconnected or error events seen, as text]}
   info PV              -> {"op":"info","pv":PV,"id":typeid,"type":"<type text>",
                           "spec":<the type as nested lists, as Type.aspy() gives it>}
 REQUEST is pvRequest text, e.g. 'field(value,alarm)'.
@@ -115,10 +116,14 @@ def main(argv):
             elif kind == "monitor":
                 want = int(args[0])
                 seen = []
+                events = []
                 done = threading.Event()
 
                 def cb(v):
-                    if isinstance(v, Exception) or done.is_set():
+                    if done.is_set():
+                        return
+                    if isinstance(v, Exception):
+                        events.append("%s: %s" % (type(v).__name__, v))
                         return
                     seen.append(plain(v.get("value")))
                     update = {
@@ -136,7 +141,8 @@ def main(argv):
                 sub = ctx.monitor(pv, cb, request=request, notify_disconnect=True)
                 ok = done.wait(20.0)
                 sub.close()
-                print(json.dumps({"op": "monitor", "pv": pv, "complete": ok, "values": seen}))
+                result = {"op": "monitor", "pv": pv, "complete": ok, "values": seen, "events": events}
+                print(json.dumps(result))
             elif kind == "info":
                 t = ctx.get(pv, timeout=5.0).type()
                 info = {"op": "info", "pv": pv, "id": t.getID(), "type": str(t), "spec": plain(t.aspy())}

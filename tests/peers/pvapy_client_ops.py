@@ -20,7 +20,7 @@ Every wait is bounded; errors print {"error": "..."} and exit 1.
 """
 import json
 import sys
-import threading
+import time
 
 import numpy as np
 import pvaccess as pva
@@ -145,25 +145,24 @@ def main(argv):
                 ch.put(cur)
                 print(json.dumps({"op": "set", "pv": pv, "value": read(ch.get("field()"))}))
             elif kind == "monitor":
+                # A queue read from this thread, not a callback: pvapy 5.6 calls monitor
+                # callbacks from its own thread and now and then does so without the GIL,
+                # which kills the interpreter ("PyThreadState_Get: ... the GIL is released").
                 want = int(args[0])
                 seen = []
-                done = threading.Event()
-
-                def cb(v):
-                    if done.is_set():
-                        return
+                queue = pva.PvObjectQueue()
+                ch.qMonitor(queue, args[1] if len(args) > 1 else "field()")
+                deadline = time.monotonic() + 20.0
+                while len(seen) < want and time.monotonic() < deadline:
+                    try:
+                        v = queue.get(min(1.0, max(0.0, deadline - time.monotonic())))
+                    except pva.QueueEmpty:
+                        continue
                     value = read(v)
                     seen.append(value.get("value"))
                     print(json.dumps({"op": "update", "pv": pv, "n": len(seen), "value": value}), flush=True)
-                    if len(seen) >= want:
-                        done.set()
-
-                ch.subscribe("s", cb)
-                ch.startMonitor(args[1] if len(args) > 1 else "field()")
-                ok = done.wait(20.0)
                 ch.stopMonitor()
-                ch.unsubscribe("s")
-                print(json.dumps({"op": "monitor", "pv": pv, "complete": ok, "values": seen}))
+                print(json.dumps({"op": "monitor", "pv": pv, "complete": len(seen) >= want, "values": seen}))
             elif kind == "info":
                 t = ch.getIntrospectionDict()
                 print(json.dumps({"op": "info", "pv": pv, "type": plain(t)}))
