@@ -79,6 +79,16 @@ def typed(spec):
     return spec
 
 
+def wake_after_start(sub):
+    """Look at a new p4p subscription's queue once more. p4p 4.3's thread Context drops a wake-up
+    that pvxs delivers before monitor() has returned (Subscription._event asserts on a field
+    not yet set), and pvxs wakes only when its queue turns non-empty, so such a monitor would
+    never deliver anything. A fast server on loopback makes that race real. The extra look is
+    harmless: a subscription's callbacks all run on one worker thread, in order."""
+    sub._event()
+    return sub
+
+
 def main(argv):
     ctx = Context("pva", nt=False)
     ops = []
@@ -138,7 +148,7 @@ def main(argv):
                         done.set()
 
                 request = args[1] if len(args) > 1 else "record[queueSize=100000]"
-                sub = ctx.monitor(pv, cb, request=request, notify_disconnect=True)
+                sub = wake_after_start(ctx.monitor(pv, cb, request=request, notify_disconnect=True))
                 ok = done.wait(20.0)
                 sub.close()
                 result = {"op": "monitor", "pv": pv, "complete": ok, "values": seen, "events": events}

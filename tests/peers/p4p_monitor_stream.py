@@ -32,6 +32,9 @@ def main(pv, stop_at, seconds):
                 done.set()
 
     sub = ctx.monitor(pv, cb, request="record[queueSize=1000]", notify_disconnect=True)
+    # p4p 4.3's thread Context drops a wake-up that comes before monitor() returns, and pvxs
+    # wakes only when its queue turns non-empty: look at the queue once more.
+    sub._event()
     done.wait(seconds)
     sub.close()
     ctx.close()
