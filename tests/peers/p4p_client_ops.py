@@ -30,6 +30,11 @@ import threading
 import numpy as np
 from p4p.client.thread import Context, RemoteError
 
+# Seconds one get, put or connection may take. Generous, because a loaded 2-core machine can
+# take seconds to connect a channel; a failure still ends well inside the test's own bound.
+OP_TIMEOUT = 15.0
+
+
 DTYPES = {
     "boolean": "?",
     "byte": "i1",
@@ -105,23 +110,23 @@ def main(argv):
         for op in ops:
             kind, pv, args = op[0], op[1], op[2:]
             if kind == "get":
-                v = ctx.get(pv, request=args[0] if args else None, timeout=5.0)
+                v = ctx.get(pv, request=args[0] if args else None, timeout=OP_TIMEOUT)
                 got = {"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}
                 got["spec"] = plain(v.type().aspy())
                 print(json.dumps(got))
             elif kind == "put":
-                ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
-                v = ctx.get(pv, timeout=5.0)
+                ctx.put(pv, {"value": json.loads(args[0])}, timeout=OP_TIMEOUT)
+                v = ctx.get(pv, timeout=OP_TIMEOUT)
                 print(json.dumps({"op": "put", "pv": pv, "value": plain(v["value"])}))
             elif kind == "tryput":
                 try:
-                    ctx.put(pv, {"value": json.loads(args[0])}, timeout=5.0)
+                    ctx.put(pv, {"value": json.loads(args[0])}, timeout=OP_TIMEOUT)
                     print(json.dumps({"op": "tryput", "pv": pv, "ok": True}))
                 except RemoteError as e:
                     print(json.dumps({"op": "tryput", "pv": pv, "ok": False, "error": str(e)}))
             elif kind == "set":
-                ctx.put(pv, typed(json.loads(args[0])), timeout=5.0)
-                v = ctx.get(pv, timeout=5.0)
+                ctx.put(pv, typed(json.loads(args[0])), timeout=OP_TIMEOUT)
+                v = ctx.get(pv, timeout=OP_TIMEOUT)
                 print(json.dumps({"op": "set", "pv": pv, "value": plain(v.todict())}))
             elif kind == "monitor":
                 want = int(args[0])
@@ -154,7 +159,7 @@ def main(argv):
                 result = {"op": "monitor", "pv": pv, "complete": ok, "values": seen, "events": events}
                 print(json.dumps(result))
             elif kind == "info":
-                t = ctx.get(pv, timeout=5.0).type()
+                t = ctx.get(pv, timeout=OP_TIMEOUT).type()
                 info = {"op": "info", "pv": pv, "id": t.getID(), "type": str(t), "spec": plain(t.aspy())}
                 print(json.dumps(info))
             else:

@@ -41,6 +41,11 @@ TYPES = {
 }
 
 
+# Seconds one get, put or connection may take. Generous, because a loaded 2-core machine can
+# take seconds to connect a channel; a failure still ends well inside the test's own bound.
+OP_TIMEOUT = 15.0
+
+
 def plain(v):
     if isinstance(v, pva.ScalarType):
         return str(v).rsplit(".", 1)[-1]
@@ -120,7 +125,7 @@ def main(argv):
         for op in ops:
             kind, pv, args = op[0], op[1], op[2:]
             ch = pva.Channel(pv)
-            ch.setTimeout(5.0)
+            ch.setTimeout(OP_TIMEOUT)
             if kind == "get":
                 v = ch.get(args[0] if args else "field()")
                 got = {"op": "get", "pv": pv, "value": read(v), "type": plain(v.getIntrospectionDict())}
