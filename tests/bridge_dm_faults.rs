@@ -391,19 +391,6 @@ const STREAM_THEN_WAIT: &str = "pvabridge workflow ready --handshake $handshakeP
      && i=0 && while [ ! -f $markerFile ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done \
      && test -f $markerFile";
 
-fn run_test(test: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(TEST_LIMIT, test)
-            .await
-            .expect("the test finishes in time");
-    });
-}
-
 fn marker_request(workflow: &str, run_uid: &str, marker: &Path) -> coordinator::RunRequest {
     let mut request = request(workflow, run_uid);
     request.expected_frames = Some(3);
@@ -420,7 +407,7 @@ const OUTAGE: &str = "DM unreachable";
 /// `Message` while it lasts, logs in again, and follows the job to DONE once DM is back.
 #[test]
 fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
-    run_test(async {
+    run_test(TEST_LIMIT, async {
         let prefix = "faults:keep:";
         let setup = Setup::start(prefix, &["--dm-lost-timeout", "30"]).await;
         setup
@@ -553,7 +540,7 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
 /// that takes.
 #[test]
 fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns() {
-    run_test(async {
+    run_test(TEST_LIMIT, async {
         let prefix = "faults:lost:";
         let setup = Setup::start(prefix, &["--dm-lost-timeout", "2"]).await;
         setup
@@ -611,7 +598,7 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
 /// second job can come of it), and the run ends in a final state that gives DM's answer.
 #[test]
 fn a_start_answered_500_is_sent_once_and_the_run_ends_with_the_reason() {
-    run_test(async {
+    run_test(TEST_LIMIT, async {
         let prefix = "faults:start500:";
         let setup = Setup::start(prefix, &["--start-timeout", "3"]).await;
         setup
@@ -657,7 +644,7 @@ fn a_start_answered_500_is_sent_once_and_the_run_ends_with_the_reason() {
 /// DONE.
 #[test]
 fn a_start_whose_answer_was_lost_finds_its_job_instead_of_starting_another() {
-    run_test(async {
+    run_test(TEST_LIMIT, async {
         let prefix = "faults:lostanswer:";
         let setup = Setup::start(prefix, &[]).await;
         setup

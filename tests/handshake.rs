@@ -16,26 +16,10 @@ use serde_json::Value;
 /// The bound of each whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
-fn run_test(test: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(TEST_LIMIT, test)
-            .await
-            .expect("the test finishes in time");
-    });
-}
-
 #[test]
 fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
-    run_test(async {
-        let dir = tempfile::tempdir().unwrap();
-        let udp = common::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, "e2e:done:");
-        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
-        dm.add_workflow(&workflow(
+    run_test(TEST_LIMIT, async {
+        let run = EmbeddedRun::start("e2e:done:", workflow(
             "stream-done",
             &[
                 (
@@ -47,12 +31,10 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
                 ),
                 ("02-FINISH", "echo finished $runUid"),
             ],
-        ))
-        .await
-        .unwrap();
+        )).await;
 
-        let slot = slot(udp, "e2e:done:");
-        let states = watch_states(udp, &slot);
+        let slot = run.slot();
+        let states = watch_states(run.udp, &slot);
         let mut request = request("stream-done", "uid-done");
         request.expected_frames = Some(4);
         slot.start(&request).await.unwrap();
@@ -63,7 +45,7 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
         slot.command(Command::AcqStarted).await.unwrap();
         slot.command(Command::AcqDone).await.unwrap();
         let end = slot.wait_for_state(&[State::Done], WAIT).await;
-        assert_eq!(end, Ok(State::Done), "{}", bridge.log());
+        assert_eq!(end, Ok(State::Done), "{}", run.bridge.log());
 
         let states = states.await.unwrap();
         assert!(
@@ -82,7 +64,7 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
         assert_eq!(status.workflow, "stream-done");
         assert!(!status.owner.is_empty());
 
-        let job = dm.get_job(&status.job_id).await.unwrap();
+        let job = run.dm.get_job(&status.job_id).await.unwrap();
         assert_eq!(job.status, JobStatus::Done);
         assert_eq!(
             job.variable("handshakePrefix").as_deref(),
@@ -92,14 +74,16 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
         let finish = &stages["02-FINISH"].child_processes.as_ref().unwrap()["0"];
         assert_eq!(finish.std_out.trim(), "finished uid-done");
 
-        let run = catalog_run(&dm, "uid-done").await;
-        assert_eq!(run.extra["jobId"], status.job_id.as_str());
-        assert_eq!(run.extra["finalState"], "DONE");
-        assert_eq!(run.extra["job"]["status"], "done");
-        assert_eq!(run.extra["request"]["expectedFrames"], 4);
-        assert_eq!(run.extra["frames"]["received"], 4);
-        assert!(run.extra["secondsInState"]["ACQUIRING"].as_f64().is_some());
-        let log = bridge.log();
+        let catalog = catalog_run(&run.dm, "uid-done").await;
+        assert_eq!(catalog.extra["jobId"], status.job_id.as_str());
+        assert_eq!(catalog.extra["finalState"], "DONE");
+        assert_eq!(catalog.extra["job"]["status"], "done");
+        assert_eq!(catalog.extra["request"]["expectedFrames"], 4);
+        assert_eq!(catalog.extra["frames"]["received"], 4);
+        assert!(catalog.extra["secondsInState"]["ACQUIRING"]
+            .as_f64()
+            .is_some());
+        let log = run.bridge.log();
         assert!(
             log.contains("PROCESSING -> DONE"),
             "transitions are logged:\n{log}"
@@ -109,16 +93,14 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
 
 #[test]
 fn a_workflow_that_never_becomes_ready_times_out_and_its_job_is_stopped() {
-    run_test(async {
-        let dir = tempfile::tempdir().unwrap();
-        let udp = common::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, "e2e:timeout:");
-        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
-        dm.add_workflow(&workflow("never-ready", &[("01-SLEEP", "sleep 60")]))
-            .await
-            .unwrap();
+    run_test(TEST_LIMIT, async {
+        let run = EmbeddedRun::start(
+            "e2e:timeout:",
+            workflow("never-ready", &[("01-SLEEP", "sleep 60")]),
+        )
+        .await;
 
-        let slot = slot(udp, "e2e:timeout:");
+        let slot = run.slot();
         let mut request = request("never-ready", "uid-timeout");
         request.ready_timeout = Some(2.0);
         slot.start(&request).await.unwrap();
@@ -133,22 +115,18 @@ fn a_workflow_that_never_becomes_ready_times_out_and_its_job_is_stopped() {
             "{}",
             status.message
         );
-        let job = job_until(&dm, &status.job_id, |job| job.status.is_final()).await;
+        let job = job_until(&run.dm, &status.job_id, |job| job.status.is_final()).await;
         assert_eq!(job.status, JobStatus::Aborted, "the DM job is stopped");
-        let run = catalog_run(&dm, "uid-timeout").await;
-        assert_eq!(run.extra["finalState"], "TIMEOUT");
-        assert_eq!(run.extra["job"]["status"], "aborted");
+        let catalog = catalog_run(&run.dm, "uid-timeout").await;
+        assert_eq!(catalog.extra["finalState"], "TIMEOUT");
+        assert_eq!(catalog.extra["job"]["status"], "aborted");
     });
 }
 
 #[test]
 fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
-    run_test(async {
-        let dir = tempfile::tempdir().unwrap();
-        let udp = common::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, "e2e:fail:");
-        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
-        dm.add_workflow(&workflow(
+    run_test(TEST_LIMIT, async {
+        let run = EmbeddedRun::start("e2e:fail:", workflow(
             "fails",
             &[(
                 "01-STREAM",
@@ -156,11 +134,9 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
                  && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
                  && echo 'detector stream broke at frame 3' >&2 && exit 3",
             )],
-        ))
-        .await
-        .unwrap();
+        )).await;
 
-        let slot = slot(udp, "e2e:fail:");
+        let slot = run.slot();
         slot.start(&request("fails", "uid-fail")).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Ready], WAIT).await,
@@ -168,7 +144,7 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
         );
         slot.command(Command::AcqStarted).await.unwrap();
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
-        assert_eq!(end, Ok(State::Failed), "{}", bridge.log());
+        assert_eq!(end, Ok(State::Failed), "{}", run.bridge.log());
         let status = slot.status().await.unwrap();
         assert!(
             status.message.contains("detector stream broke at frame 3")
@@ -182,29 +158,27 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
             refused.to_string().contains("refused in state FAILED"),
             "{refused}"
         );
-        let run = catalog_run(&dm, "uid-fail").await;
-        assert_eq!(run.extra["finalState"], "FAILED");
+        let catalog = catalog_run(&run.dm, "uid-fail").await;
+        assert_eq!(catalog.extra["finalState"], "FAILED");
     });
 }
 
 #[test]
 fn abort_during_acquisition_stops_the_dm_job() {
-    run_test(async {
-        let dir = tempfile::tempdir().unwrap();
-        let udp = common::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, "e2e:abort:");
-        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
-        dm.add_workflow(&workflow(
-            "long",
-            &[(
-                "01-STREAM",
-                "pvabridge workflow ready --handshake $handshakePrefix && sleep 60",
-            )],
-        ))
-        .await
-        .unwrap();
+    run_test(TEST_LIMIT, async {
+        let run = EmbeddedRun::start(
+            "e2e:abort:",
+            workflow(
+                "long",
+                &[(
+                    "01-STREAM",
+                    "pvabridge workflow ready --handshake $handshakePrefix && sleep 60",
+                )],
+            ),
+        )
+        .await;
 
-        let slot = slot(udp, "e2e:abort:");
+        let slot = run.slot();
         slot.start(&request("long", "uid-abort")).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Ready], WAIT).await,
@@ -218,11 +192,11 @@ fn abort_during_acquisition_stops_the_dm_job() {
             "ABORT takes effect before its put returns"
         );
         let job_id = slot.status().await.unwrap().job_id;
-        let job = job_until(&dm, &job_id, |job| job.status.is_final()).await;
-        assert_eq!(job.status, JobStatus::Aborted, "{}", bridge.log());
-        let run = catalog_run(&dm, "uid-abort").await;
-        assert_eq!(run.extra["finalState"], "ABORTED");
-        assert_eq!(run.extra["job"]["status"], "aborted");
+        let job = job_until(&run.dm, &job_id, |job| job.status.is_final()).await;
+        assert_eq!(job.status, JobStatus::Aborted, "{}", run.bridge.log());
+        let catalog = catalog_run(&run.dm, "uid-abort").await;
+        assert_eq!(catalog.extra["finalState"], "ABORTED");
+        assert_eq!(catalog.extra["job"]["status"], "aborted");
         slot.command(Command::Reset).await.unwrap();
         assert_eq!(slot.state().await.unwrap(), State::Idle);
     });
@@ -230,7 +204,7 @@ fn abort_during_acquisition_stops_the_dm_job() {
 
 #[test]
 fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
-    run_test(async {
+    run_test(TEST_LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let udp = common::free_udp_port();
         let users = dir.path().join("users");
@@ -305,10 +279,10 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
         assert_eq!(slot.status().await.unwrap().job_id, job_before);
         let job = dm.get_job(&job_before).await.unwrap();
         assert_eq!(job.status, JobStatus::Done);
-        let run = catalog_run(&dm, "uid-restart").await;
-        assert_eq!(run.extra["jobId"], job_before.as_str());
-        assert_eq!(run.extra["finalState"], "DONE");
-        let history: Vec<&str> = run.extra["history"]
+        let catalog = catalog_run(&dm, "uid-restart").await;
+        assert_eq!(catalog.extra["jobId"], job_before.as_str());
+        assert_eq!(catalog.extra["finalState"], "DONE");
+        let history: Vec<&str> = catalog.extra["history"]
             .as_array()
             .unwrap()
             .iter()
@@ -337,12 +311,8 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
 #[test]
 fn p4p_plays_the_bluesky_side_like_ophyd_async() {
     let python = common::python();
-    run_test(async {
-        let dir = tempfile::tempdir().unwrap();
-        let udp = common::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, "e2e:p4p:");
-        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
-        dm.add_workflow(&workflow(
+    run_test(TEST_LIMIT, async {
+        let run = EmbeddedRun::start("e2e:p4p:", workflow(
             "p4p-run",
             &[(
                 "01-STREAM",
@@ -350,9 +320,7 @@ fn p4p_plays_the_bluesky_side_like_ophyd_async() {
                  && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
                  && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix",
             )],
-        ))
-        .await
-        .unwrap();
+        )).await;
         let mut request = request("p4p-run", "uid-p4p");
         request.expected_frames = Some(3);
 
@@ -360,7 +328,7 @@ fn p4p_plays_the_bluesky_side_like_ophyd_async() {
         cmd.arg(common::peer_script("p4p_handshake.py"))
             .arg("e2e:p4p:")
             .arg(request.to_json());
-        common::loopback_env(&mut cmd, udp);
+        common::loopback_env(&mut cmd, run.udp);
         let out = tokio::task::spawn_blocking(move || common::run_bounded(cmd, WAIT * 2))
             .await
             .unwrap();
@@ -371,7 +339,7 @@ fn p4p_plays_the_bluesky_side_like_ophyd_async() {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        assert!(out.status.success(), "{result}\n{}", bridge.log());
+        assert!(out.status.success(), "{result}\n{}", run.bridge.log());
         assert_eq!(result["pviId"], "epics:nt/NTPVI:1.0");
         assert_eq!(result["pvi"]["state"]["r"], "e2e:p4p:State");
         assert_eq!(result["pvi"]["command"]["rw"], "e2e:p4p:Command");

@@ -116,6 +116,55 @@ pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) ->
     }
 }
 
+/// Run an end-to-end test on a runtime of its own, failed if it takes longer than `limit`.
+pub fn run_test(limit: Duration, test: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(limit, test)
+            .await
+            .expect("the test finishes in time");
+    });
+}
+
+/// The start of most end-to-end tests: `pvabridge serve` with the embedded DM service, in a
+/// directory of its own, on a UDP port of its own, with one workflow added to DM.
+pub struct EmbeddedRun {
+    pub bridge: Bridge,
+    pub dm: DmClient,
+    pub udp: u16,
+    pub prefix: String,
+    /// Declared last, so it is removed only after the bridge has stopped.
+    pub dir: tempfile::TempDir,
+}
+
+impl EmbeddedRun {
+    pub async fn start(prefix: &str, workflow: Workflow) -> EmbeddedRun {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = super::free_udp_port();
+        let bridge = serve_embedded(dir.path(), udp, prefix);
+        let dm = dm_client(&bridge.dm_url, &bridge.login_file);
+        dm.add_workflow(&workflow)
+            .await
+            .expect("DM takes the workflow");
+        EmbeddedRun {
+            bridge,
+            dm,
+            udp,
+            prefix: prefix.to_owned(),
+            dir,
+        }
+    }
+
+    /// A client of the bridge's slot, as the Bluesky side.
+    pub fn slot(&self) -> HandshakeClient {
+        slot(self.udp, &self.prefix)
+    }
+}
+
 /// `pvabridge serve` with the embedded DM service in `dir/dm`.
 pub fn serve_embedded(dir: &Path, udp: u16, prefix: &str) -> Bridge {
     let dm_dir = dir.join("dm");
