@@ -15,10 +15,16 @@ use super::streaming::{init_logging, runtime, seconds, shutdown_signal, Progress
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Every frame is booked as it arrives: received, missed (gaps in uniqueId), duplicated, out of
-order. Frames count from uniqueId 1 (a frame before the first one received is missed) unless
---join is given. Frames then go to processing threads; a slow processing step shows as a
-backlog (--backlog bounds it; beyond, the server holds and, at worst, drops frames, which show
-as missed).
+order. The monitor's first update is the PV's value from before the subscription: it is booked
+apart (initial_id) and never counted. The run counts from the first frame after it, whatever its
+uniqueId, so joining a running stream misses nothing; with --first-id N it counts from frame N
+(frames from N on that never came are missed; --first-id 1 counts from 1). With --expected N the
+run is N frames, and whatever never came is missed. uniqueId is an int32 compared modulo 2^32: a
+wrap past 2147483647 is no loss. A counter that goes back (a reset, an IOC restart) starts a new
+sequence, counted once in counter_resets.
+
+Frames then go to processing threads; a slow processing step shows as a backlog (--backlog
+bounds it; beyond, the server holds and, at worst, drops frames, which show as missed).
 
 pvapy's server (pvapy 5.6, pvAccessCPP) re-sends old frames to pipelined monitors: use
 --no-pipeline with it.
@@ -29,6 +35,7 @@ Exit status: 0, or 1 on errors, or 3 with --require-complete when a frame was mi
 
 Examples:
   pvabridge consume --pv sim:det:Image --expected 1000 --require-complete --json
+  pvabridge consume --pv 13SIM1:Pva1:Image --first-id 301 --expected 600
   pvabridge consume --pv relay:Image --stride 3 --runtime 60")]
 pub struct ConsumeArgs {
     /// The PV to monitor.
@@ -64,8 +71,12 @@ pub struct ConsumeArgs {
     /// This consumer gets every N-th frame (of a relay distributing over N consumers).
     #[arg(long, default_value_t = 1)]
     stride: u64,
-    /// Count from the first frame received instead of from uniqueId 1.
-    #[arg(long)]
+    /// The uniqueId of the run's first frame, when known (default: the first frame received
+    /// after the subscription).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    first_id: Option<i32>,
+    /// Removed: counting from the first frame received is the default now.
+    #[arg(long, hide = true)]
     join: bool,
     /// Seconds between progress lines when not on a terminal.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
@@ -95,6 +106,14 @@ fn print_text(r: &Report) {
         "processed {}, largest backlog {}, squashed by the client {}",
         r.processed, r.max_backlog, r.client_squashed
     );
+    let id = |id: Option<i64>| id.map_or("-".to_string(), |n| n.to_string());
+    println!(
+        "frames {} to {}; initial value {}; counter resets {}",
+        id(r.first_id),
+        id(r.last_id),
+        id(r.initial_id),
+        c.counter_resets
+    );
     if !r.missed_ranges.is_empty() {
         let ranges: Vec<String> = r
             .missed_ranges
@@ -120,6 +139,15 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     if args.stride == 0 {
         bail!("--stride 0: the stride is at least 1");
     }
+    if args.join {
+        bail!(
+            "--join was removed: consume now counts from the first frame received after \
+             subscribing by default (give --first-id N to count from frame N)"
+        );
+    }
+    if args.first_id.is_some() && args.stride > 1 {
+        bail!("--first-id with --stride: a distributed stream counts from its first frame");
+    }
     let report_every = seconds("--report-period", Some(args.report_period))?
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(1));
@@ -137,11 +165,9 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
                 .as_secs_f64(),
         ),
         stride: args.stride,
-        origin: if args.join {
-            Origin::FromFirst
-        } else {
-            Origin::FromOne
-        },
+        origin: args
+            .first_id
+            .map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
     };
     let report = runtime()?.block_on(async {
         let ctx = Context::from_env()?;

@@ -582,6 +582,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         start_delay: Duration::ZERO,
         seed: 1,
         counter: false,
+        start_id: 1,
     };
     det_config.validate()?;
     let acquisition = if args.fps > 0.0 {

@@ -20,7 +20,8 @@ use super::streaming::{init_logging, runtime, seconds, shutdown_signal, Progress
 /// Publish simulated detector frames.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Frames are NTNDArray values like areaDetector's NDPluginPva sends: uniqueId counting from 1,
+Frames are NTNDArray values like areaDetector's NDPluginPva sends: uniqueId counting from
+--start-id (default 1; past 2147483647 it wraps to -2147483648 like an int32),
 dataTimeStamp and timeStamp, dimension, compressedSize/uncompressedSize, and the attributes
 ColorMode, FrameRate and TotalFrames. The pixels (spots moving over noise) are made ahead of time
 from --seed, so generation never limits the rate.
@@ -29,14 +30,15 @@ With --fps 0 the detector goes as fast as its slowest consumer takes frames, los
 After the last frame it keeps serving until every consumer has left (at most --linger seconds).
 
 With --trigger PV it waits to be triggered, like areaDetector's Acquire: PV is a writable NTScalar
-int; put 1 to publish --frames frames (or for --runtime), numbered from 1; it reads 0 again once
-they are out (put 0 to stop early). Between acquisitions the image PV holds an empty frame
+int; put 1 to publish --frames frames (or for --runtime), numbered on from the last acquisition
+like areaDetector's ArrayCounter; it reads 0 again once they are out (put 0 to stop early). Between acquisitions the image PV holds an empty frame
 (uniqueId 0), so that a workflow subscribing for the next one starts clean. It serves until Ctrl-C.
 
 Examples:
   pvabridge simdet --nx 1024 --ny 1024 --dtype uint16 --fps 100 --frames 1000 --start-delay 2
   pvabridge simdet --pv bl:det:Image --fps 0 --runtime 10 --json
   pvabridge simdet --pv bl:det:Image --trigger bl:det:Acquire --frames 100 --fps 50
+  pvabridge simdet --start-id 301 --frames 300   (a detector whose counter went on from a run)
 Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVAS_BROADCAST_PORT /
 EPICS_PVA_BROADCAST_PORT.")]
 pub struct SimDetArgs {
@@ -67,6 +69,14 @@ pub struct SimDetArgs {
     /// Seed of the pixel generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The uniqueId of the first frame (an int32; later frames count on from it).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    start_id: i32,
     /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (plain update rates).
     #[arg(long)]
     ntscalar: bool,
@@ -106,6 +116,7 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
         start_delay: seconds("--start-delay", Some(args.start_delay))?.unwrap_or_default(),
         seed: args.seed,
         counter: args.ntscalar,
+        start_id: args.start_id,
     };
     let linger = seconds("--linger", Some(args.linger))?.unwrap_or_default();
     let server_config = ServerConfig::from_env()?;

@@ -41,7 +41,11 @@ Progress reports the frames processed (at most every --progress-period). It ends
 left ACQUIRING (DRAINING or PROCESSING) and every expected frame is accounted for, or no frame came
 for --drain-timeout seconds after that; then it writes WorkflowMessage and prints a summary.
 
-The channel and the expected count default to the run's Request (dataChannel, expectedFrames).
+The channel, the expected count and the first frame's uniqueId default to the run's Request
+(dataChannel, expectedFrames, firstFrameId). The monitor's first update (the channel's value from
+before the subscription, such as the last frame of the previous run) is booked apart, never
+counted; the run counts from the first frame after it, or from --first-id / firstFrameId when
+given, whatever the detector's counter says. Missed = expected - received at the end.
 
 Exit status: 0 when every frame came; 3 when frames were lost; 1 when the run ended (ABORTED,
 FAILED, TIMEOUT) or anything failed.")]
@@ -52,6 +56,10 @@ pub struct ConsumeArgs {
     /// Frames the detector sends (default: the Request's expectedFrames, or FramesExpected).
     #[arg(long, value_name = "N")]
     expected: Option<u64>,
+    /// The uniqueId of the run's first frame (default: the Request's firstFrameId, else the
+    /// first frame received after subscribing).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    first_id: Option<i32>,
     /// Directory of the results file (default: the working directory, the DM job's).
     #[arg(long, value_name = "DIR", default_value = ".")]
     results: PathBuf,
@@ -264,6 +272,9 @@ pub async fn run(
                 .ok()
                 .filter(|n| *n > 0)
         });
+    let first_id = args
+        .first_id
+        .or_else(|| request.as_ref().and_then(|r| r.first_frame_id));
     let results = Arc::new(ResultsFile::create(&args.results)?);
 
     let acquisition = watch_acquisition(&slot, max_wait);
@@ -289,7 +300,7 @@ pub async fn run(
         runtime: None,
         threads: args.threads,
         backlog: args.backlog.max(1),
-        origin: Origin::FromOne,
+        origin: first_id.map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
         ..ConsumerConfig::default()
     };
     let progress = Progress::new("workflow consume", expected, args.quiet);

@@ -41,6 +41,11 @@ pub struct RunRequest {
     /// The experiment the run belongs to in the DM run catalog (the bridge's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_name: Option<String>,
+    /// The `uniqueId` of the run's first frame (the detector's counter before arming), when
+    /// known: the workflow's accounting then names missing frames from the start. Passed to the
+    /// DM job as `firstFrameId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_id: Option<i32>,
 }
 
 /// Why a request text was refused.
@@ -98,8 +103,8 @@ impl RunRequest {
     }
 
     /// The argsDict the DM job gets: the request's own entries, plus the handshake prefix, the
-    /// run id, the data channel, the expected frames and the run uid (unless the request sets
-    /// them), and a placeholder `filePath` when no file specification is given, since DM refuses
+    /// run id, the data channel, the expected frames, the first frame's id and the run uid
+    /// (unless the request sets them), and a placeholder `filePath` when no file specification is given, since DM refuses
     /// jobs without one.
     pub fn job_args(&self, prefix: &str, run_id: &str) -> Map<String, Value> {
         let mut args = self.args_dict.clone();
@@ -112,6 +117,10 @@ impl RunRequest {
         if let Some(frames) = self.expected_frames {
             args.entry("expectedFrames")
                 .or_insert_with(|| Value::from(frames));
+        }
+        if let Some(first) = self.first_frame_id {
+            args.entry("firstFrameId")
+                .or_insert_with(|| Value::from(first));
         }
         if let Some(uid) = &self.run_uid {
             args.entry("runUid")
@@ -135,10 +144,11 @@ mod tests {
     #[test]
     fn a_full_request_parses_and_round_trips() {
         let text = r#"{"workflow":"w","argsDict":{"sample":"Si"},"runUid":"u1","expectedFrames":10,
-            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1"}"#;
+            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1","firstFrameId":301}"#;
         let request = RunRequest::parse(text).unwrap();
         assert_eq!(request.expected_frames, Some(10));
         assert_eq!(request.ready_stage.as_deref(), Some("02-RUN"));
+        assert_eq!(request.first_frame_id, Some(301));
         assert_eq!(RunRequest::parse(&request.to_json()).unwrap(), request);
     }
 
@@ -163,8 +173,10 @@ mod tests {
         let mut request = RunRequest::new("w");
         request.data_channel = Some("det:Image".into());
         request.expected_frames = Some(4);
+        request.first_frame_id = Some(301);
         request.args_dict.insert("sample".into(), "Si".into());
         let args = request.job_args("bdp:wf1:", "run-1");
+        assert_eq!(args["firstFrameId"], 301);
         assert_eq!(args[PREFIX_ARG], "bdp:wf1:");
         assert_eq!(args[RUN_ID_ARG], "run-1");
         assert_eq!(args["dataChannel"], "det:Image");

@@ -15,7 +15,7 @@ use crossbeam_channel::TrySendError;
 use pva::client::{Context, MonitorEvent};
 use serde::Serialize;
 
-use crate::accounting::{Counts, Latency, LatencySummary, Ledger, Origin};
+use crate::accounting::{Books, Counts, Latency, LatencySummary, Ledger, Origin};
 use crate::frame::{Frame, FrameError};
 use crate::StreamError;
 
@@ -40,7 +40,8 @@ pub struct ConsumerConfig {
     pub process_time: Duration,
     /// This consumer gets every `stride`-th frame (a relay distributing over that many).
     pub stride: u64,
-    /// Where counting starts.
+    /// Where the run's first frame comes from (default: the first that arrives after the
+    /// monitor's initial value).
     pub origin: Origin,
 }
 
@@ -56,7 +57,7 @@ impl Default for ConsumerConfig {
             backlog: 64,
             process_time: Duration::ZERO,
             stride: 1,
-            origin: Origin::FromOne,
+            origin: Origin::FirstReceived,
         }
     }
 }
@@ -81,9 +82,13 @@ pub struct Progress {
 pub struct Report {
     /// The PV.
     pub pv: String,
-    /// Frames received, missed, duplicated, out of order, ignored.
+    /// Frames received, missed, duplicated, out of order, ignored; counter resets.
     #[serde(flatten)]
     pub counts: Counts,
+    /// The number of the monitor's initial value: the PV's value before the subscription,
+    /// booked apart and never counted (unless the run's first number was given and it is one
+    /// of the run's frames). `None` when it was not a frame.
+    pub initial_id: Option<i64>,
     /// Frames expected, if told.
     pub expected: Option<u64>,
     /// Updates the client squashed because this consumer fell behind (included in `missed`).
@@ -94,7 +99,7 @@ pub struct Report {
     pub processed: u64,
     /// Most frames that waited for processing at once.
     pub max_backlog: usize,
-    /// First and last frame numbers received.
+    /// First frame number of the run received.
     pub first_id: Option<i64>,
     /// Last frame number received.
     pub last_id: Option<i64>,
@@ -112,6 +117,22 @@ pub struct Report {
     pub latency: LatencySummary,
     /// Why the run ended.
     pub ended_by: EndedBy,
+}
+
+impl Report {
+    /// The books as one plain record.
+    pub fn books(&self) -> Books {
+        Books {
+            initial_id: self.initial_id,
+            first_id: self.first_id,
+            last_id: self.last_id,
+            received: self.counts.received,
+            missed: self.counts.missed,
+            duplicates: self.counts.duplicates,
+            out_of_order: self.counts.out_of_order,
+            counter_resets: self.counts.counter_resets,
+        }
+    }
 }
 
 /// Why a run ended.
@@ -271,6 +292,10 @@ pub async fn consume_with(
     let mut last_at = Instant::now();
     let mut not_frames = 0u64;
     let mut empty_updates = 0u64;
+    // The monitor's first update is the PV's value from before the subscription; after a
+    // reconnection, the first is the current value again, which may have been received.
+    let mut initial: Option<Option<i64>> = None;
+    let mut resubscribed = false;
     let started = Instant::now();
     let deadline = config.runtime.map(|r| tokio::time::Instant::now() + r);
     let mut ticker = tokio::time::interval(report_every);
@@ -318,6 +343,10 @@ pub async fn consume_with(
                     continue;
                 }
                 let now = Instant::now();
+                let is_initial = initial.is_none();
+                if is_initial {
+                    initial = Some(None);
+                }
                 let frame = match Frame::from_value(update.value) {
                     Ok(f) => f,
                     Err(FrameError::NotAFrame(why)) => {
@@ -329,7 +358,23 @@ pub async fn consume_with(
                     }
                 };
                 let id = frame.meta.unique_id;
-                if ledger.record(id) == crate::Verdict::Ignored {
+                let unpublished = id == 0 && frame.meta.payload_bytes == 0;
+                if is_initial {
+                    initial = Some((!unpublished).then_some(id));
+                    if unpublished || !ledger.initial_is_in_run(id, config.expected) {
+                        continue;
+                    }
+                }
+                if unpublished {
+                    ledger.skip();
+                    continue;
+                }
+                let verdict = if std::mem::take(&mut resubscribed) {
+                    ledger.record_resent(id)
+                } else {
+                    ledger.record(id)
+                };
+                if verdict == crate::Verdict::Ignored {
                     continue;
                 }
                 first_at.get_or_insert(now);
@@ -353,6 +398,7 @@ pub async fn consume_with(
             }
             Some(MonitorEvent::Disconnected) => {
                 tracing::warn!("'{}': disconnected; waiting for it to come back", config.pv);
+                resubscribed = initial.is_some();
             }
             Some(MonitorEvent::Finished(Ok(()))) | None => break EndedBy::Finished,
             Some(MonitorEvent::Finished(Err(e))) => return Err(e.into()),
@@ -371,6 +417,7 @@ pub async fn consume_with(
     Ok(Report {
         pv: config.pv.clone(),
         counts,
+        initial_id: initial.flatten(),
         expected: config.expected,
         client_squashed,
         empty_updates,

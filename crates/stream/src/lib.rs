@@ -13,7 +13,7 @@ pub mod relay;
 pub mod simdet;
 pub mod stats;
 
-pub use accounting::{Counts, Latency, LatencySummary, Ledger, Origin, Verdict};
+pub use accounting::{Books, Counts, Latency, LatencySummary, Ledger, Origin, Verdict};
 pub use frame::{Frame, FrameError, FrameMeta};
 
 /// Why a stream could not run.

@@ -17,7 +17,7 @@ use pva::server::{SharedPv, StaticSource, SubscriberStats};
 use pva_codec::{BitSet, StructValue};
 use serde::Serialize;
 
-use crate::accounting::{Counts, Ledger, Origin, Verdict};
+use crate::accounting::{Counts, Ledger, Origin};
 use crate::frame::FrameMeta;
 use crate::StreamError;
 
@@ -45,6 +45,9 @@ pub struct ConsumerShare {
     pub peer: Option<SocketAddr>,
     /// Updates put in its queue (its initial value included).
     pub posted: u64,
+    /// Frames put in its queue: the updates after its initial value, which is the PV's value
+    /// from before it subscribed and not a frame of its run.
+    pub frames: u64,
     /// Updates dropped for it because it fell behind (squashed in its queue).
     pub dropped: u64,
     /// Still subscribed.
@@ -57,6 +60,7 @@ impl From<SubscriberStats> for ConsumerShare {
             id: s.id,
             peer: s.peer,
             posted: s.posted,
+            frames: s.posted.saturating_sub(1),
             dropped: s.squashed,
             open: s.open,
         }
@@ -70,7 +74,10 @@ pub struct RelayReport {
     pub from: String,
     /// The name served.
     pub served_as: String,
-    /// Frames from upstream: received, missed (gaps), and so on.
+    /// The number of the upstream's initial value (its value before the relay subscribed,
+    /// booked apart like a consumer's), when it was a frame.
+    pub upstream_initial_id: Option<i64>,
+    /// Frames from upstream: received, missed (gaps), and so on, by a consumer's rules.
     pub upstream: Counts,
     /// Updates squashed in the relay's own upstream monitor queue (included in missed).
     pub upstream_squashed: u64,
@@ -120,9 +127,10 @@ pub async fn relay(
         .exec()?;
     let started = Instant::now();
     let mut pv: Option<SharedPv> = None;
-    let mut ledger = Ledger::new(Origin::FromFirst, 1);
+    let mut ledger = Ledger::new(Origin::FirstReceived, 1);
     let mut relayed = 0u64;
     let mut undelivered = 0u64;
+    let mut upstream_initial_id = None;
     // Distributing starts once enough consumers are subscribed, then goes on among those left.
     let mut distributing = false;
     let mut ticker = tokio::time::interval(report_every);
@@ -145,19 +153,18 @@ pub async fn relay(
         };
         match event {
             Some(MonitorEvent::Update(update)) => {
-                let is_frame = match FrameMeta::from_value(&update.value) {
-                    Ok(meta) => ledger.record(meta.unique_id) != Verdict::Ignored,
-                    Err(_) => true,
-                };
+                let meta = FrameMeta::from_value(&update.value).ok();
+                let unpublished = meta
+                    .as_ref()
+                    .is_some_and(|m| m.unique_id == 0 && m.payload_bytes == 0);
                 let Some(served) = &pv else {
-                    // The first value (often the empty one a detector holds before its first
-                    // frame) is what consumers get on subscribing; distributing, they start
-                    // from an empty value, since the frame at hand goes to one of them only.
+                    // The first value (the upstream's from before the subscription, often the
+                    // empty one a detector holds before its first frame) is not a frame of the
+                    // run: it is what consumers get on subscribing. Distributing, they start
+                    // from an empty value.
+                    upstream_initial_id = meta.filter(|_| !unpublished).map(|m| m.unique_id);
                     let initial = match config.distribute {
-                        Some(_) => {
-                            undelivered += u64::from(is_frame);
-                            StructValue::new(update.value.desc().clone())
-                        }
+                        Some(_) => StructValue::new(update.value.desc().clone()),
                         None => update.value,
                     };
                     let served = SharedPv::readonly(initial);
@@ -166,6 +173,13 @@ pub async fn relay(
                     pv = Some(served);
                     continue;
                 };
+                match &meta {
+                    Some(_) if unpublished => ledger.skip(),
+                    Some(m) => {
+                        ledger.record(m.unique_id);
+                    }
+                    None => {}
+                }
                 match config.distribute {
                     None => {
                         served.post_changed(update.value, update.changed);
@@ -199,6 +213,7 @@ pub async fn relay(
     Ok(RelayReport {
         from: config.from.clone(),
         served_as: config.as_name.clone(),
+        upstream_initial_id,
         upstream: ledger.counts(),
         upstream_squashed,
         relayed,

@@ -7,7 +7,7 @@
 //! `start + k / fps`), not by a sleep per frame, so it does not drift. With `fps` 0 the
 //! detector goes as fast as its slowest subscriber takes frames, losing none.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use pva::server::SharedPv;
@@ -44,6 +44,10 @@ pub struct SimDetConfig {
     /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (to measure plain
     /// update rates; consumers account for it like frames).
     pub counter: bool,
+    /// The first `uniqueId` published (1 for a fresh detector). Later frames count on from
+    /// it, and successive runs of the same detector continue the count, like areaDetector's
+    /// ArrayCounter; past 2^31-1 it wraps to -2^31, as an int32 does.
+    pub start_id: i32,
 }
 
 impl SimDetConfig {
@@ -126,6 +130,8 @@ pub struct SimDet {
     /// Members that change from one frame to the next.
     changed: BitSet,
     pv: SharedPv,
+    /// The `uniqueId` of the next frame, as its 32 bits.
+    next_id: AtomicU32,
 }
 
 impl SimDet {
@@ -143,6 +149,7 @@ impl SimDet {
             }
             return Ok(SimDet {
                 pv: SharedPv::readonly(template.clone()),
+                next_id: AtomicU32::new(config.start_id as u32),
                 config,
                 pool: Vec::new(),
                 template,
@@ -174,6 +181,7 @@ impl SimDet {
         }
         Ok(SimDet {
             pv: SharedPv::readonly(nt.create()),
+            next_id: AtomicU32::new(config.start_id as u32),
             config,
             pool,
             template,
@@ -196,16 +204,22 @@ impl SimDet {
         self.pool.len()
     }
 
-    /// Frame number `unique_id` (from 1) as a value.
-    pub fn frame(&self, unique_id: u64) -> StructValue {
+    /// The `uniqueId` the next frame will carry.
+    pub fn next_id(&self) -> i32 {
+        self.next_id.load(Ordering::Relaxed) as i32
+    }
+
+    /// The frame numbered `unique_id` as a value.
+    pub fn frame(&self, unique_id: i32) -> StructValue {
         let mut v = self.template.clone();
         if self.pool.is_empty() {
-            // The counter: a double holds every count a run can reach exactly.
-            let _ = v.set("value", unique_id as f64);
+            // The counter: a double holds every int32 exactly.
+            let _ = v.set("value", f64::from(unique_id));
             stamp(&mut v, "timeStamp", TimeStamp::now());
             return v;
         }
-        let data = self.pool[(unique_id.saturating_sub(1) as usize) % self.pool.len()].clone();
+        let index = (unique_id as u32).wrapping_sub(1) as usize % self.pool.len();
+        let data = self.pool[index].clone();
         if let Some(Value::Union(UnionValue {
             selected: Some((_, boxed)),
             ..
@@ -215,13 +229,14 @@ impl SimDet {
         }
         let now = TimeStamp::now();
         // Members of the template, of the right types: these cannot fail.
-        let _ = v.set("uniqueId", unique_id.min(i32::MAX as u64) as i32);
+        let _ = v.set("uniqueId", unique_id);
         stamp(&mut v, "timeStamp", now);
         stamp(&mut v, "dataTimeStamp", now);
         v
     }
 
-    /// Publish frames until the configured count or runtime, or until `stop` is set.
+    /// Publish frames until the configured count or runtime, or until `stop` is set, numbered
+    /// on from the last run's.
     /// Blocking: run it on a thread of its own. `report` is called about once a second.
     pub fn run(&self, stop: &AtomicBool, mut report: impl FnMut(&Published)) -> Published {
         let delay_end = Instant::now() + self.config.start_delay;
@@ -259,15 +274,16 @@ impl SimDet {
                     }
                 }
             }
-            let id = published + 1;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) as i32;
             let value = self.frame(id);
-            if id == 1 {
-                // Subscribers hold the empty value: the first frame carries every member.
+            if published == 0 {
+                // Subscribers hold an empty value or another run's frame: the first frame of a
+                // run carries every member.
                 self.pv.post(value);
             } else {
                 self.pv.post_changed(value, self.changed.clone());
             }
-            published = id;
+            published += 1;
             last = Instant::now();
             if last >= next_report {
                 report(&Published::new(published, frame_bytes, last - start));
@@ -353,6 +369,7 @@ mod tests {
             start_delay: Duration::ZERO,
             seed: 7,
             counter: false,
+            start_id: 1,
         }
     }
 
@@ -409,6 +426,26 @@ mod tests {
         // 39 periods of 5 ms at least; no assertion on the upper side (loaded machines).
         assert!(p.elapsed_s >= 0.195, "{p:?}");
         assert_eq!(det.pv().current().get("uniqueId"), Some(&Value::I32(40)));
+    }
+
+    #[test]
+    fn numbers_start_where_told_continue_from_run_to_run_and_wrap_like_an_int32() {
+        let det = SimDet::new(SimDetConfig {
+            frames: Some(3),
+            start_id: i32::MAX - 3,
+            ..config(ScalarType::U8)
+        })
+        .unwrap();
+        let id = |det: &SimDet| det.pv().current().get("uniqueId").cloned();
+        det.run(&AtomicBool::new(false), |_| {});
+        assert_eq!(id(&det), Some(Value::I32(i32::MAX - 1)));
+        det.run(&AtomicBool::new(false), |_| {});
+        assert_eq!(
+            id(&det),
+            Some(Value::I32(i32::MIN + 1)),
+            "wrapped, not saturated"
+        );
+        assert_eq!(det.next_id(), i32::MIN + 2);
     }
 
     #[test]

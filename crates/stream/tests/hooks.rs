@@ -28,6 +28,7 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
             start_delay: Duration::ZERO,
             seed: 5,
             counter: false,
+            start_id: 1,
         })
         .unwrap(),
     );

@@ -460,12 +460,31 @@ impl SharedPv {
     }
 
     /// Change fields in place with `edit`, which returns the bits it changed, and post them.
+    /// The edit runs under the PV's lock, so that concurrent writers of other fields (puts,
+    /// other updates) never lose one another's changes; it must not use this PV itself.
     pub fn update(&self, edit: impl FnOnce(&mut StructValue) -> BitSet) {
-        let mut v = self.current();
-        let changed = edit(&mut v);
-        if !changed.is_empty() {
-            self.post_changed(v, changed);
-        }
+        let live = {
+            let mut st = self.lock();
+            let changed = edit(&mut st.value);
+            if changed.is_empty() {
+                return;
+            }
+            let live = st.live();
+            for sub in &live {
+                sub.push(&st.value, &changed);
+            }
+            live
+        };
+        drop(live);
+    }
+
+    /// Merge the `changed` fields of `value` into the current value and post them, all under
+    /// the lock: fields changed meanwhile by another writer are kept.
+    fn merge_and_post(&self, value: &StructValue, changed: &BitSet) {
+        self.update(|current| {
+            current.merge_from(value, changed);
+            changed.clone()
+        });
     }
 
     /// Subscribe with a queue of `capacity` updates; `wake` is notified on each push. The
@@ -521,24 +540,37 @@ impl SharedPv {
         if !self.0.writable {
             return Status::error("this PV is read-only");
         }
+        let Some(handler) = &self.0.on_put else {
+            if self.current().desc() != partial.desc() {
+                return Status::error("put value has a different type than the PV");
+            }
+            self.merge_and_post(partial, changed);
+            return Status::OK;
+        };
+        // The handler sees the current value with the put merged in, without the lock held (it
+        // may use this PV); what it returns is merged back under the lock, so a field another
+        // writer changed meanwhile is kept unless the put or the handler changed it too.
         let mut merged = self.current();
         if merged.desc() != partial.desc() {
             return Status::error("put value has a different type than the PV");
         }
         merged.merge_from(partial, changed);
-        let value = match &self.0.on_put {
-            None => merged,
-            Some(handler) => match handler(&PutRequest {
-                value: merged.clone(),
-                changed,
-                peer,
-            }) {
-                Ok(None) => merged,
-                Ok(Some(v)) => v,
-                Err(status) => return status,
-            },
-        };
-        self.post_changed(value, changed.clone());
+        match handler(&PutRequest {
+            value: merged.clone(),
+            changed,
+            peer,
+        }) {
+            Ok(None) => self.merge_and_post(partial, changed),
+            Ok(Some(stored)) if stored.desc() == merged.desc() => {
+                // What the handler changed (a new timeStamp, an alarm, a clamped value) goes
+                // to the subscribers with what the client put.
+                let mut bits = changed.clone();
+                changed_between(&merged, &stored, 0, &mut bits);
+                self.merge_and_post(&stored, &bits);
+            }
+            Ok(Some(stored)) => self.post(stored),
+            Err(status) => return status,
+        }
         Status::OK
     }
 
@@ -553,6 +585,30 @@ impl SharedPv {
     /// True when puts are accepted.
     pub fn is_writable(&self) -> bool {
         self.0.writable
+    }
+}
+
+/// Set in `bits` the fields where `a` and `b` (of the same type) differ: a member's own bit when
+/// it differs as a whole (a scalar, an array, a union), the members' bits inside a structure.
+/// `base` is the bit of `a` itself.
+fn changed_between(a: &StructValue, b: &StructValue, base: usize, bits: &mut BitSet) {
+    if std::ptr::eq(a.fields().as_ptr(), b.fields().as_ptr()) {
+        return;
+    }
+    for (((_, offset), mine), theirs) in a
+        .desc()
+        .members_with_offsets()
+        .zip(a.fields())
+        .zip(b.fields())
+    {
+        let bit = base + offset;
+        match (mine, theirs) {
+            (Value::Struct(mine), Value::Struct(theirs)) if mine.desc() == theirs.desc() => {
+                changed_between(mine, theirs, bit, bits)
+            }
+            (mine, theirs) if mine != theirs => bits.set(bit),
+            _ => {}
+        }
     }
 }
 
@@ -693,6 +749,121 @@ mod tests {
         assert!(pv.wait_for_room(Duration::from_secs(5)));
         assert!(taker.join().unwrap().is_some());
         assert_eq!(sub.squashed(), 0);
+    }
+
+    fn peer() -> PeerInfo {
+        PeerInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            method: "anonymous".into(),
+            user: String::new(),
+            host: String::new(),
+        }
+    }
+
+    fn two_fields() -> StructValue {
+        StructValue::new(Arc::new(
+            StructDesc::builder("pair")
+                .scalar("a", ScalarType::I32)
+                .scalar("b", ScalarType::I32)
+                .structure(
+                    "timeStamp",
+                    StructDesc::builder("time_t")
+                        .scalar("secondsPastEpoch", ScalarType::I64)
+                        .build(),
+                )
+                .build(),
+        ))
+    }
+
+    #[test]
+    fn concurrent_writers_of_different_fields_lose_nothing() {
+        const WRITES: i32 = 2000;
+        // With a handler (which stamps the time) and without: puts of `a` from one thread,
+        // updates of `b` and puts of `b` from two others.
+        for stamped in [false, true] {
+            let builder = SharedPv::builder(two_fields());
+            let pv = if stamped {
+                builder
+                    .on_put(|req| {
+                        let mut v = req.value.clone();
+                        let t = v.get("timeStamp.secondsPastEpoch").and_then(Value::as_i64);
+                        v.set("timeStamp.secondsPastEpoch", t.unwrap_or(0) + 1)
+                            .map_err(|e| Status::error(e.to_string()))?;
+                        Ok(Some(v))
+                    })
+                    .build()
+            } else {
+                builder.writable().build()
+            };
+            let sub = pv.subscribe(1, Arc::new(Notify::new()));
+            let put = |pv: &SharedPv, field: &str, n: i32| {
+                let mut v = pv.current();
+                v.set(field, n).unwrap();
+                let bit = v.desc().bit_of(field).unwrap();
+                assert!(pv.put(&v, &BitSet::with(bit), &peer()).is_success());
+            };
+            let writers = [
+                std::thread::spawn({
+                    let pv = pv.clone();
+                    move || (1..=WRITES).for_each(|n| put(&pv, "a", n))
+                }),
+                std::thread::spawn({
+                    let pv = pv.clone();
+                    move || {
+                        for n in 1..=WRITES {
+                            pv.update(|v| {
+                                let b = v.get("b").and_then(Value::as_i64).unwrap_or(0) as i32;
+                                v.set("b", b.max(n)).unwrap();
+                                BitSet::with(2)
+                            });
+                        }
+                    }
+                }),
+                std::thread::spawn({
+                    let pv = pv.clone();
+                    move || (1..=WRITES).for_each(|n| put(&pv, "b", n))
+                }),
+            ];
+            for w in writers {
+                w.join().unwrap();
+            }
+            let end = pv.current();
+            assert_eq!(end.get("a"), Some(&Value::I32(WRITES)), "stamped {stamped}");
+            assert_eq!(end.get("b"), Some(&Value::I32(WRITES)), "stamped {stamped}");
+            // The squashed queue holds the newest value, with every field that changed.
+            let last = std::iter::from_fn(|| sub.pop()).last().unwrap();
+            assert_eq!(last.value, end);
+        }
+    }
+
+    #[test]
+    fn what_a_put_handler_changes_goes_to_subscribers_with_the_put() {
+        let pv = SharedPv::builder(two_fields())
+            .on_put(|req| {
+                let mut v = req.value.clone();
+                v.set("timeStamp.secondsPastEpoch", 42).unwrap();
+                Ok(Some(v))
+            })
+            .build();
+        let sub = pv.subscribe(8, Arc::new(Notify::new()));
+        sub.pop();
+        let mut v = pv.current();
+        v.set("a", 5).unwrap();
+        assert!(pv.put(&v, &BitSet::with(1), &peer()).is_success());
+        let update = sub.pop().unwrap();
+        let desc = pv.current().desc().clone();
+        let bits: Vec<usize> = update.changed.iter().collect();
+        assert_eq!(
+            bits,
+            vec![
+                desc.bit_of("a").unwrap(),
+                desc.bit_of("timeStamp.secondsPastEpoch").unwrap()
+            ]
+        );
+        assert_eq!(
+            update.value.get("timeStamp.secondsPastEpoch"),
+            Some(&Value::I64(42))
+        );
     }
 
     #[test]
