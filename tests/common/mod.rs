@@ -5,6 +5,7 @@
 
 pub mod handshake;
 pub mod p4p_monitor;
+pub mod proc;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
