@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::proc::{consumer, count, pva_command, simdet, Proc, BINARY};
