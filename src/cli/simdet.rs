@@ -31,8 +31,10 @@ After the last frame it keeps serving until every consumer has left (at most --l
 
 With --trigger PV it waits to be triggered, like areaDetector's Acquire: PV is a writable NTScalar
 int; put 1 to publish --frames frames (or for --runtime), numbered on from the last acquisition
-like areaDetector's ArrayCounter; it reads 0 again once they are out (put 0 to stop early). Between acquisitions the image PV holds an empty frame
-(uniqueId 0), so that a workflow subscribing for the next one starts clean. It serves until Ctrl-C.
+like areaDetector's ArrayCounter; it reads 0 again once they are out (put 0 to stop early).
+Between acquisitions the image PV holds the last frame, as areaDetector's does: a workflow
+subscribing for the next acquisition books it as its initial value, not as a frame of its run.
+It serves until Ctrl-C.
 
 Examples:
   pvabridge simdet --nx 1024 --ny 1024 --dtype uint16 --fps 100 --frames 1000 --start-delay 2
@@ -275,7 +277,6 @@ async fn serve_triggered(
         server.tcp_addr(),
         server.udp_addr()
     );
-    let empty = det.pv().current();
     let mut acquisitions = 0u64;
     let mut publisher: Option<tokio::task::JoinHandle<Published>> = None;
     let mut stop = Arc::new(AtomicBool::new(false));
@@ -308,8 +309,6 @@ async fn serve_triggered(
                 publisher = None;
                 let published = published?;
                 acquisitions += 1;
-                // The next acquisition's consumers subscribe to an empty frame, not this last one.
-                det.pv().post(empty.clone());
                 show_trigger(&trigger_pv, 0);
                 if args.json {
                     println!(

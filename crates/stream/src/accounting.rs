@@ -71,6 +71,8 @@ pub struct Ledger {
     gaps: BTreeMap<i64, i64>,
     /// Missed numbers of earlier sequences (before counter resets), `[first, last]`.
     earlier_gaps: Vec<[i64; 2]>,
+    /// The number of the monitor's initial value, when it was a frame.
+    initial_id: Option<i64>,
     received: u64,
     missed: u64,
     duplicates: u64,
@@ -151,6 +153,7 @@ impl Ledger {
             next: 0,
             gaps: BTreeMap::new(),
             earlier_gaps: Vec::new(),
+            initial_id: None,
             received: 0,
             missed: 0,
             duplicates: 0,
@@ -162,17 +165,31 @@ impl Ledger {
         }
     }
 
-    /// True when the monitor's initial value, number `id`, is a frame of the run all the same:
-    /// only when the run's first number was given and `id` is one of the run's (`expected`)
-    /// frames from it. Otherwise the initial value was published before the run.
-    pub fn initial_is_in_run(&self, id: i64, expected: Option<u64>) -> bool {
-        match self.origin {
-            Origin::FirstReceived => false,
+    /// Book the monitor's initial value, number `id`: the PV's value from before the
+    /// subscription, kept apart as `initial_id`. It counts only when the run's first number was
+    /// given and `id` is one of the run's (`expected`) frames from it; otherwise it was
+    /// published before the run ([`Verdict::Ignored`], not counted at all), and should a server
+    /// send it again as the first update after it, that copy is a duplicate.
+    pub fn record_initial(&mut self, id: i64, expected: Option<u64>) -> Verdict {
+        let in_run = match self.origin {
             Origin::Id(first) => {
                 let d = distance(bits(first), bits(id));
                 d >= 0 && expected.is_none_or(|n| (d as u64) < n)
             }
-        }
+            Origin::FirstReceived => false,
+        };
+        let verdict = if in_run {
+            self.record(id)
+        } else {
+            Verdict::Ignored
+        };
+        self.initial_id = Some(id);
+        verdict
+    }
+
+    /// The number of the monitor's initial value, when it was a frame.
+    pub fn initial_id(&self) -> Option<i64> {
+        self.initial_id
     }
 
     /// Book an update that is not a frame (an empty value with number 0).
@@ -194,6 +211,11 @@ impl Ledger {
 
     /// Book frame number `id`.
     pub fn record(&mut self, id: i64) -> Verdict {
+        if self.first_id.is_none() && self.initial_id == Some(id) {
+            // The initial value again (pvapy's server re-sends it): not the run's first frame.
+            self.duplicates += 1;
+            return Verdict::Duplicate;
+        }
         let anchor = *self.anchor.get_or_insert(bits(id));
         let d = distance(anchor, bits(id));
         if d % self.stride != 0 {
@@ -229,6 +251,11 @@ impl Ledger {
             Origin::Id(_) => {
                 self.ignored += 1;
                 Verdict::Ignored
+            }
+            Origin::FirstReceived if self.initial_id == Some(id) => {
+                // The initial value again, from before the run (pvapy re-sends old values).
+                self.duplicates += 1;
+                Verdict::Duplicate
             }
             Origin::FirstReceived => {
                 // Earlier than the first frame received, close behind: late, never missed.
@@ -319,10 +346,10 @@ impl Ledger {
         }
     }
 
-    /// The books, with the monitor's initial number `initial_id`.
-    pub fn books(&self, initial_id: Option<i64>) -> Books {
+    /// The books as one plain record.
+    pub fn books(&self) -> Books {
         Books {
-            initial_id,
+            initial_id: self.initial_id,
             first_id: self.first_id,
             last_id: self.last_id,
             received: self.received,
@@ -492,11 +519,41 @@ mod tests {
         l.close(Some(5));
         assert_eq!(l.counts().missed, 3);
         assert_eq!(l.missed_ranges(10), vec![[301, 302], [305, 305]]);
-        assert!(l.initial_is_in_run(301, Some(5)));
-        assert!(l.initial_is_in_run(305, Some(5)));
-        assert!(!l.initial_is_in_run(306, Some(5)));
-        assert!(!l.initial_is_in_run(300, None));
-        assert!(!Ledger::new(Origin::FirstReceived, 1).initial_is_in_run(1, None));
+    }
+
+    #[test]
+    fn the_initial_value_counts_only_when_it_is_a_frame_of_a_run_known_in_advance() {
+        let initial = |origin, id, expected| {
+            let mut l = Ledger::new(origin, 1);
+            (l.record_initial(id, expected), l.counts().received)
+        };
+        assert_eq!(initial(Origin::Id(301), 301, Some(5)), (Verdict::New, 1));
+        assert_eq!(initial(Origin::Id(301), 305, Some(5)), (Verdict::New, 1));
+        assert_eq!(
+            initial(Origin::Id(301), 306, Some(5)),
+            (Verdict::Ignored, 0)
+        );
+        assert_eq!(initial(Origin::Id(301), 300, None), (Verdict::Ignored, 0));
+        assert_eq!(
+            initial(Origin::FirstReceived, 300, None),
+            (Verdict::Ignored, 0)
+        );
+        // The initial value sent again before the run's first frame is a duplicate.
+        let mut l = Ledger::new(Origin::FirstReceived, 1);
+        l.record_initial(300, Some(2));
+        assert_eq!(l.record(300), Verdict::Duplicate);
+        assert_eq!(l.record(301), Verdict::New);
+        assert_eq!(
+            l.record(300),
+            Verdict::Duplicate,
+            "also once the run has begun"
+        );
+        assert_eq!(l.record(302), Verdict::New);
+        let b = l.books();
+        assert_eq!(
+            (b.initial_id, b.first_id, b.received, b.duplicates),
+            (Some(300), Some(301), 2, 2)
+        );
     }
 
     #[test]

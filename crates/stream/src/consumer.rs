@@ -15,7 +15,7 @@ use crossbeam_channel::TrySendError;
 use pva::client::{Context, MonitorEvent};
 use serde::Serialize;
 
-use crate::accounting::{Books, Counts, Latency, LatencySummary, Ledger, Origin};
+use crate::accounting::{Books, Counts, Latency, LatencySummary, Ledger, Origin, Verdict};
 use crate::frame::{Frame, FrameError};
 use crate::StreamError;
 
@@ -294,7 +294,7 @@ pub async fn consume_with(
     let mut empty_updates = 0u64;
     // The monitor's first update is the PV's value from before the subscription; after a
     // reconnection, the first is the current value again, which may have been received.
-    let mut initial: Option<Option<i64>> = None;
+    let mut initial_seen = false;
     let mut resubscribed = false;
     let started = Instant::now();
     let deadline = config.runtime.map(|r| tokio::time::Instant::now() + r);
@@ -343,10 +343,7 @@ pub async fn consume_with(
                     continue;
                 }
                 let now = Instant::now();
-                let is_initial = initial.is_none();
-                if is_initial {
-                    initial = Some(None);
-                }
+                let is_initial = !std::mem::replace(&mut initial_seen, true);
                 let frame = match Frame::from_value(update.value) {
                     Ok(f) => f,
                     Err(FrameError::NotAFrame(why)) => {
@@ -359,22 +356,20 @@ pub async fn consume_with(
                 };
                 let id = frame.meta.unique_id;
                 let unpublished = id == 0 && frame.meta.payload_bytes == 0;
-                if is_initial {
-                    initial = Some((!unpublished).then_some(id));
-                    if unpublished || !ledger.initial_is_in_run(id, config.expected) {
-                        continue;
+                let verdict = if unpublished {
+                    if !is_initial {
+                        ledger.skip();
                     }
-                }
-                if unpublished {
-                    ledger.skip();
-                    continue;
-                }
-                let verdict = if std::mem::take(&mut resubscribed) {
+                    Verdict::Ignored
+                } else if is_initial {
+                    ledger.record_initial(id, config.expected)
+                } else if std::mem::take(&mut resubscribed) {
                     ledger.record_resent(id)
                 } else {
                     ledger.record(id)
                 };
-                if verdict == crate::Verdict::Ignored {
+                // Only frames new to the books go on to processing: a copy was processed.
+                if !matches!(verdict, Verdict::New | Verdict::Late) {
                     continue;
                 }
                 first_at.get_or_insert(now);
@@ -398,7 +393,7 @@ pub async fn consume_with(
             }
             Some(MonitorEvent::Disconnected) => {
                 tracing::warn!("'{}': disconnected; waiting for it to come back", config.pv);
-                resubscribed = initial.is_some();
+                resubscribed = initial_seen;
             }
             Some(MonitorEvent::Finished(Ok(()))) | None => break EndedBy::Finished,
             Some(MonitorEvent::Finished(Err(e))) => return Err(e.into()),
@@ -417,7 +412,7 @@ pub async fn consume_with(
     Ok(Report {
         pv: config.pv.clone(),
         counts,
-        initial_id: initial.flatten(),
+        initial_id: ledger.initial_id(),
         expected: config.expected,
         client_squashed,
         empty_updates,
