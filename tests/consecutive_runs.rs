@@ -23,24 +23,30 @@ const WAIT: Duration = Duration::from_secs(30);
 const FRAMES: u64 = 40;
 const RUNS: u64 = 3;
 
-/// The detector of a test, and how the Bluesky side makes it acquire one run.
-enum Detector {
+/// How the Bluesky side makes the detector acquire one run.
+enum Trigger {
     /// tests/peers/p4p_detector.py: told on stdin to run.
-    P4p(Proc),
-    /// `pvabridge simdet --trigger`: put 1 to its Acquire PV.
-    SimDet(Proc, &'static str),
-    /// pvapy-ad-sim-server: streams all along; a run is the frames the workflow takes.
-    Pvapy(Proc),
+    Stdin,
+    /// `pvabridge simdet --trigger PV`: put 1 to PV.
+    Put(&'static str),
+    /// pvapy-ad-sim-server streams all along: a run is the frames the workflow takes.
+    FreeRunning,
+}
+
+/// The detector process of a test.
+struct Detector {
+    process: Proc,
+    trigger: Trigger,
 }
 
 impl Detector {
     async fn acquire(&mut self, ctx: &Context) {
-        match self {
-            Detector::P4p(det) => {
-                det.send(&format!("run {FRAMES} 200"));
-                det.wait_for_stdout("DONE", WAIT);
+        match self.trigger {
+            Trigger::Stdin => {
+                self.process.send(&format!("run {FRAMES} 200"));
+                self.process.wait_for_stdout("DONE", WAIT);
             }
-            Detector::SimDet(_, acquire) => {
+            Trigger::Put(acquire) => {
                 ctx.put(acquire).set("value", 1i32).exec().await.unwrap();
                 let deadline = tokio::time::Instant::now() + WAIT;
                 loop {
@@ -55,7 +61,7 @@ impl Detector {
                     );
                 }
             }
-            Detector::Pvapy(_) => {}
+            Trigger::FreeRunning => {}
         }
     }
 }
@@ -203,7 +209,10 @@ fn three_runs_with_a_p4p_detector_whose_counter_continues() {
         "runs:p4p",
         "runs:p4p:Image",
         udp,
-        Detector::P4p(det),
+        Detector {
+            process: det,
+            trigger: Trigger::Stdin,
+        },
         Some(1),
     );
 }
@@ -234,7 +243,10 @@ fn three_runs_with_simdet_starting_from_a_counter_left_by_earlier_runs() {
         "runs:sim",
         "runs:sim:Image",
         udp,
-        Detector::SimDet(det, "runs:sim:Acquire"),
+        Detector {
+            process: det,
+            trigger: Trigger::Put("runs:sim:Acquire"),
+        },
         Some(70001),
     );
 }
@@ -274,7 +286,10 @@ fn three_runs_with_pvapy_ad_sim_server_streaming_all_along() {
         "runs:pvapy",
         "runs:pvapy:Image",
         udp,
-        Detector::Pvapy(det),
+        Detector {
+            process: det,
+            trigger: Trigger::FreeRunning,
+        },
         None,
     );
 }
