@@ -182,3 +182,97 @@ fn conn_tmo_does_not_lengthen_an_operation_past_the_5_s_default() {
         "failed after {took:?}, not after the 5 s default: {err}"
     );
 }
+
+/// The account name of this process's effective uid, as `id -un` says.
+fn real_account() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `pvabridge ARGS` as a client of the server on `udp`, with `$USER` and `$LOGNAME` set to
+/// `user`, or unset when `user` is `None`.
+fn client_as(args: &[&str], udp: u16, user: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args);
+    client_env(&mut cmd, udp);
+    for var in ["USER", "LOGNAME", "USERNAME"] {
+        match user {
+            Some(u) => cmd.env(var, u),
+            None => cmd.env_remove(var),
+        };
+    }
+    run_bounded(cmd, LIMIT)
+}
+
+#[test]
+fn our_server_sees_the_real_account_whatever_user_says() {
+    let real = real_account();
+    assert_ne!(real, "mallory");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("access.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[allow]]\npvs = [\"cred:real\"]\nusers = [\"{real}\"]\n\n\
+             [[allow]]\npvs = [\"cred:claimed\"]\nusers = [\"mallory\"]\n"
+        ),
+    )
+    .unwrap();
+    let udp = free_udp_port();
+    let log = dir.path().join("ours.log");
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["host", "--access"])
+        .arg(&rules)
+        .args(["cred:real=double:0", "cred:claimed=double:0"]);
+    server_env(&mut cmd, udp);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _server = Running(cmd.spawn().expect("start pvabridge host"));
+    wait_for_log(&log, "serving");
+
+    for user in [Some("mallory"), None] {
+        let out = client_as(&["put", "cred:real", "1"], udp, user);
+        assert!(
+            out.status.success(),
+            "the rule on '{real}' lets the put through with USER={user:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = client_as(&["put", "cred:claimed", "1"], udp, Some("mallory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "USER=mallory does not make the client mallory"
+    );
+    assert!(err.contains(&format!("for user '{real}'")), "{err}");
+}
+
+#[test]
+fn a_p4p_server_sees_the_real_account_whatever_user_says() {
+    let real = real_account();
+    let dir = tempfile::tempdir().unwrap();
+    let udp = free_udp_port();
+    let mut cmd = Command::new(python());
+    cmd.arg(peer_script("p4p_whoami.py")).arg("cred:who");
+    server_env(&mut cmd, udp);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("p4p.log")).unwrap());
+    let mut server = Running(cmd.spawn().expect("start the p4p server"));
+    assert_eq!(first_line(&mut server).trim(), "READY");
+
+    for user in [Some("mallory"), None] {
+        let out = client_as(&["put", "cred:who", "x"], udp, user);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = client_as(&["get", "--json", "cred:who"], udp, user);
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            got.contains(&format!("\"{real}@")),
+            "p4p saw another account than '{real}' (USER={user:?}): {got}"
+        );
+    }
+}
