@@ -38,9 +38,10 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A client with this configuration. Must be called inside a tokio runtime.
+    /// A client with this configuration, offering the process's account and host name
+    /// ([`Credentials::from_env`]). Must be called inside a tokio runtime.
     pub fn new(config: ClientConfig) -> Result<Context, ClientError> {
-        Context::with_credentials(config, Credentials::of_process())
+        Context::with_credentials(config, Credentials::from_env())
     }
 
     /// A client that offers `credentials` instead of this process's account and host (for

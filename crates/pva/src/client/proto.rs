@@ -202,7 +202,21 @@ impl Credentials {
             .unwrap_or_else(|| "localhost".into());
         Credentials { user, host }
     }
+
+    /// [`Credentials::of_process`], with the user name taken from `PVABRIDGE_CA_USER` instead
+    /// when that is set: an explicit override, for tests that play several accounts from one.
+    /// `$USER` is never read.
+    pub fn from_env() -> Self {
+        let mut credentials = Credentials::of_process();
+        if let Some(user) = std::env::var(CA_USER_VAR).ok().filter(|u| !u.is_empty()) {
+            credentials.user = user;
+        }
+        credentials
+    }
 }
+
+/// The variable that overrides the user name of [`Credentials::from_env`].
+pub const CA_USER_VAR: &str = "PVABRIDGE_CA_USER";
 
 /// The operation types of a connection, and its monitors' full values as bases to decode
 /// their updates into: an update then costs the fields it carries, not a whole new value
