@@ -157,3 +157,163 @@ fn pvapy_hpc_consumer_next_to_simdet_processes_every_frame() {
         std::fs::read_to_string(dir.path().join("simdet.log")).unwrap_or_default()
     );
 }
+
+#[test]
+fn a_run_across_three_hosts_ends_done_with_default_configuration() {
+    use std::collections::BTreeMap;
+
+    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use dm::{ClientConfig, DmClient, Stage, Workflow};
+    use pva::client::Context;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(&a, "10.203.1.1/24", &b, "10.203.1.2/24");
+    link(&b, "10.203.2.1/24", &c, "10.203.2.2/24");
+    std::fs::write(path("users"), "dmuser|secret\n").unwrap();
+
+    // The DM service, and so the workflow's stage, on B; the detector on A; the bridge on C.
+    let dm_url = "http://10.203.2.1:22236";
+    let mut cmd = b.command(BINARY);
+    cmd.args(["dm-service", "--listen", "10.203.2.1:22236", "--data-dir"])
+        .arg(path("dm"))
+        .arg("--users")
+        .arg(path("users"));
+    let _dm = b.spawn(cmd, &path("dm.log"));
+    let mut cmd = a.command(BINARY);
+    cmd.args([
+        "simdet",
+        "--pv",
+        "x3:det:Image",
+        "--trigger",
+        "x3:det:Acquire",
+    ])
+    .args(["--nx", "16", "--ny", "16", "--fps", "100", "--frames", "20"]);
+    let _detector = a.spawn(cmd, &path("simdet.log"));
+    let mut cmd = c.command(BINARY);
+    cmd.args([
+        "serve",
+        "--json",
+        "--prefix",
+        "x3:wf:",
+        "--poll-period",
+        "0.2",
+    ])
+    .args(["--dm-url", dm_url, "--dm-login-file"])
+    .arg(path("users"))
+    .arg("--state-dir")
+    .arg(path("state"));
+    let mut bridge = c.spawn(cmd, &path("bridge.log"));
+    let started = first_line(&mut bridge);
+    assert!(
+        started.contains("serving"),
+        "{started}{}",
+        std::fs::read_to_string(path("bridge.log")).unwrap_or_default()
+    );
+
+    // Bluesky's side, on B: a thread of this test moved into B's namespace.
+    let logs = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(path(n)).unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let b_name = b.name().to_string();
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                b.enter_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async { tokio::time::timeout(LIMIT, async {
+                    let dm = DmClient::new(ClientConfig::new(dm_url, "dmuser", "secret")).unwrap();
+                    let stage = Stage {
+                        command: format!(
+                            "'{BINARY}' workflow consume --handshake $handshakePrefix --drain-timeout 1"
+                        ),
+                        ..Stage::default()
+                    };
+                    let workflow = Workflow {
+                        name: "across".into(),
+                        stages: BTreeMap::from([("01-CONSUME".to_string(), stage)]),
+                        ..Workflow::default()
+                    };
+                    // The service may still be starting.
+                    let mut added = dm.add_workflow(&workflow).await;
+                    for _ in 0..50 {
+                        if added.is_ok() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        added = dm.add_workflow(&workflow).await;
+                    }
+                    added.map_err(|e| format!("DM on B: {e}"))?;
+
+                    let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
+                    let ctx = Context::new(config).unwrap();
+                    let slot = HandshakeClient::new(ctx.clone(), "x3:wf:")
+                        .with_timeout(Duration::from_secs(10));
+                    let mut request = RunRequest::new("across");
+                    request.expected_frames = Some(20);
+                    request.data_channel = Some("x3:det:Image".into());
+                    request.run_uid = Some("uid-across".into());
+                    slot.start(&request).await.map_err(|e| e.to_string())?;
+                    let wait = Duration::from_secs(30);
+                    let ready = slot.wait_for_state(&[State::Ready], wait).await;
+                    if ready != Ok(State::Ready) {
+                        return Err(format!("not READY: {ready:?}"));
+                    }
+                    slot.command(Handshake::AcqStarted)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ctx.put("x3:det:Acquire")
+                        .set("value", 1i32)
+                        .timeout(Duration::from_secs(10))
+                        .exec()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let deadline = tokio::time::Instant::now() + wait;
+                    loop {
+                        let acquire = ctx
+                            .get("x3:det:Acquire")
+                            .timeout(Duration::from_secs(10))
+                            .exec()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if acquire.get("value").and_then(|v| v.as_i64()) == Some(0) {
+                            break;
+                        }
+                        if tokio::time::Instant::now() > deadline {
+                            return Err("the detector never finished".into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    slot.command(Handshake::AcqDone)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let end = slot
+                        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
+                        .await;
+                    let status = slot.status().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((end, status.frames_received, status.frames_missed))
+                }).await })
+            })
+            .join()
+            .expect("the Bluesky thread")
+    });
+    let outcome = outcome.unwrap_or_else(|_| Err("the run did not end within the limit".into()));
+    assert_eq!(
+        outcome,
+        Ok((Ok(State::Done), 20, 0)),
+        "the run across hosts (B = {b_name}):\n{}",
+        logs(&["bridge.log", "dm.log", "simdet.log"])
+    );
+}
