@@ -147,8 +147,8 @@ fn pvxs_identity() -> (String, String) {
     (user, host)
 }
 
-/// `pvabridge put PV VALUE` on loopback, presenting `user` as its "ca" identity (our client
-/// takes it from USER).
+/// `pvabridge put PV VALUE` on loopback with `$USER` set to `user` (which our client, like
+/// pvxs, does not take as its identity).
 fn put_as(udp: u16, user: &str, pv: &str, value: &str) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pvabridge"));
     cmd.args(["put", pv, value]).env("USER", user);
@@ -165,6 +165,8 @@ fn host_access_rules_let_only_the_named_users_write() {
         &rules,
         format!(
             r#"
+trust_client_host = true
+
 [users]
 me = ["{me}"]
 
@@ -270,21 +272,21 @@ hosts = ["not-{my_host}"]
         assert_eq!(got["value"]["value"], 1.0, "{got}");
     }
 
-    // Another identity, through our own client: the acquisition account may write t:theirs,
-    // and p4p's user (refused there above) reads the new value.
+    // $USER does not choose our client's identity: with USER=acq-{me} it is still the account
+    // {me} (as pvxs's), refused on t:theirs and let through on t:mine.
     let out = put_as(udp, &format!("acq-{me}"), "t:theirs", "7");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("refused for user '{me}'")), "{err}");
+    let out = put_as(udp, &format!("acq-{me}"), "t:mine", "8");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = put_as(udp, &format!("acq-{me}"), "t:mine", "8");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rule 'mine' allows users @me"), "{err}");
     let r = p4p(udp, &["get", "t:theirs", "--", "get", "t:mine"]);
-    assert_eq!(r[0]["value"]["value"], 7.0);
-    assert_eq!(r[1]["value"]["value"], 2.0);
+    assert_eq!(r[0]["value"]["value"], 1.0);
+    assert_eq!(r[1]["value"]["value"], 8.0);
 
     // The refusals were logged, and counted in the summary printed as the host stops.
     let lines = host.terminate();

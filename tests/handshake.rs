@@ -435,7 +435,7 @@ fn access_rules_let_each_side_write_only_its_own_pvs() {
     );
     let as_user = |user: &str, args: &[&str]| {
         let mut cmd = Process::new(BINARY);
-        cmd.args(args).env("USER", user);
+        cmd.args(args).env("PVABRIDGE_CA_USER", user);
         loopback(&mut cmd, udp);
         common::run_bounded(cmd, WAIT)
     };

@@ -11,7 +11,8 @@ use pva::ClientConfig;
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Timeout in seconds (default: EPICS_PVA_CONN_TMO, else 5).
+    /// Timeout in seconds (default 5; EPICS_PVA_CONN_TMO is the connection's echo timeout, not
+    /// this).
     #[arg(short = 'w', long = "timeout", value_name = "SECONDS")]
     pub timeout: Option<f64>,
     /// pvRequest, e.g. 'field(value)'.
@@ -29,8 +30,7 @@ impl ClientArgs {
     /// The timeout to use, checked.
     pub fn timeout(&self, config: &ClientConfig) -> Result<Duration, String> {
         match self.timeout {
-            None if std::env::var_os("EPICS_PVA_CONN_TMO").is_some() => Ok(config.timeout),
-            None => Ok(Duration::from_secs(5)),
+            None => Ok(config.timeout),
             Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
             Some(s) => Err(format!(
                 "-w {s}: the timeout must be a positive number of seconds"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod handshake;
+pub mod netns;
 pub mod p4p_monitor;
 pub mod proc;
 

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod interfaces;
 pub mod server;
 pub mod transport;
 

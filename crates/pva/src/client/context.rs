@@ -1,7 +1,7 @@
 //! The client context: configuration, search, and one shared connection per server.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,20 +38,23 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A client with this configuration. Must be called inside a tokio runtime.
+    /// A client with this configuration, offering the process's account and host name
+    /// ([`Credentials::from_env`]). Must be called inside a tokio runtime.
     pub fn new(config: ClientConfig) -> Result<Context, ClientError> {
-        let mut destinations = config.addr_list.clone();
-        if config.auto_addr_list {
-            destinations.push(SocketAddr::new(
-                Ipv4Addr::BROADCAST.into(),
-                config.broadcast_port,
-            ));
-        }
-        let searcher = Searcher::new(destinations)?;
+        Context::with_credentials(config, Credentials::from_env())
+    }
+
+    /// A client that offers `credentials` instead of this process's account and host (for
+    /// tests, and for a service acting for someone).
+    pub fn with_credentials(
+        config: ClientConfig,
+        credentials: Credentials,
+    ) -> Result<Context, ClientError> {
+        let searcher = Searcher::new(&config)?;
         Ok(Context {
             inner: Arc::new(Inner {
                 config,
-                credentials: Credentials::from_env(),
+                credentials,
                 limits: Limits::default(),
                 searcher,
                 conns: Mutex::new(HashMap::new()),
@@ -70,7 +73,8 @@ impl Context {
         &self.inner.config
     }
 
-    /// The default timeout of one operation (EPICS_PVA_CONN_TMO).
+    /// The default time limit of one operation ([`crate::config::DEFAULT_OP_TIMEOUT`] unless the
+    /// configuration says otherwise; EPICS_PVA_CONN_TMO does not change it).
     pub fn default_timeout(&self) -> Duration {
         self.inner.config.timeout
     }
@@ -124,7 +128,7 @@ impl Context {
             server,
             self.inner.credentials.clone(),
             self.inner.limits,
-            self.inner.config.timeout,
+            self.inner.config.conn_timeout,
             on_search,
         )
         .await?;

@@ -38,7 +38,7 @@ impl GetBuilder {
         self
     }
 
-    /// Overall time limit (search, connect and get); default EPICS_PVA_CONN_TMO.
+    /// Overall time limit (search, connect and get); default 5 s (`ClientConfig::timeout`).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -90,7 +90,7 @@ impl PutBuilder {
         self
     }
 
-    /// Overall time limit; default EPICS_PVA_CONN_TMO.
+    /// Overall time limit; default 5 s (`ClientConfig::timeout`).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -149,7 +149,7 @@ impl RpcBuilder {
         self
     }
 
-    /// Overall time limit; default EPICS_PVA_CONN_TMO.
+    /// Overall time limit; default 5 s (`ClientConfig::timeout`).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -199,7 +199,7 @@ impl InfoBuilder {
         self
     }
 
-    /// Overall time limit; default EPICS_PVA_CONN_TMO.
+    /// Overall time limit; default 5 s (`ClientConfig::timeout`).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self

@@ -184,25 +184,39 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The user and host of this process, from the environment.
-    pub fn from_env() -> Self {
-        let user = ["USER", "LOGNAME", "USERNAME"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "anonymous".into());
-        let host = std::env::var("HOSTNAME")
+    /// The account and host of this process, as pvxs finds them: the user name of the effective
+    /// uid (not `$USER`, which DM stages, containers and cron jobs may lack or set to anything)
+    /// and the host name. The uid's number stands in for an account the system cannot name.
+    pub fn of_process() -> Self {
+        let uid = nix::unistd::geteuid();
+        let user = nix::unistd::User::from_uid(uid)
             .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-            })
+            .flatten()
+            .map(|u| u.name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| uid.to_string());
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".into());
         Credentials { user, host }
     }
+
+    /// [`Credentials::of_process`], with the user name taken from `PVABRIDGE_CA_USER` instead
+    /// when that is set: an explicit override, for tests that play several accounts from one.
+    /// `$USER` is never read.
+    pub fn from_env() -> Self {
+        let mut credentials = Credentials::of_process();
+        if let Some(user) = std::env::var(CA_USER_VAR).ok().filter(|u| !u.is_empty()) {
+            credentials.user = user;
+        }
+        credentials
+    }
 }
+
+/// The variable that overrides the user name of [`Credentials::from_env`].
+pub const CA_USER_VAR: &str = "PVABRIDGE_CA_USER";
 
 /// The operation types of a connection, and its monitors' full values as bases to decode
 /// their updates into: an update then costs the fields it carries, not a whole new value

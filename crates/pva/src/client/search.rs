@@ -5,17 +5,22 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pva_codec::msg::{Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
 use pva_codec::{ByteOrder, Direction, Message, ValueEncoder, Writer};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::config::ClientConfig;
+use crate::interfaces::{self, Interface};
+
 /// First retry delay of a search; it doubles up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(20);
 /// Longest delay between two searches for one name.
 const MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long a reading of the host's interfaces is used before it is read again (as pvxs).
+const INTERFACES_REFRESH: Duration = Duration::from_secs(15);
 
 /// Where a found channel lives.
 pub(crate) type Found = SocketAddr;
@@ -23,7 +28,9 @@ pub(crate) type Found = SocketAddr;
 /// The UDP search engine of a context.
 pub(crate) struct Searcher {
     socket: Arc<UdpSocket>,
-    destinations: Vec<SocketAddr>,
+    config: ClientConfig,
+    /// The interfaces as last read, and when.
+    interfaces: Mutex<(Vec<Interface>, Instant)>,
     waiters: Mutex<HashMap<u32, mpsc::UnboundedSender<Found>>>,
     servers: Mutex<HashMap<[u8; 12], SocketAddr>>,
     next_id: AtomicU32,
@@ -71,17 +78,25 @@ pub(crate) fn encode_search(search: &Search) -> Option<bytes::Bytes> {
 }
 
 impl Searcher {
-    /// Bind a UDP socket and start receiving answers. Needs a tokio runtime.
-    pub(crate) fn new(destinations: Vec<SocketAddr>) -> std::io::Result<Arc<Searcher>> {
-        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        std_socket.set_broadcast(true)?;
-        std_socket.set_nonblocking(true)?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    /// Bind a UDP socket and start receiving answers; searches go where `config` says. Needs a
+    /// tokio runtime.
+    pub(crate) fn new(config: &ClientConfig) -> std::io::Result<Arc<Searcher>> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        sock.set_broadcast(true)?;
+        sock.set_multicast_loop_v4(true)?;
+        if let Some(first) = config.interfaces.iter().find(|i| !i.is_unspecified()) {
+            sock.set_multicast_if_v4(first)?;
+        }
+        sock.set_nonblocking(true)?;
+        sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
+        let socket = Arc::new(UdpSocket::from_std(sock.into())?);
         Ok(Arc::new_cyclic(|weak: &Weak<Searcher>| {
             let receiver = tokio::spawn(receive(socket.clone(), weak.clone())).abort_handle();
             Searcher {
                 socket,
-                destinations,
+                config: config.clone(),
+                interfaces: Mutex::new((interfaces::up_interfaces(), Instant::now())),
                 waiters: Mutex::new(HashMap::new()),
                 servers: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
@@ -89,6 +104,16 @@ impl Searcher {
                 receiver,
             }
         }))
+    }
+
+    /// The host's interfaces, read again when the last reading is older than
+    /// [`INTERFACES_REFRESH`].
+    fn interfaces(&self) -> Vec<Interface> {
+        let mut guard = self.interfaces.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.1.elapsed() > INTERFACES_REFRESH {
+            *guard = (interfaces::up_interfaces(), Instant::now());
+        }
+        guard.0.clone()
     }
 
     /// A fresh search instance id (also used for searches over TCP).
@@ -145,10 +170,11 @@ impl Searcher {
     /// Send one search for `names` (id, name) to every destination.
     pub(crate) async fn send(&self, flags: u8, names: &[(u32, String)]) {
         let port = self.socket.local_addr().map(|a| a.port()).unwrap_or(0);
-        for dest in &self.destinations {
+        let up = self.interfaces();
+        for dest in self.config.search_destinations(&up) {
             let unicast = match dest.ip() {
-                IpAddr::V4(v4) => !v4.is_broadcast() && !v4.is_multicast(),
-                IpAddr::V6(v6) => !v6.is_multicast(),
+                IpAddr::V4(v4) => !v4.is_multicast() && !interfaces::is_broadcast(&up, v4),
+                IpAddr::V6(_) => false,
             };
             let search = Search {
                 sequence: self.next_sequence(),

@@ -9,7 +9,7 @@
 //! [users]                     # user groups, used as "@acquisition"
 //! acquisition = ["bluesky", "operator"]
 //! [hosts]                     # host groups, used as "@beamline"
-//! beamline = ["bl1-ws*", "10.54.1.*"]
+//! beamline = ["bl1-ws1", "10.54.1.*"]
 //!
 //! [[allow]]
 //! name = "handshake commands" # optional, quoted in refusals
@@ -19,12 +19,16 @@
 //! ```
 //!
 //! A write is allowed when some `[[allow]]` rule matches both the PV and the client; a PV that no
-//! rule matches is read-only. The credentials are what the client claims (as in EPICS Channel
-//! Access security): the rules keep honest clients from writing the wrong PV, they do not stop
-//! an attacker on the network.
+//! rule matches is read-only. A host entry is matched against the address the client connects
+//! from: a host name is resolved to its addresses when the rules are loaded (as EPICS access
+//! security does with `asUseIP`), and address patterns (`10.54.1.*`) match the address itself.
+//! Only a file that says `trust_client_host = true` matches the host name the client claims.
+//! The user name is what the client claims (as in EPICS Channel Access security): the rules keep
+//! honest clients from writing the wrong PV, they do not stop an attacker on the network.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
 use glob::{MatchOptions, Pattern};
@@ -93,11 +97,23 @@ impl fmt::Display for AccessError {
     }
 }
 
-/// One compiled pattern and the text it was written as (a group name stays `@name`).
-#[derive(Debug, Clone)]
+/// One compiled entry and the text it was written as (a group name stays `@name`): patterns,
+/// and for a host name the addresses it resolved to.
+#[derive(Debug, Clone, Default)]
 struct Matcher {
     written: String,
     patterns: Vec<Pattern>,
+    addrs: Vec<IpAddr>,
+}
+
+/// What a rule's host entries are matched against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum HostMatch {
+    /// The client's address: host names are resolved when the rules are loaded.
+    #[default]
+    Address,
+    /// Also the host name the client claims (`trust_client_host = true`).
+    ClaimedName,
 }
 
 #[derive(Debug, Clone)]
@@ -121,19 +137,23 @@ impl Rule {
         self.pvs.iter().any(|p| p.matches(channel))
     }
 
-    fn admits(&self, peer: &PeerInfo) -> bool {
+    fn admits(&self, peer: &PeerInfo, hosts: HostMatch) -> bool {
         let user_ok = self
             .users
             .iter()
             .flat_map(|m| &m.patterns)
             .any(|p| p.matches(&peer.user));
-        let ip = peer.addr.ip().to_string();
+        let ip = peer.addr.ip();
+        let ip_text = ip.to_string();
         let host_ok = self.hosts.is_empty()
-            || self
-                .hosts
-                .iter()
-                .flat_map(|m| &m.patterns)
-                .any(|p| p.matches_with(&peer.host, HOST_MATCH) || p.matches(&ip));
+            || self.hosts.iter().any(|m| {
+                m.addrs.contains(&ip)
+                    || m.patterns.iter().any(|p| {
+                        p.matches(&ip_text)
+                            || (hosts == HostMatch::ClaimedName
+                                && p.matches_with(&peer.host, HOST_MATCH))
+                    })
+            });
         user_ok && host_ok
     }
 
@@ -162,18 +182,21 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct AccessRules {
     rules: Vec<Rule>,
+    hosts: HostMatch,
 }
 
-/// The groups a rule may name, already checked.
+/// The groups a rule may name, already checked and compiled.
 #[derive(Default)]
 struct Groups {
-    users: BTreeMap<String, Vec<Pattern>>,
-    hosts: BTreeMap<String, Vec<Pattern>>,
+    users: BTreeMap<String, Matcher>,
+    hosts: BTreeMap<String, Matcher>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
+    #[serde(default)]
+    trust_client_host: bool,
     #[serde(default)]
     users: BTreeMap<String, Vec<Spanned<String>>>,
     #[serde(default)]
@@ -212,64 +235,119 @@ fn pattern(text: &str) -> Result<Pattern, String> {
     Pattern::new(text).map_err(|e| format!("bad pattern '{text}': {}", e.msg))
 }
 
-/// Compile one entry of a rule's `users` or `hosts`: a pattern, or `@group`.
+/// True when `text` can only match an address (digits, dots and glob characters).
+fn is_address_pattern(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_digit() || ".*?[]-!".contains(c))
+}
+
+/// Compile one name or pattern of a `users` or `hosts` list (not a group). With
+/// [`HostMatch::Address`], a host name is resolved to its addresses now, and a host name
+/// pattern is refused, since it could only match a claimed name.
+fn member(text: &str, kind: &str, hosts: HostMatch) -> Result<Matcher, String> {
+    let mut m = Matcher {
+        written: text.to_owned(),
+        ..Matcher::default()
+    };
+    if kind == "host" && hosts == HostMatch::Address && !is_address_pattern(text) {
+        if text.contains(['*', '?', '[']) {
+            return Err(format!(
+                "host pattern '{text}' would match the host name a client claims: name hosts \
+                 (resolved to their addresses) or address patterns like 10.54.1.*, or set \
+                 trust_client_host = true"
+            ));
+        }
+        m.addrs = (text, 0)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve host '{text}': {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        if m.addrs.is_empty() {
+            return Err(format!("host '{text}' has no address"));
+        }
+    } else {
+        m.patterns.push(pattern(text)?);
+    }
+    Ok(m)
+}
+
+/// Compile one entry of a rule's `users` or `hosts`: a name or pattern, or `@group`.
 fn matcher(
     text: &str,
-    groups: &BTreeMap<String, Vec<Pattern>>,
+    groups: &BTreeMap<String, Matcher>,
     kind: &str,
+    hosts: HostMatch,
 ) -> Result<Matcher, String> {
-    let patterns = match text.strip_prefix('@') {
-        Some(group) => groups.get(group).cloned().ok_or_else(|| {
-            let known = groups.keys().map(|k| format!("@{k}")).collect::<Vec<_>>();
-            if known.is_empty() {
-                format!("unknown {kind} group '@{group}': the file defines no [{kind}s] groups")
-            } else {
-                format!(
-                    "unknown {kind} group '@{group}' (defined: {})",
-                    known.join(", ")
-                )
-            }
-        })?,
-        None => vec![pattern(text)?],
-    };
-    Ok(Matcher {
-        written: text.to_owned(),
-        patterns,
-    })
+    match text.strip_prefix('@') {
+        Some(group) => groups
+            .get(group)
+            .map(|m| Matcher {
+                written: text.to_owned(),
+                ..m.clone()
+            })
+            .ok_or_else(|| {
+                let known = groups.keys().map(|k| format!("@{k}")).collect::<Vec<_>>();
+                if known.is_empty() {
+                    format!("unknown {kind} group '@{group}': the file defines no [{kind}s] groups")
+                } else {
+                    format!(
+                        "unknown {kind} group '@{group}' (defined: {})",
+                        known.join(", ")
+                    )
+                }
+            }),
+        None => member(text, kind, hosts),
+    }
 }
 
 fn group_members(
     kind: &str,
     name: &str,
     members: &[Spanned<String>],
-) -> Result<Vec<Pattern>, Located> {
-    members
-        .iter()
-        .map(|m| {
-            if m.get_ref().starts_with('@') {
-                return Err(located(
-                    m.span().start,
-                    format!(
-                        "{kind} group '{name}' names the group '{}': groups hold names and \
-                         patterns, not other groups",
-                        m.get_ref()
-                    ),
-                ));
-            }
-            pattern(m.get_ref()).map_err(|p| located(m.span().start, p))
-        })
-        .collect()
+    hosts: HostMatch,
+) -> Result<Matcher, Located> {
+    let mut group = Matcher {
+        written: format!("@{name}"),
+        ..Matcher::default()
+    };
+    for m in members {
+        if m.get_ref().starts_with('@') {
+            return Err(located(
+                m.span().start,
+                format!(
+                    "{kind} group '{name}' names the group '{}': groups hold names and \
+                     patterns, not other groups",
+                    m.get_ref()
+                ),
+            ));
+        }
+        let one = member(m.get_ref(), kind, hosts).map_err(|p| located(m.span().start, p))?;
+        group.patterns.extend(one.patterns);
+        group.addrs.extend(one.addrs);
+    }
+    Ok(group)
 }
 
 impl AccessRules {
-    /// No rules: every PV read-only.
+    /// No rules: every PV read-only. Host entries of the rules added will match the address a
+    /// client connects from (host names resolved when added).
     pub fn new() -> Self {
         AccessRules::default()
     }
 
+    /// No rules yet; host entries of the rules added will also match the host name a client
+    /// claims (what a rules file asks for with `trust_client_host = true`).
+    pub fn trusting_client_host() -> Self {
+        AccessRules {
+            hosts: HostMatch::ClaimedName,
+            ..AccessRules::default()
+        }
+    }
+
     /// Allow `users` on `hosts` (any host when empty) to write the PVs matching `pvs`. Every
     /// entry is a glob pattern (`*`, `?`, `[a-z]`; no `@group` here, as groups belong to a
-    /// rules file); `name` is quoted in refusals.
+    /// rules file), except that a host name is resolved to its addresses unless the rules
+    /// trust the host name clients claim; `name` is quoted in refusals.
     pub fn allow(
         &mut self,
         name: &str,
@@ -303,12 +381,12 @@ impl AccessRules {
                 .map_err(error)?,
             users: users
                 .iter()
-                .map(|u| matcher(u, &no_groups, "user"))
+                .map(|u| matcher(u, &no_groups, "user", self.hosts))
                 .collect::<Result<_, _>>()
                 .map_err(error)?,
             hosts: hosts
                 .iter()
-                .map(|h| matcher(h, &no_groups, "host"))
+                .map(|h| matcher(h, &no_groups, "host", self.hosts))
                 .collect::<Result<_, _>>()
                 .map_err(error)?,
         };
@@ -344,16 +422,21 @@ impl AccessRules {
             at: e.span().map(|s| s.start),
             problem: e.message().trim().replace('\n', " "),
         })?;
+        let hosts = if file.trust_client_host {
+            HostMatch::ClaimedName
+        } else {
+            HostMatch::Address
+        };
         let mut groups = Groups::default();
         for (name, members) in &file.users {
             groups
                 .users
-                .insert(name.clone(), group_members("user", name, members)?);
+                .insert(name.clone(), group_members("user", name, members, hosts)?);
         }
         for (name, members) in &file.hosts {
             groups
                 .hosts
-                .insert(name.clone(), group_members("host", name, members)?);
+                .insert(name.clone(), group_members("host", name, members, hosts)?);
         }
         let mut rules = Vec::with_capacity(file.allow.len());
         for (i, entry) in file.allow.iter().enumerate() {
@@ -386,11 +469,11 @@ impl AccessRules {
                     .iter()
                     .map(|s| pattern(s.get_ref()).map_err(|p| located(s.span().start, p)))
                     .collect::<Result<_, _>>()?,
-                users: compile(&entry.users, &|u| matcher(u, &groups.users, "user"))?,
-                hosts: compile(&entry.hosts, &|h| matcher(h, &groups.hosts, "host"))?,
+                users: compile(&entry.users, &|u| matcher(u, &groups.users, "user", hosts))?,
+                hosts: compile(&entry.hosts, &|h| matcher(h, &groups.hosts, "host", hosts))?,
             });
         }
-        Ok(AccessRules { rules })
+        Ok(AccessRules { rules, hosts })
     }
 
     /// Number of rules.
@@ -434,7 +517,7 @@ impl AccessPolicy for AccessRules {
     ) -> Result<(), AccessDenied> {
         let mut covering = Vec::new();
         for rule in self.rules.iter().filter(|r| r.covers(channel)) {
-            if rule.admits(peer) {
+            if rule.admits(peer, self.hosts) {
                 return Ok(());
             }
             covering.push(rule.describe());
@@ -508,6 +591,8 @@ mod tests {
     }
 
     const EXAMPLE: &str = r#"
+trust_client_host = true
+
 [users]
 acquisition = ["bluesky", "op-*"]
 workflow = ["dmuser"]
@@ -558,7 +643,7 @@ users = ["*"]
         assert!(put(&rules, &dm, "bdp:wf1:Command").is_err());
         let e = put(&rules, &bluesky, "bdp:wf1:Ready").unwrap_err();
         assert!(
-            e.contains("rule '#2 (line 15)' allows users @workflow, admin on any host"),
+            e.contains("rule '#2 (line 17)' allows users @workflow, admin on any host"),
             "{e}"
         );
         let e = put(&rules, &dm, "bdp:wf1:State").unwrap_err();
@@ -571,6 +656,67 @@ users = ["*"]
         assert_eq!(put(&rules, &anonymous, "scratch:x"), Ok(()), "* is anyone");
         let e = put(&rules, &anonymous, "bdp:wf1:Ready").unwrap_err();
         assert!(e.contains("anonymous client 10.2.2.2:40000"), "{e}");
+    }
+
+    #[test]
+    fn host_names_match_the_address_a_client_comes_from_not_its_claim() {
+        let text = r#"
+[hosts]
+local = ["localhost", "10.54.1.*"]
+
+[[allow]]
+name = "from here"
+pvs = ["t:*"]
+users = ["*"]
+hosts = ["@local"]
+"#;
+        let rules = AccessRules::from_toml(text).unwrap();
+        let here = peer("jdoe", "somewhere-else", "127.0.0.1");
+        assert_eq!(put(&rules, &here, "t:x"), Ok(()), "localhost is 127.0.0.1");
+        let subnet = peer("jdoe", "any", "10.54.1.7");
+        assert_eq!(put(&rules, &subnet, "t:x"), Ok(()), "an address pattern");
+        let spoofed = peer("jdoe", "localhost", "10.9.9.9");
+        let e = put(&rules, &spoofed, "t:x").unwrap_err();
+        assert!(
+            e.contains("refused for user 'jdoe' on host 'localhost' (10.9.9.9:40000)"),
+            "claiming localhost from elsewhere is refused: {e}"
+        );
+
+        let trusting =
+            AccessRules::from_toml(&format!("trust_client_host = true\n{text}")).unwrap();
+        assert_eq!(
+            put(&trusting, &spoofed, "t:x"),
+            Ok(()),
+            "the claim, when trusted"
+        );
+
+        let mut in_code = AccessRules::new();
+        in_code
+            .allow("lo", &["t:*"], &["*"], &["localhost"])
+            .unwrap();
+        assert_eq!(put(&in_code, &here, "t:x"), Ok(()));
+        assert!(put(&in_code, &spoofed, "t:x").is_err());
+        let mut trusting = AccessRules::trusting_client_host();
+        trusting
+            .allow("lo", &["t:*"], &["*"], &["LOCALHOST"])
+            .unwrap();
+        assert_eq!(put(&trusting, &spoofed, "t:x"), Ok(()));
+    }
+
+    #[test]
+    fn host_name_patterns_and_unknown_hosts_need_trust_or_fail_to_load() {
+        let e = parse_error("[[allow]]\npvs = [\"x\"]\nusers = [\"*\"]\nhosts = [\"bl1-ws*\"]\n");
+        assert!(
+            e.starts_with(
+                "line 4: host pattern 'bl1-ws*' would match the host name a client claims"
+            ),
+            "{e}"
+        );
+        let e = parse_error("[hosts]\nh = [\"no-such-host.invalid\"]\n");
+        assert!(
+            e.starts_with("line 2: cannot resolve host 'no-such-host.invalid'"),
+            "{e}"
+        );
     }
 
     #[test]

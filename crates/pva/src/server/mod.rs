@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::ServerConfig;
+use crate::config::{self, ServerConfig};
 pub use access::{
     handshake_rules, AccessDenied, AccessError, AccessPolicy, AccessRules, WriteKind,
 };
@@ -174,10 +174,11 @@ impl Server {
         let mut tasks = JoinSet::new();
         let tcp_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.1).collect();
         let udp_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.3).collect();
-        if config.beacons && !config.beacon_destinations.is_empty() {
+        let beacon_destinations = beacon_destinations(&config, &interfaces, udp_port);
+        if config.beacons && !beacon_destinations.is_empty() {
             tasks.spawn(udp::send_beacons(
                 bound[0].2.clone(),
-                config.beacon_destinations.clone(),
+                beacon_destinations,
                 guid,
                 bound[0].1,
                 BEACON_PERIOD,
@@ -195,18 +196,33 @@ impl Server {
         });
         let gate =
             limits::ConnectionGate::new(limits.max_connections, limits.max_connections_per_host);
-        let search_limiter = Arc::new(Mutex::new(limits::SearchLimiter::new(
-            limits.max_searches_per_second,
-        )));
-        for (listener, tcp, udp_sock, _) in bound {
-            tasks.spawn(udp::answer_searches(
-                udp_sock,
-                shared.clone(),
-                search_limiter.clone(),
-                guid,
-                tcp,
-                rx.clone(),
-            ));
+        let local_group = local_group(
+            &bound.iter().map(|b| b.2.clone()).collect::<Vec<_>>(),
+            &interfaces,
+            udp_port,
+        );
+        let responder = Arc::new(udp::Responder {
+            shared: shared.clone(),
+            limiter: Arc::new(Mutex::new(limits::SearchLimiter::new(
+                limits.max_searches_per_second,
+            ))),
+            guid,
+            endpoints: bound
+                .iter()
+                .map(|(_, tcp, sock, _)| udp::Endpoint {
+                    ip: tcp.ip(),
+                    sock: sock.clone(),
+                    tcp: *tcp,
+                })
+                .collect(),
+            forward: local_group.as_ref().map(|g| (g.sender.clone(), g.group)),
+            ignore: config.ignore_addrs.clone(),
+        });
+        if let Some(listener) = local_group.and_then(|g| g.listener) {
+            tasks.spawn(responder.clone().listen(listener, None, rx.clone()));
+        }
+        for (i, (listener, tcp, udp_sock, _)) in bound.into_iter().enumerate() {
+            tasks.spawn(responder.clone().listen(udp_sock, Some(i), rx.clone()));
             let shared = shared.clone();
             let gate = gate.clone();
             let mut rx = rx.clone();
@@ -334,13 +350,97 @@ fn local_addr(
 }
 
 /// A UDP socket that shares its port with other PVA servers and clients on the host
-/// (SO_REUSEADDR, as pvxs and pvAccessCPP do).
+/// (SO_REUSEADDR and SO_REUSEPORT, as pvxs and pvAccessCPP set them, so that every start order
+/// works).
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
     sock.set_broadcast(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())
+}
+
+/// The local multicast group of the host's PVA servers, as this server takes part in it.
+struct LocalGroup {
+    /// The group at the search port.
+    group: SocketAddr,
+    /// Sends forwarded searches out through loopback.
+    sender: Arc<UdpSocket>,
+    /// A socket of its own bound to the group, when no search socket is bound to every
+    /// interface (such a socket receives the group's datagrams itself).
+    listener: Option<Arc<UdpSocket>>,
+}
+
+/// Join the local multicast group at `port` on loopback: with the search socket when it is
+/// bound to every interface, else with a socket bound to the group. `None` (searches are then
+/// answered without forwarding) when the host does not allow it.
+fn local_group(sockets: &[Arc<UdpSocket>], interfaces: &[IpAddr], port: u16) -> Option<LocalGroup> {
+    let group = SocketAddr::new(config::LOCAL_MULTICAST_GROUP.into(), port);
+    let joined = || -> std::io::Result<LocalGroup> {
+        let wildcard = interfaces.iter().position(IpAddr::is_unspecified);
+        let listener = match wildcard {
+            Some(i) => {
+                socket2::SockRef::from(sockets[i].as_ref())
+                    .join_multicast_v4(&config::LOCAL_MULTICAST_GROUP, &Ipv4Addr::LOCALHOST)?;
+                None
+            }
+            None => {
+                let sock = bind_udp(group)?;
+                socket2::SockRef::from(&sock)
+                    .join_multicast_v4(&config::LOCAL_MULTICAST_GROUP, &Ipv4Addr::LOCALHOST)?;
+                Some(Arc::new(sock))
+            }
+        };
+        let sender = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        sender.set_multicast_if_v4(&Ipv4Addr::LOCALHOST)?;
+        sender.set_multicast_loop_v4(true)?;
+        sender.set_multicast_ttl_v4(1)?;
+        sender.set_nonblocking(true)?;
+        sender.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+        Ok(LocalGroup {
+            group,
+            sender: Arc::new(UdpSocket::from_std(sender.into())?),
+            listener,
+        })
+    };
+    match joined() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(
+                "cannot join the local multicast group {group}: {e}; unicast searches are \
+                 answered here only, so other servers on this host may not be found"
+            );
+            None
+        }
+    }
+}
+
+/// Where beacons go: the configured destinations and, with the automatic list, the broadcast
+/// address of every interface served that is up and can broadcast.
+fn beacon_destinations(config: &ServerConfig, interfaces: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    let mut out = config.beacon_destinations.clone();
+    if config.auto_beacon {
+        let only: Vec<Ipv4Addr> = interfaces
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let up = crate::interfaces::up_interfaces();
+        for b in crate::interfaces::broadcast_addresses(&up, &only) {
+            let dest = SocketAddr::new(b.into(), port);
+            if !out.contains(&dest) {
+                out.push(dest);
+            }
+        }
+    }
+    out
 }

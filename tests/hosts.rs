@@ -1,0 +1,319 @@
+//! Hosts made as network namespaces (the tests run as root; each namespace has only its loopback
+//! and the links made here, and is removed at the end), with default ports and no EPICS
+//! variable: discovery by the broadcast addresses of every interface, across hosts with two
+//! networks, and servers sharing one host's search port.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::netns::{link, Netns};
+use common::{first_line, peer_script, python, Running};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Start `pvabridge ARGS` on `host`, waiting until its log says it serves.
+fn start_pvabridge(host: &Netns, args: &[&str], log: &std::path::Path) -> Running {
+    let mut cmd = host.command(BINARY);
+    cmd.args(args);
+    let running = host.spawn(cmd, log);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("serving")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pvabridge {args:?} did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running
+}
+
+/// Start the p4p peer server serving `prefix` on `host`.
+fn start_p4p(host: &Netns, prefix: &str, log: &std::path::Path) -> Running {
+    let mut cmd = host.command(python());
+    cmd.arg(peer_script("p4p_server.py")).arg(prefix);
+    let mut running = host.spawn(cmd, log);
+    assert_eq!(
+        first_line(&mut running).trim(),
+        "READY",
+        "p4p server on {}: {}",
+        host.name(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    running
+}
+
+/// `pvabridge get` of `pvs` from `host` succeeds.
+fn pvabridge_finds(host: &Netns, pvs: &[&str]) {
+    let mut cmd = host.command(BINARY);
+    cmd.args(["get", "-w", "10"]).args(pvs);
+    let out = host.run(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "pvabridge get on {} did not find {pvs:?}: {}",
+        host.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The p4p and the pvapy client on `host` read every one of `pvs`.
+fn peers_find(host: &Netns, pvs: &[&str]) {
+    for script in ["p4p_client_ops.py", "pvapy_client_ops.py"] {
+        let mut cmd = host.command(python());
+        cmd.arg(peer_script(script));
+        for (i, pv) in pvs.iter().enumerate() {
+            if i > 0 {
+                cmd.arg("--");
+            }
+            cmd.args(["get", pv]);
+        }
+        let out = host.run(cmd, LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.lines().count() == pvs.len(),
+            "{script} on {} did not find {pvs:?}:\n{stdout}\n{}",
+            host.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn servers_on_two_networks_are_found_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| dir.path().join(name);
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(&a, "10.201.1.1/24", &b, "10.201.1.2/24");
+    link(&b, "10.201.2.1/24", &c, "10.201.2.2/24");
+
+    let _a_p4p = start_p4p(&a, "a4:", &log("a-p4p.log"));
+    let _a_ours = start_pvabridge(&a, &["host", "ar:x=double:1"], &log("a-ours.log"));
+    let _c_ours = start_pvabridge(&c, &["host", "cr:x=double:3"], &log("c-ours.log"));
+    let _c_p4p = start_p4p(&c, "c4:", &log("c-p4p.log"));
+    let _b_ours = start_pvabridge(&b, &["host", "br:x=double:2"], &log("b-ours.log"));
+
+    let four = ["a4:double", "ar:x", "c4:double", "cr:x"];
+    pvabridge_finds(&b, &four);
+    peers_find(&b, &four);
+    pvabridge_finds(&a, &["br:x"]);
+    pvabridge_finds(&c, &["br:x"]);
+}
+
+#[test]
+fn pvapy_hpc_consumer_next_to_simdet_processes_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Netns::new();
+    // pvAccessCPP's server (the consumer runs one for its status channels) wants an interface
+    // besides loopback.
+    let other = Netns::new();
+    link(&host, "10.202.1.1/24", &other, "10.202.1.2/24");
+    let unicast_to_the_host = |cmd: &mut Command| {
+        cmd.env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+            .env("EPICS_PVA_AUTO_ADDR_LIST", "NO");
+    };
+    let mut simdet = host.command(BINARY);
+    simdet.args([
+        "simdet",
+        "--pv",
+        "det:Image",
+        "--nx",
+        "32",
+        "--ny",
+        "32",
+        "--fps",
+        "100",
+        "--frames",
+        "100",
+        "--start-delay",
+        "4",
+        "--linger",
+        "2",
+    ]);
+    unicast_to_the_host(&mut simdet);
+    let _simdet = host.spawn(simdet, &dir.path().join("simdet.log"));
+
+    let consumer = python().with_file_name("pvapy-hpc-consumer");
+    let mut cmd = host.command(&consumer);
+    cmd.args(["-ic", "det:Image", "-rt", "8", "-dc"]);
+    unicast_to_the_host(&mut cmd);
+    let out = host.run(cmd, LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let processed = stdout
+        .split("'nProcessed': ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(
+        processed,
+        Some(100),
+        "pvapy-hpc-consumer next to simdet:\n{stdout}\n{}\nsimdet: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.path().join("simdet.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_run_across_three_hosts_ends_done_with_default_configuration() {
+    use std::collections::BTreeMap;
+
+    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use dm::{ClientConfig, DmClient, Stage, Workflow};
+    use pva::client::Context;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(&a, "10.203.1.1/24", &b, "10.203.1.2/24");
+    link(&b, "10.203.2.1/24", &c, "10.203.2.2/24");
+    std::fs::write(path("users"), "dmuser|secret\n").unwrap();
+
+    // The DM service, and so the workflow's stage, on B; the detector on A; the bridge on C.
+    let dm_url = "http://10.203.2.1:22236";
+    let mut cmd = b.command(BINARY);
+    cmd.args(["dm-service", "--listen", "10.203.2.1:22236", "--data-dir"])
+        .arg(path("dm"))
+        .arg("--users")
+        .arg(path("users"));
+    let _dm = b.spawn(cmd, &path("dm.log"));
+    let mut cmd = a.command(BINARY);
+    cmd.args([
+        "simdet",
+        "--pv",
+        "x3:det:Image",
+        "--trigger",
+        "x3:det:Acquire",
+    ])
+    .args(["--nx", "16", "--ny", "16", "--fps", "100", "--frames", "20"]);
+    let _detector = a.spawn(cmd, &path("simdet.log"));
+    let mut cmd = c.command(BINARY);
+    cmd.args([
+        "serve",
+        "--json",
+        "--prefix",
+        "x3:wf:",
+        "--poll-period",
+        "0.2",
+    ])
+    .args(["--dm-url", dm_url, "--dm-login-file"])
+    .arg(path("users"))
+    .arg("--state-dir")
+    .arg(path("state"));
+    let mut bridge = c.spawn(cmd, &path("bridge.log"));
+    let started = first_line(&mut bridge);
+    assert!(
+        started.contains("serving"),
+        "{started}{}",
+        std::fs::read_to_string(path("bridge.log")).unwrap_or_default()
+    );
+
+    // Bluesky's side, on B: a thread of this test moved into B's namespace.
+    let logs = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(path(n)).unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let b_name = b.name().to_string();
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                b.enter_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async { tokio::time::timeout(LIMIT, async {
+                    let dm = DmClient::new(ClientConfig::new(dm_url, "dmuser", "secret")).unwrap();
+                    let stage = Stage {
+                        command: format!(
+                            "'{BINARY}' workflow consume --handshake $handshakePrefix --drain-timeout 1"
+                        ),
+                        ..Stage::default()
+                    };
+                    let workflow = Workflow {
+                        name: "across".into(),
+                        stages: BTreeMap::from([("01-CONSUME".to_string(), stage)]),
+                        ..Workflow::default()
+                    };
+                    // The service may still be starting.
+                    let mut added = dm.add_workflow(&workflow).await;
+                    for _ in 0..50 {
+                        if added.is_ok() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        added = dm.add_workflow(&workflow).await;
+                    }
+                    added.map_err(|e| format!("DM on B: {e}"))?;
+
+                    let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
+                    let ctx = Context::new(config).unwrap();
+                    let slot = HandshakeClient::new(ctx.clone(), "x3:wf:")
+                        .with_timeout(Duration::from_secs(10));
+                    let mut request = RunRequest::new("across");
+                    request.expected_frames = Some(20);
+                    request.data_channel = Some("x3:det:Image".into());
+                    request.run_uid = Some("uid-across".into());
+                    slot.start(&request).await.map_err(|e| e.to_string())?;
+                    let wait = Duration::from_secs(30);
+                    let ready = slot.wait_for_state(&[State::Ready], wait).await;
+                    if ready != Ok(State::Ready) {
+                        return Err(format!("not READY: {ready:?}"));
+                    }
+                    slot.command(Handshake::AcqStarted)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ctx.put("x3:det:Acquire")
+                        .set("value", 1i32)
+                        .timeout(Duration::from_secs(10))
+                        .exec()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let deadline = tokio::time::Instant::now() + wait;
+                    loop {
+                        let acquire = ctx
+                            .get("x3:det:Acquire")
+                            .timeout(Duration::from_secs(10))
+                            .exec()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if acquire.get("value").and_then(|v| v.as_i64()) == Some(0) {
+                            break;
+                        }
+                        if tokio::time::Instant::now() > deadline {
+                            return Err("the detector never finished".into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    slot.command(Handshake::AcqDone)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let end = slot
+                        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
+                        .await;
+                    let status = slot.status().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((end, status.frames_received, status.frames_missed))
+                }).await })
+            })
+            .join()
+            .expect("the Bluesky thread")
+    });
+    let outcome = outcome.unwrap_or_else(|_| Err("the run did not end within the limit".into()));
+    assert_eq!(
+        outcome,
+        Ok((Ok(State::Done), 20, 0)),
+        "the run across hosts (B = {b_name}):\n{}",
+        logs(&["bridge.log", "dm.log", "simdet.log"])
+    );
+}
