@@ -4,7 +4,26 @@
 //! It answers the validation handshake, creates channels by name (one per name, shared by
 //! every operation on this connection), runs each operation's sequence of sub-commands, keeps
 //! each monitor's full value and its flow-control window, and fails everything in flight when
-//! the connection is lost.
+//! the connection is lost. The server's half has the same shape: see
+//! [`ServerConn`](crate::server::proto::ServerConn).
+//!
+//! # Call order
+//!
+//! A driver (the tokio task in `conn.rs`, or a test) keeps one [`ClientConn`] per TCP
+//! connection and calls, until the connection ends:
+//!
+//! 1. [`ClientConn::new`] once the connection is open (the server speaks first);
+//! 2. [`ClientConn::start`], [`ClientConn::consumed`], [`ClientConn::cancel`],
+//!    [`ClientConn::search`] and [`ClientConn::echo`] whenever the user asks, at any time
+//!    (operations started before validation wait for it);
+//! 3. [`ClientConn::poll_transmit`] after any call of steps 2 and 4: write its chunks, in order;
+//! 4. [`ClientConn::handle_frame`] for every frame read, then [`ClientConn::poll_event`] until it
+//!    gives `None`, and hand the events to their users;
+//! 5. [`ClientConn::disconnected`] once the connection is gone, then [`ClientConn::poll_event`]
+//!    until `None`: every operation in flight ends with an event.
+//!
+//! An error from `handle_frame` means the server's bytes cannot be trusted: close the
+//! connection and go to step 5.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

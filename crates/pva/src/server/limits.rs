@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use pva_codec::Limits;
 
-pub use super::conn::ConnLimits;
+pub use super::proto::ConnLimits;
 use super::stats::Refusal;
 
 /// Every limit of a server. Each is an error to the peer that reaches it alone: the others go

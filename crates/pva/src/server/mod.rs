@@ -1,17 +1,21 @@
-//! PVAccess server: a TCP listener with one task per connection, a UDP search responder and
-//! beacons, serving channels from [`Source`]s, within [`ServerLimits`] and, when given one, an
-//! [`AccessPolicy`] deciding who may write what.
+//! PVAccess server, serving channels from [`Source`]s within [`ServerLimits`] and, when given
+//! one, an [`AccessPolicy`] deciding who may write what.
+//!
+//! [`proto`] holds the protocol logic of a connection as a sans-I/O state machine, in the
+//! client's shape; the rest is a thin tokio layer: a TCP listener with one task per connection
+//! (`conn`), a UDP search responder and beacons.
 
 pub mod access;
-pub mod conn;
+mod conn;
 pub mod limits;
+pub mod proto;
 pub mod select;
 pub mod server_channel;
 pub mod shared_pv;
 pub mod source;
 pub mod stats;
-mod tcp;
 mod udp;
+mod wake;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -26,14 +30,15 @@ use crate::config::{self, ServerConfig};
 pub use access::{
     handshake_rules, AccessDenied, AccessError, AccessPolicy, AccessRules, WriteKind,
 };
-pub use conn::ConnLimits;
 pub use limits::ServerLimits;
+pub use proto::ConnLimits;
 pub use shared_pv::{
     PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder, SubscribeOptions,
     SubscriberStats, Subscription,
 };
 pub use source::{PeerInfo, Source, StaticSource};
 pub use stats::{ServerStats, StatsSnapshot};
+pub use wake::Wakeup;
 
 /// How often beacons go out.
 const BEACON_PERIOD: Duration = Duration::from_secs(15);
@@ -233,7 +238,7 @@ impl Server {
                         accepted = listener.accept() => match accepted {
                             Ok((stream, peer)) => match gate.admit(peer.ip()) {
                                 Ok(permit) => {
-                                    conns.spawn(tcp::serve_connection(stream, peer, shared.clone(), permit, idle, rx.clone()));
+                                    conns.spawn(conn::serve_connection(stream, peer, shared.clone(), permit, idle, rx.clone()));
                                 }
                                 Err(kind) => refuse_connection(&shared, &gate, kind, peer),
                             },

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
-use pva_codec::{BitSet, Status, StructValue, Value};
-use tokio::sync::Notify;
-
 use super::source::PeerInfo;
+use super::wake::Wakeup;
+use pva_codec::{BitSet, Status, StructValue, Value};
 
 /// Decides a put: `Ok(None)` stores the value as put, `Ok(Some(v))` stores `v` instead,
 /// `Err(status)` refuses it and nothing changes.
@@ -46,7 +45,7 @@ pub struct Update {
 #[derive(Debug)]
 pub struct Subscription {
     queue: Mutex<QueueState>,
-    wake: Arc<Notify>,
+    wake: Wakeup,
     /// Only changes of these bits are queued (a monitor's field selection); all when `None`.
     interest: Option<BitSet>,
     counters: Arc<Counters>,
@@ -126,7 +125,7 @@ impl Counters {
 impl Subscription {
     fn new(
         capacity: usize,
-        wake: Arc<Notify>,
+        wake: Wakeup,
         interest: Option<BitSet>,
         counters: Arc<Counters>,
         room: Arc<Room>,
@@ -172,7 +171,7 @@ impl Subscription {
                 });
             }
         }
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Take the oldest queued update.
@@ -487,9 +486,9 @@ impl SharedPv {
         });
     }
 
-    /// Subscribe with a queue of `capacity` updates; `wake` is notified on each push. The
-    /// current value is queued first.
-    pub fn subscribe(&self, capacity: usize, wake: Arc<Notify>) -> Arc<Subscription> {
+    /// Subscribe with a queue of `capacity` updates; `wake` (a tokio `Arc<Notify>` or a std
+    /// `Waker`) is woken on each push. The current value is queued first.
+    pub fn subscribe(&self, capacity: usize, wake: impl Into<Wakeup>) -> Arc<Subscription> {
         self.subscribe_with(capacity, wake, SubscribeOptions::default())
     }
 
@@ -498,7 +497,7 @@ impl SharedPv {
     pub fn subscribe_with(
         &self,
         capacity: usize,
-        wake: Arc<Notify>,
+        wake: impl Into<Wakeup>,
         options: SubscribeOptions,
     ) -> Arc<Subscription> {
         let SubscribeOptions { peer, interest } = options;
@@ -512,7 +511,7 @@ impl SharedPv {
         st.next_id += 1;
         let sub = Arc::new(Subscription::new(
             capacity,
-            wake,
+            wake.into(),
             interest,
             counters.clone(),
             self.0.room.clone(),
@@ -616,6 +615,7 @@ fn changed_between(a: &StructValue, b: &StructValue, base: usize, bits: &mut Bit
 mod tests {
     use super::*;
     use pva_codec::{ScalarType, StructDesc};
+    use tokio::sync::Notify;
 
     fn pv() -> SharedPv {
         let desc = Arc::new(
