@@ -588,7 +588,7 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
             setup.bridge.log()
         );
         let run = catalog_run(&setup.dm, "uid-lost").await;
-        assert_eq!(run.extra["finalState"], "FAILED");
+        assert_eq!(run.metadata["handshake"]["finalState"], "FAILED");
         assert_eq!(setup.proxy.starts(), (1, 1));
         setup.stop().await;
     });

@@ -229,17 +229,24 @@ pub async fn job_until(
     }
 }
 
-/// Wait for the run catalog entry of `run_name`.
-pub async fn catalog_run(dm: &DmClient, run_name: &str) -> dm::ExperimentRun {
+/// Wait for the run catalog entry of the run with Bluesky uid `run_uid` in experiment
+/// `pvabridge` (the bridge's default).
+pub async fn catalog_run(dm: &DmClient, run_uid: &str) -> dm::ExperimentRun {
+    catalog_run_in(dm, "pvabridge", run_uid).await
+}
+
+/// Wait for the run catalog entry of the run with Bluesky uid `run_uid` in `experiment`.
+pub async fn catalog_run_in(dm: &DmClient, experiment: &str, run_uid: &str) -> dm::ExperimentRun {
+    let run_id = dm::ExperimentRun::run_id_for_uid(run_uid);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let runs = dm.list_runs("pvabridge").await.expect("list runs");
-        if let Some(run) = runs.into_iter().find(|r| r.run_name == run_name) {
+        let runs = dm.list_runs(experiment).await.expect("list runs");
+        if let Some(run) = runs.into_iter().find(|r| r.run_id == run_id) {
             return run;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "run {run_name} never reached the run catalog"
+            "run {run_id} never reached the run catalog of {experiment}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
