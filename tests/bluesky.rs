@@ -139,10 +139,10 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         let uid = run["uid"].as_str().unwrap();
         let entry = catalog
             .iter()
-            .find(|entry| entry.run_name == uid)
+            .find(|entry| entry.run_id == dm::ExperimentRun::run_id_for_uid(uid))
             .unwrap_or_else(|| panic!("run {uid} is not in the DM run catalog"));
-        assert_eq!(entry.extra["finalState"], "DONE");
-        assert_eq!(entry.extra["request"]["runUid"], uid);
+        assert_eq!(entry.metadata["handshake"]["finalState"], "DONE");
+        assert_eq!(entry.metadata["handshake"]["request"]["runUid"], uid);
 
         let job = runtime
             .block_on(dm.get_job(data["job_id"].as_str().unwrap()))

@@ -47,6 +47,9 @@ enum Mode {
     Slow,
     /// New connections are closed at once and open ones are cut.
     Down,
+    /// Requests go to DM, and `errorMessage` is left out of its answers (a DM that does not
+    /// give one: the reason is then only in the failed stage's child processes).
+    WithoutErrorMessage,
 }
 
 /// One request the proxy answered.
@@ -182,6 +185,29 @@ async fn relay(AxumState(inner): AxumState<Arc<ProxyInner>>, request: Request) -
             server_error()
         }
         Mode::PassThrough | Mode::Down => forward(&inner, request, &mut exchange).await,
+        Mode::WithoutErrorMessage => {
+            let response = forward(&inner, request, &mut exchange).await;
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 24)
+                .await
+                .unwrap_or_default();
+            let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(mut json) => {
+                    let objects: Vec<&mut serde_json::Value> = match &mut json {
+                        serde_json::Value::Array(items) => items.iter_mut().collect(),
+                        one => vec![one],
+                    };
+                    for object in objects {
+                        if let Some(map) = object.as_object_mut() {
+                            map.remove("errorMessage");
+                        }
+                    }
+                    Body::from(json.to_string())
+                }
+                Err(_) => Body::from(bytes),
+            };
+            Response::from_parts(parts, body)
+        }
     };
     exchange.status = response.status().as_u16();
     inner.exchanges.lock().unwrap().push(exchange);
@@ -588,8 +614,57 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
             setup.bridge.log()
         );
         let run = catalog_run(&setup.dm, "uid-lost").await;
-        assert_eq!(run.extra["finalState"], "FAILED");
+        assert_eq!(run.metadata["handshake"]["finalState"], "FAILED");
         assert_eq!(setup.proxy.starts(), (1, 1));
+        setup.stop().await;
+    });
+}
+
+/// A DM that reports a failed job without `errorMessage`: Message names the failed stage, its
+/// last child process's exit status and the tail of its stdErr, where a real DM keeps the reason.
+#[test]
+fn a_stage_failing_without_error_message_is_explained_from_its_child_process() {
+    run_test(TEST_LIMIT, async {
+        let prefix = "faults:noerr:";
+        let setup = Setup::start(prefix, &[]).await;
+        setup.proxy.set(Mode::WithoutErrorMessage);
+        setup
+            .add_workflow(
+                "breaks",
+                &[(
+                    "01-STREAM",
+                    "pvabridge workflow ready --handshake $handshakePrefix \
+                     && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
+                     && echo 'opening /data/scan' >&2 && echo 'disk quota exceeded on /data' >&2 && exit 4",
+                )],
+            )
+            .await;
+        let slot = &setup.slot;
+        slot.start(&request("breaks", "uid-noerr")).await.unwrap();
+        assert_eq!(
+            slot.wait_for_state(&[State::Ready], WAIT).await,
+            Ok(State::Ready)
+        );
+        slot.command(Command::AcqStarted).await.unwrap();
+        let end = slot.wait_for_state(&[State::Failed], WAIT).await;
+        assert_eq!(end, Ok(State::Failed), "{}", setup.bridge.log());
+        let message = slot.status().await.unwrap().message;
+        for words in [
+            "failed in stage 01-STREAM",
+            "child process 0 ended with exit status 4",
+            "stdErr: opening /data/scan | disk quota exceeded on /data",
+        ] {
+            assert!(message.contains(words), "{words}: {message}");
+        }
+        let job = setup
+            .dm
+            .get_job(&slot.status().await.unwrap().job_id)
+            .await
+            .unwrap();
+        assert!(
+            job.error_message.is_some(),
+            "the stand-in hid DM's errorMessage"
+        );
         setup.stop().await;
     });
 }

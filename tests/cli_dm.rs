@@ -150,7 +150,7 @@ fn the_dm_commands_drive_the_embedded_service() {
     assert_eq!(job["sample"], "lysozyme");
     assert_eq!(job["greeted"], "lysozyme");
     assert_eq!(
-        job["workflow"]["stages"]["02-BYE"]["childProcesses"]["0"]["stdOut"],
+        job["workflow"]["stages"]["02-BYE"]["childProcesses"]["1"]["stdOut"],
         "bye lysozyme\n"
     );
 
@@ -233,11 +233,14 @@ fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
             dm::DmClient::new(dm::ClientConfig::new(&service.url, "alice", "wonderland")).unwrap();
         let mut run = dm::ExperimentRun {
             experiment_name: "e1".into(),
-            run_name: "r1".into(),
+            run_id: "r1".into(),
             ..dm::ExperimentRun::default()
         };
-        run.extra.insert("finalState".into(), "DONE".into());
-        run.extra.insert("jobId".into(), "j1".into());
+        run.metadata.insert(
+            "handshake".into(),
+            serde_json::json!({"finalState": "DONE", "jobId": "j1"}),
+        );
+        run.metadata.insert("plan_name".into(), "count".into());
         client.add_run(&run).await.unwrap();
     });
 
@@ -246,14 +249,22 @@ fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
         dir.path(),
         &["list-runs", "--experiment", "e1"],
     ));
-    assert_eq!(listed.trim(), "experiment=e1 run=r1 state=DONE job=j1");
+    assert_eq!(
+        listed.trim(),
+        "experiment=e1 runId=r1 state=DONE job=j1 metadata=plan_name"
+    );
     let json: serde_json::Value = serde_json::from_str(&ok_stdout(dm(
         &service,
         dir.path(),
         &["list-runs", "--experiment", "e1", "--json"],
     )))
     .unwrap();
-    assert_eq!(json[0]["runName"], "r1");
+    assert_eq!(json[0]["runId"], "r1");
+    assert_eq!(json[0]["metadata"]["plan_name"], "count");
+    assert!(
+        json[0]["id"].is_string(),
+        "the catalog gave the entry an id"
+    );
     let none = ok_stdout(dm(
         &service,
         dir.path(),

@@ -71,16 +71,22 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
             Some("e2e:done:")
         );
         let stages = &job.workflow.as_ref().unwrap().stages;
-        let finish = &stages["02-FINISH"].child_processes.as_ref().unwrap()["0"];
+        let finish = &stages["02-FINISH"].child_processes.as_ref().unwrap()["1"];
         assert_eq!(finish.std_out.trim(), "finished uid-done");
 
         let catalog = catalog_run(&run.dm, "uid-done").await;
-        assert_eq!(catalog.extra["jobId"], status.job_id.as_str());
-        assert_eq!(catalog.extra["finalState"], "DONE");
-        assert_eq!(catalog.extra["job"]["status"], "done");
-        assert_eq!(catalog.extra["request"]["expectedFrames"], 4);
-        assert_eq!(catalog.extra["frames"]["received"], 4);
-        assert!(catalog.extra["secondsInState"]["ACQUIRING"]
+        assert_eq!(
+            catalog.metadata["handshake"]["jobId"],
+            status.job_id.as_str()
+        );
+        assert_eq!(catalog.metadata["handshake"]["finalState"], "DONE");
+        assert_eq!(catalog.metadata["handshake"]["job"]["status"], "done");
+        assert_eq!(
+            catalog.metadata["handshake"]["request"]["expectedFrames"],
+            4
+        );
+        assert_eq!(catalog.metadata["handshake"]["frames"]["received"], 4);
+        assert!(catalog.metadata["handshake"]["secondsInState"]["ACQUIRING"]
             .as_f64()
             .is_some());
         let log = run.bridge.log();
@@ -118,8 +124,8 @@ fn a_workflow_that_never_becomes_ready_times_out_and_its_job_is_stopped() {
         let job = job_until(&run.dm, &status.job_id, |job| job.status.is_final()).await;
         assert_eq!(job.status, JobStatus::Aborted, "the DM job is stopped");
         let catalog = catalog_run(&run.dm, "uid-timeout").await;
-        assert_eq!(catalog.extra["finalState"], "TIMEOUT");
-        assert_eq!(catalog.extra["job"]["status"], "aborted");
+        assert_eq!(catalog.metadata["handshake"]["finalState"], "TIMEOUT");
+        assert_eq!(catalog.metadata["handshake"]["job"]["status"], "aborted");
     });
 }
 
@@ -159,7 +165,7 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
             "{refused}"
         );
         let catalog = catalog_run(&run.dm, "uid-fail").await;
-        assert_eq!(catalog.extra["finalState"], "FAILED");
+        assert_eq!(catalog.metadata["handshake"]["finalState"], "FAILED");
     });
 }
 
@@ -195,8 +201,8 @@ fn abort_during_acquisition_stops_the_dm_job() {
         let job = job_until(&run.dm, &job_id, |job| job.status.is_final()).await;
         assert_eq!(job.status, JobStatus::Aborted, "{}", run.bridge.log());
         let catalog = catalog_run(&run.dm, "uid-abort").await;
-        assert_eq!(catalog.extra["finalState"], "ABORTED");
-        assert_eq!(catalog.extra["job"]["status"], "aborted");
+        assert_eq!(catalog.metadata["handshake"]["finalState"], "ABORTED");
+        assert_eq!(catalog.metadata["handshake"]["job"]["status"], "aborted");
         slot.command(Command::Reset).await.unwrap();
         assert_eq!(slot.state().await.unwrap(), State::Idle);
     });
@@ -280,9 +286,9 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
         let job = dm.get_job(&job_before).await.unwrap();
         assert_eq!(job.status, JobStatus::Done);
         let catalog = catalog_run(&dm, "uid-restart").await;
-        assert_eq!(catalog.extra["jobId"], job_before.as_str());
-        assert_eq!(catalog.extra["finalState"], "DONE");
-        let history: Vec<&str> = catalog.extra["history"]
+        assert_eq!(catalog.metadata["handshake"]["jobId"], job_before.as_str());
+        assert_eq!(catalog.metadata["handshake"]["finalState"], "DONE");
+        let history: Vec<&str> = catalog.metadata["handshake"]["history"]
             .as_array()
             .unwrap()
             .iter()

@@ -322,7 +322,7 @@ fn timeouts(acquisition: Duration) -> Timeouts {
         arm: Duration::from_secs(30),
         acquire: acquisition + Duration::from_secs(60),
         drain_idle: Duration::from_secs(10),
-        processing: Duration::from_secs(60),
+        processing: Some(Duration::from_secs(60)),
         dm_lost: Duration::from_secs(30),
         finish: Duration::from_secs(10),
     }
@@ -347,6 +347,7 @@ impl Services {
         config.machine = MachineConfig {
             timeouts: timeouts(acquisition),
             experiment: "pvabridge-demo".into(),
+            stop_job_on_timeout: true,
         };
         config.poll_period = Duration::from_millis(200);
         let bridge = Bridge::start(config, dm.client()?, ServerConfig::isolated())

@@ -355,19 +355,32 @@ fn print_runs(runs: &[ExperimentRun], shown: Shown) -> anyhow::Result<()> {
         return print_json(runs, shown);
     }
     for run in runs {
-        let extra_text = |key: &str| {
-            run.extra
-                .get(key)
+        let handshake = run.metadata.get("handshake");
+        let text = |key: &str| {
+            handshake
+                .and_then(|h| h.get(key))
                 .map(dm::model::value_as_text)
                 .filter(|text| !text.is_empty() && text != "null")
                 .unwrap_or_else(|| "-".into())
         };
+        let mut keys: Vec<&str> = run
+            .metadata
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "handshake")
+            .collect();
+        keys.sort_unstable();
         emit(&format!(
-            "experiment={} run={} state={} job={}",
+            "experiment={} runId={} state={} job={} metadata={}",
             run.experiment_name,
-            run.run_name,
-            extra_text("finalState"),
-            extra_text("jobId")
+            run.run_id,
+            text("finalState"),
+            text("jobId"),
+            if keys.is_empty() {
+                "-".to_string()
+            } else {
+                keys.join(",")
+            }
         ))?;
     }
     Ok(())

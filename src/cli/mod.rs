@@ -20,6 +20,7 @@ pub mod streaming;
 pub mod version;
 pub mod workflow;
 pub mod workflow_consume;
+pub mod workflow_report;
 
 /// Wait for Ctrl-C or SIGTERM (what `docker stop` and service managers send).
 pub async fn wait_for_stop_signal() {

@@ -10,26 +10,35 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use coordinator::embedded::EmbeddedDm;
+use coordinator::fields::access_rules;
 use coordinator::{Bridge, BridgeConfig, MachineConfig, Timeouts};
 use dm::client::{read_login_file, LOGIN_FILE_ENV, URL_ENV};
 use dm::{ClientConfig, DmClient, ServicePaths};
-use pva::server::{handshake_rules, AccessRules};
+use pva::server::AccessRules;
 use serde_json::json;
 
 /// Options of `pvabridge serve`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Each --prefix is one run slot with the PVs PREFIX State, Command, Request, Ready, Progress,
-WorkflowMessage, Workflow, Owner, JobId, JobStatus, StageId, RunTime, FramesExpected, FramesReceived,
-FramesMissed, Message, Heartbeat, Status and PVI (ophyd-async: PviDeviceConnector on PREFIX PVI).
+WorkflowMessage, WorkflowCommand, WorkflowPVs, Report (RPC), Members, Stages, Workflow, Owner, JobId,
+JobStatus, StageId, RunTime, FramesExpected, FramesReceived, FramesMissed, Message, Heartbeat, Status
+and PVI (ophyd-async: PviDeviceConnector on PREFIX PVI); docs/handshake.md says what each means.
 
 A run: write the request JSON to Request, e.g.
   {\"workflow\": \"stream-stats\", \"argsDict\": {\"sample\": \"Si\"}, \"runUid\": \"...\",
    \"expectedFrames\": 100, \"dataChannel\": \"det:Image\", \"readyTimeout\": 30}
 then put Command START, wait for State READY, put ACQ_STARTED, take data, put ACQ_DONE, and wait for
 DONE, FAILED, ABORTED or TIMEOUT. The DM job gets the argsDict plus handshakePrefix, pvabridgeRunId,
-dataChannel, expectedFrames, runUid and a placeholder filePath; its stage reports with
-`pvabridge workflow ready|progress|message --handshake $handshakePrefix`.
+dataChannel, expectedFrames, runUid, experimentName and a placeholder filePath; its stage reports with
+`pvabridge workflow ready|progress|message|end-acquisition|fail --handshake $handshakePrefix`, or
+runs `pvabridge workflow consume`, which reports its books on Report. When the run ends, it goes to
+the DM run catalog as {experimentName, runId: uid_<first 8 of runUid>, metadata: the Request's
+metadata and the handshake's record}.
+
+The DM job is followed until it ends; with --processing-timeout the run goes to TIMEOUT once
+PROCESSING lasts that long, and the job is left running (Message says how to follow it) unless
+--stop-job-on-timeout is given.
 
 DM: --dm-url and DM_LOGIN_FILE (or DM_PROC_WEB_SERVICE_URL), or --embedded-dm DIR to run the
 embedded DM service in this process (its stages then end with it: for runs that survive a restart of
@@ -39,7 +48,8 @@ and Message says so while it lasts; an active run fails after --dm-lost-timeout 
 A start is never sent twice: without a clear answer the bridge looks for the job by the run's id.
 
 Access: --acquisition-user and --workflow-user give each side its PVs alone (Command and Request
-for the acquisition account, Ready, Progress and WorkflowMessage for the workflow's, matched on the
+for the acquisition account, Ready, Progress, WorkflowMessage, WorkflowCommand and Report for the
+workflow's, matched on the
 \"ca\" user a client sends); --access FILE reads rules of your own (docs/access.md). Without either,
 any client may write them.
 
@@ -79,6 +89,10 @@ pub struct ServeArgs {
     /// Path below /dm that adds a run to the run catalog ({experiment} is filled in).
     #[arg(long, value_name = "TEMPLATE", default_value_t = ServicePaths::default().add_run)]
     dm_add_run_path: String,
+    /// URL of the DM run catalog service (default: the processing service's), with the same
+    /// login.
+    #[arg(long, value_name = "URL")]
+    dm_catalog_url: Option<String>,
     /// Experiment of the run catalog for requests that name none.
     #[arg(long, value_name = "NAME", default_value = "pvabridge")]
     experiment: String,
@@ -111,9 +125,14 @@ pub struct ServeArgs {
     /// Seconds without new progress in DRAINING before the missing frames count as missed.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     drain_idle_timeout: f64,
-    /// Seconds for the DM job to end after PROCESSING began.
-    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
-    processing_timeout: f64,
+    /// Seconds for the DM job to end after PROCESSING began (default: no limit, the job is
+    /// followed until it ends). Reaching it ends the run in TIMEOUT and stops the following;
+    /// the job runs on unless --stop-job-on-timeout.
+    #[arg(long, value_name = "SECS")]
+    processing_timeout: Option<f64>,
+    /// Stop the DM job when --processing-timeout is reached.
+    #[arg(long, requires = "processing_timeout")]
+    stop_job_on_timeout: bool,
     /// Seconds DM may stay unreachable before an active run fails.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     dm_lost_timeout: f64,
@@ -147,7 +166,7 @@ impl ServeArgs {
         let rules = match (&self.access, &self.acquisition_user, &self.workflow_user) {
             (Some(file), _, _) => AccessRules::load(file)?,
             (None, Some(acquisition), Some(workflow)) => {
-                handshake_rules(&self.prefixes, acquisition, workflow)?
+                access_rules(&self.prefixes, acquisition, workflow)?
             }
             _ => return Ok(None),
         };
@@ -170,7 +189,10 @@ impl ServeArgs {
             arm: seconds("arm-timeout", self.arm_timeout)?,
             acquire: seconds("acquire-timeout", self.acquire_timeout)?,
             drain_idle: seconds("drain-idle-timeout", self.drain_idle_timeout)?,
-            processing: seconds("processing-timeout", self.processing_timeout)?,
+            processing: self
+                .processing_timeout
+                .map(|limit| seconds("processing-timeout", limit))
+                .transpose()?,
             dm_lost: seconds("dm-lost-timeout", self.dm_lost_timeout)?,
             finish: seconds("finish-timeout", self.finish_timeout)?,
         })
@@ -203,6 +225,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let machine = MachineConfig {
         timeouts: args.timeouts()?,
         experiment: args.experiment.clone(),
+        stop_job_on_timeout: args.stop_job_on_timeout,
     };
     let poll_period = seconds("poll-period", args.poll_period)?;
     let dm_timeout = seconds("dm-timeout", args.dm_timeout)?;
@@ -235,6 +258,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         dm_config.request_timeout = dm_timeout;
         dm_config.connect_timeout = dm_config.connect_timeout.min(dm_timeout);
         dm_config.read_retries = args.dm_read_retries;
+        let catalog = match &args.dm_catalog_url {
+            Some(url) => {
+                let mut config = dm_config.clone();
+                config.base_url = url.clone();
+                Some(DmClient::new(config)?)
+            }
+            None => None,
+        };
         let dm = DmClient::new(dm_config)?;
         let state_dir = match (&args.state_dir, &args.embedded_dm) {
             (Some(dir), _) => dir.clone(),
@@ -244,6 +275,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut config = BridgeConfig::new(args.prefixes.clone(), &state_dir);
         config.machine = machine;
         config.poll_period = poll_period;
+        config.catalog = catalog;
         if access.is_none() {
             tracing::warn!(
                 "no access rules (--acquisition-user/--workflow-user or --access): any client may \

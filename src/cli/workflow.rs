@@ -20,6 +20,8 @@ A DM stage gets the slot's prefix in its argsDict as handshakePrefix, so a stage
   pvabridge workflow wait-state DRAINING --handshake $handshakePrefix
   pvabridge workflow progress 100 --handshake $handshakePrefix
   pvabridge workflow message 'wrote results.h5' --handshake $handshakePrefix
+  pvabridge workflow end-acquisition --handshake $handshakePrefix --reason 'enough data'
+  pvabridge workflow fail --handshake $handshakePrefix --message 'sample lost'
 or, for the whole streaming stage in one command,
   pvabridge workflow consume --handshake $handshakePrefix --channel $dataChannel --expected $expectedFrames
 wait-state exits 0 once the slot is in one of the states, and non-zero when the run ends in another
@@ -42,9 +44,29 @@ enum WorkflowCommand {
     Consume(Box<super::workflow_consume::ConsumeArgs>),
     /// Tell the bridge the workflow is ready to receive (Ready=1).
     Ready {
-        /// Withdraw readiness instead (Ready=0).
+        /// Withdraw readiness instead (Ready=0): READY goes back to WAIT_READY; refused once
+        /// acquisition started.
         #[arg(long)]
         off: bool,
+    },
+    /// End acquisition from the workflow's side (WorkflowCommand END_ACQUISITION): in ACQUIRING
+    /// the run goes to DRAINING as with Bluesky's ACQ_DONE; once acquisition ended it is a no-op;
+    /// before ACQUIRING it is refused.
+    EndAcquisition {
+        /// Why (shown in WorkflowMessage and Message).
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "the workflow ended acquisition"
+        )]
+        reason: String,
+    },
+    /// Fail the run (WorkflowCommand FAIL): FAILED at once with the reason in Message, and the
+    /// DM job is stopped.
+    Fail {
+        /// Why (shown in WorkflowMessage and Message).
+        #[arg(long, value_name = "TEXT")]
+        message: String,
     },
     /// Report the frames processed so far.
     Progress {
@@ -111,6 +133,13 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
             WorkflowCommand::Ready { off } => slot.set_ready(!off).await?,
             WorkflowCommand::Progress { frames } => slot.report_progress(frames).await?,
             WorkflowCommand::Message { text } => slot.set_workflow_message(&text).await?,
+            WorkflowCommand::EndAcquisition { reason } => slot.end_acquisition(&reason).await?,
+            WorkflowCommand::Fail { message } => {
+                if message.trim().is_empty() {
+                    bail!("--message must say why the run fails");
+                }
+                slot.fail(&message).await?;
+            }
             WorkflowCommand::WaitState { max_wait, json, .. } => {
                 let max_wait = seconds("max-wait", max_wait)?;
                 let state = slot.wait_for_state(&wanted, max_wait).await?;

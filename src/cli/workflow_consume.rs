@@ -1,7 +1,8 @@
 //! `pvabridge workflow consume`: the streaming stage of a DM workflow. It subscribes to the
-//! detector stream, tells the bridge it is ready, accounts for every frame with the stream
-//! consumer, writes per-frame statistics, reports progress, and ends once acquisition is over
-//! and every expected frame is accounted for.
+//! detector stream, accounts for every frame with the stream consumer, writes per-frame
+//! statistics, reports its books to the bridge (ready, received, missed, processed: see
+//! [`super::workflow_report`]), serves its `Stats` PV, and ends once acquisition is over and every
+//! expected frame is accounted for.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
-use coordinator::{AgentError, HandshakeClient, ProgressReporter, RunRequest, State};
+use coordinator::{HandshakeClient, RunRequest, State};
 use pva::client::Context;
 use serde::Serialize;
 use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
@@ -22,6 +23,7 @@ use stream::{Frame, Origin};
 use tokio::sync::watch;
 
 use super::streaming::{init_logging, Progress};
+use super::workflow_report::{Books, Reporting};
 
 /// The file the statistics go to, in the results directory.
 pub const RESULTS_FILE: &str = "frame-stats.csv";
@@ -34,12 +36,16 @@ const EXIT_FRAMES_LOST: u8 = 3;
 What the streaming stage of a DM workflow runs, e.g.
   pvabridge workflow consume --handshake $handshakePrefix --channel $dataChannel --expected $expectedFrames
 
-It subscribes to the detector channel, sets Ready once the subscription is in place, books every
-frame (received, missed, duplicated, out of order) and hands it to a processing thread that writes
-the frame's statistics (uniqueId, count, min, max, mean, sum) as a CSV row to RESULTS/frame-stats.csv.
-Progress reports the frames processed (at most every --progress-period). It ends once the run has
-left ACQUIRING (DRAINING or PROCESSING) and every expected frame is accounted for, or no frame came
-for --drain-timeout seconds after that; then it writes WorkflowMessage and prints a summary.
+It subscribes to the detector channel, books every frame (received, missed, duplicated, out of order)
+and hands it to a processing thread that writes the frame's statistics (uniqueId, count, min, max,
+mean, sum) as a CSV row to RESULTS/frame-stats.csv. It reports its books to the bridge with an RPC
+on PREFIX Report (ready once the subscription is in place, then received, missed, duplicates,
+processed, first and last uniqueId, every --progress-period and at the end): the bridge derives
+Ready, Progress, FramesReceived and FramesMissed from them and shows them in PREFIX Members. While
+it runs it serves SERVE_PREFIX Stats (received, missed, processed, frames/s and the last frame's
+uniqueId, min, max, mean, sum), which the bridge lists in PREFIX WorkflowPVs. It ends once the run
+has left ACQUIRING (DRAINING or PROCESSING) and every expected frame is accounted for, or no frame
+came for --drain-timeout seconds after that; then it writes WorkflowMessage and prints a summary.
 
 The channel, the expected count and the first frame's uniqueId default to the run's Request
 (dataChannel, expectedFrames, firstFrameId). The monitor's first update (the channel's value from
@@ -70,9 +76,21 @@ pub struct ConsumeArgs {
     /// The longest this stage waits for acquisition to end, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
     max_wait: f64,
-    /// Seconds between Progress updates.
+    /// Seconds between reports to the bridge (and updates of Stats).
     #[arg(long, value_name = "SECS", default_value_t = 0.5)]
     progress_period: f64,
+    /// This consumer's member number among the run's consumers (0 for a single one).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    member: u32,
+    /// Prefix of the PVs this stage serves (default: the handshake prefix + `wf:`, or + `wf:K:`
+    /// for member K > 0).
+    #[arg(long, value_name = "PREFIX")]
+    serve_prefix: Option<String>,
+    /// UDP port on which this stage's PVs are searched (0 picks a free one, so that a stage on
+    /// the bridge's host never takes the searches meant for the bridge; give the facility's
+    /// port, e.g. 5076, on a compute host of its own so that clients find Stats).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    serve_udp_port: u16,
     /// Processing threads (more than one: rows are no longer in frame order).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -137,14 +155,14 @@ impl ResultsFile {
         })
     }
 
-    /// Write the frame's row; the first failure is kept for the end.
-    fn write(&self, frame: &Frame) {
+    /// Write the frame's row and return its statistics; the first failure is kept for the end.
+    fn write(&self, frame: &Frame) -> Option<FrameStats> {
         let Some(stats) = FrameStats::of(frame) else {
             self.fail(format!(
                 "frame {} has no numeric data to take statistics of",
                 frame.meta.unique_id
             ));
-            return;
+            return None;
         };
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         match writeln!(out, "{}", stats.csv_row()) {
@@ -153,6 +171,7 @@ impl ResultsFile {
             }
             Err(err) => self.fail(format!("cannot write {}: {err}", self.path.display())),
         }
+        Some(stats)
     }
 
     fn fail(&self, message: String) {
@@ -276,18 +295,33 @@ pub async fn run(
         .first_id
         .or_else(|| request.as_ref().and_then(|r| r.first_frame_id));
     let results = Arc::new(ResultsFile::create(&args.results)?);
+    let serve_prefix = args
+        .serve_prefix
+        .clone()
+        .unwrap_or_else(|| match args.member {
+            0 => format!("{}wf:", slot.prefix()),
+            k => format!("{}wf:{k}:", slot.prefix()),
+        });
+    let books = Arc::new(Books::default());
+    let reporting = Reporting::start(
+        slot.clone(),
+        args.member,
+        (&serve_prefix, args.serve_udp_port),
+        progress_period,
+        books.clone(),
+    )
+    .await?;
 
     let acquisition = watch_acquisition(&slot, max_wait);
-    let reporter = Arc::new(slot.progress_reporter(progress_period));
     let processed = Arc::new(AtomicU64::new(0));
     let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
     let hooks = Hooks {
         process: Some({
-            let (results, reporter, processed) =
-                (results.clone(), reporter.clone(), processed.clone());
+            let (results, books, processed) = (results.clone(), books.clone(), processed.clone());
             Arc::new(move |frame: &Frame| {
-                results.write(frame);
-                reporter.report(processed.fetch_add(1, Ordering::Relaxed) + 1);
+                let stats = results.write(frame);
+                books.processed(frame.meta.unique_id, stats);
+                processed.fetch_add(1, Ordering::Relaxed);
             })
         }),
         subscribed: Some(Box::new(move || {
@@ -308,9 +342,10 @@ pub async fn run(
         ctx,
         &config,
         hooks,
-        Duration::from_secs(2),
+        progress_period,
         drained(acquisition.clone(), processed.clone(), drain_timeout),
         |p| {
+            books.progress(p);
             progress.update(
                 p.accounted,
                 &format!(
@@ -323,25 +358,24 @@ pub async fn run(
     tokio::pin!(consuming);
     let ready = async {
         if subscribed_rx.recv().await.is_some() {
-            slot.set_ready(true).await?;
-            tracing::info!("subscribed to {channel}; Ready set on {}", slot.prefix());
+            books.set_ready();
+            reporting.now();
+            tracing::info!(
+                "subscribed to {channel}; ready reported to {}",
+                slot.prefix()
+            );
         }
-        Ok::<(), AgentError>(())
     };
     let report = tokio::select! {
         report = &mut consuming => report,
-        ready = ready => {
-            ready.with_context(|| format!("cannot set {}Ready", slot.prefix()))?;
-            consuming.await
-        }
+        () = ready => consuming.await,
     };
     progress.finish();
     let report = report.with_context(|| format!("the stream on {channel} failed"))?;
+    books.finish(&report);
     let state = acquisition_outcome(&mut acquisition.clone()).await;
     let rows = results.finish()?;
-    let reporter = Arc::try_unwrap(reporter)
-        .map_err(|_| anyhow!("the processing step still holds the progress reporter"))?;
-    finish_progress(reporter, report.processed).await?;
+    reporting.finish().await?;
     let state = state.map_err(|reason| {
         anyhow!(
             "{reason} ({} of {} frames received)",
@@ -379,13 +413,4 @@ pub async fn run(
         return Ok(ExitCode::from(EXIT_FRAMES_LOST));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Report the final count and put it.
-async fn finish_progress(reporter: ProgressReporter, processed: u64) -> anyhow::Result<()> {
-    reporter.report(processed);
-    reporter
-        .finish()
-        .await
-        .context("cannot put the final Progress")
 }

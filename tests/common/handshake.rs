@@ -143,9 +143,17 @@ pub struct EmbeddedRun {
 
 impl EmbeddedRun {
     pub async fn start(prefix: &str, workflow: Workflow) -> EmbeddedRun {
+        EmbeddedRun::start_with(prefix, workflow, &[]).await
+    }
+
+    /// As [`EmbeddedRun::start`], with more `pvabridge serve` options (e.g. another --prefix).
+    pub async fn start_with(prefix: &str, workflow: Workflow, options: &[&str]) -> EmbeddedRun {
         let dir = tempfile::tempdir().unwrap();
         let udp = super::free_udp_port();
-        let bridge = serve_embedded(dir.path(), udp, prefix);
+        let dm_dir = dir.path().join("dm");
+        let mut args = vec!["--embedded-dm", dm_dir.to_str().unwrap()];
+        args.extend_from_slice(options);
+        let bridge = serve(dir.path(), udp, prefix, &args, "bridge.log");
         let dm = dm_client(&bridge.dm_url, &bridge.login_file);
         dm.add_workflow(&workflow)
             .await
@@ -163,18 +171,22 @@ impl EmbeddedRun {
     pub fn slot(&self) -> HandshakeClient {
         slot(self.udp, &self.prefix)
     }
-}
 
-/// `pvabridge serve` with the embedded DM service in `dir/dm`.
-pub fn serve_embedded(dir: &Path, udp: u16, prefix: &str) -> Bridge {
-    let dm_dir = dir.join("dm");
-    serve(
-        dir,
-        udp,
-        prefix,
-        &["--embedded-dm", dm_dir.to_str().unwrap()],
-        "bridge.log",
-    )
+    /// Run `pvabridge dm ARGS` against the bridge's embedded DM service; its stdout.
+    pub fn dm_command(&self, args: &[&str]) -> String {
+        let mut cmd = Process::new(BINARY);
+        cmd.arg("dm")
+            .args(args)
+            .args(["--url", &self.bridge.dm_url, "--login-file"])
+            .arg(&self.bridge.login_file);
+        let out = super::run_bounded(cmd, WAIT);
+        assert!(
+            out.status.success(),
+            "pvabridge dm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
 }
 
 pub fn dm_client(url: &str, login_file: &Path) -> DmClient {
@@ -229,17 +241,24 @@ pub async fn job_until(
     }
 }
 
-/// Wait for the run catalog entry of `run_name`.
-pub async fn catalog_run(dm: &DmClient, run_name: &str) -> dm::ExperimentRun {
+/// Wait for the run catalog entry of the run with Bluesky uid `run_uid` in experiment
+/// `pvabridge` (the bridge's default).
+pub async fn catalog_run(dm: &DmClient, run_uid: &str) -> dm::ExperimentRun {
+    catalog_run_in(dm, "pvabridge", run_uid).await
+}
+
+/// Wait for the run catalog entry of the run with Bluesky uid `run_uid` in `experiment`.
+pub async fn catalog_run_in(dm: &DmClient, experiment: &str, run_uid: &str) -> dm::ExperimentRun {
+    let run_id = dm::ExperimentRun::run_id_for_uid(run_uid);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let runs = dm.list_runs("pvabridge").await.expect("list runs");
-        if let Some(run) = runs.into_iter().find(|r| r.run_name == run_name) {
+        let runs = dm.list_runs(experiment).await.expect("list runs");
+        if let Some(run) = runs.into_iter().find(|r| r.run_id == run_id) {
             return run;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "run {run_name} never reached the run catalog"
+            "run {run_id} never reached the run catalog of {experiment}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

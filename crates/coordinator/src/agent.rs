@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use pva::client::{ClientError, Context, MonitorEvent};
 use pva_codec::{StructValue, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::members::MemberReport;
 use crate::pvs::names;
 use crate::request::RunRequest;
-use crate::state::{Command, State};
+use crate::state::{Command, State, WorkflowCommand};
 
 /// What a handshake client call can fail with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,14 +55,26 @@ pub enum AgentError {
     },
 }
 
-/// The `Status` PV of a slot, read into plain fields.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The `Status` PV of a slot, read into plain fields: one per `Status` member of the field
+/// table ([`crate::fields`]), each required (a member missing from the PV is an error, never a
+/// silent 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusSnapshot {
     /// The state.
     pub state: State,
-    /// What happened last.
-    pub message: String,
+    /// The run request JSON.
+    pub request: String,
+    /// The workflow's Ready (derived from the members once they report).
+    #[serde(with = "as_int")]
+    pub ready: bool,
+    /// Frames processed (the members' sum once they report).
+    pub progress: i64,
+    /// The workflow's message.
+    pub workflow_message: String,
+    /// The PVs the workflow's members serve.
+    #[serde(rename = "workflowPVs")]
+    pub workflow_pvs: Vec<String>,
     /// The DM workflow.
     pub workflow: String,
     /// The DM job's owner.
@@ -76,60 +89,41 @@ pub struct StatusSnapshot {
     pub run_time: f64,
     /// Frames expected.
     pub frames_expected: i64,
-    /// Frames accounted for.
+    /// Frames the consumers received.
     pub frames_received: i64,
     /// Frames missed.
     pub frames_missed: i64,
-    /// The workflow's Ready.
-    pub ready: bool,
-    /// The workflow's Progress.
-    pub progress: i64,
-    /// The workflow's message.
-    pub workflow_message: String,
-    /// The Bluesky run uid.
-    pub run_uid: String,
-    /// The run request JSON.
-    pub request: String,
+    /// What happened last.
+    pub message: String,
     /// The coordinator's heartbeat.
     pub heartbeat: i64,
+    /// The Bluesky run uid.
+    pub run_uid: String,
+}
+
+/// `Status` carries `ready` as an int.
+mod as_int {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(*value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        Ok(i64::deserialize(d)? != 0)
+    }
 }
 
 impl StatusSnapshot {
-    /// Read a `Status` structure.
+    /// Read a `Status` structure; a member missing or of another type is an error naming it.
     pub fn from_value(pv: &str, value: &StructValue) -> Result<StatusSnapshot, AgentError> {
-        let text = |name: &str| {
-            value
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
+        let unexpected = |message: String| AgentError::Unexpected {
+            pv: pv.to_string(),
+            message,
         };
-        let long = |name: &str| value.get(name).and_then(Value::as_i64).unwrap_or(0);
-        let state = text("state")
-            .parse()
-            .map_err(|err| AgentError::Unexpected {
-                pv: pv.to_string(),
-                message: format!("state: {err}"),
-            })?;
-        Ok(StatusSnapshot {
-            state,
-            message: text("message"),
-            workflow: text("workflow"),
-            owner: text("owner"),
-            job_id: text("jobId"),
-            job_status: text("jobStatus"),
-            stage_id: text("stageId"),
-            run_time: value.get("runTime").and_then(Value::as_f64).unwrap_or(0.0),
-            frames_expected: long("framesExpected"),
-            frames_received: long("framesReceived"),
-            frames_missed: long("framesMissed"),
-            ready: long("ready") != 0,
-            progress: long("progress"),
-            workflow_message: text("workflowMessage"),
-            run_uid: text("runUid"),
-            request: text("request"),
-            heartbeat: long("heartbeat"),
-        })
+        let members = crate::fields::read_status(value).map_err(unexpected)?;
+        serde_json::from_value(serde_json::Value::Object(members))
+            .map_err(|err| unexpected(err.to_string()))
     }
 }
 
@@ -202,6 +196,35 @@ impl HandshakeClient {
     /// Workflow side: free text for the operator.
     pub async fn set_workflow_message(&self, text: &str) -> Result<(), AgentError> {
         self.put(names::WORKFLOW_MESSAGE, text).await
+    }
+
+    /// Workflow side: end acquisition (`reason` goes to WorkflowMessage first). A no-op when
+    /// acquisition already ended; refused before ACQUIRING.
+    pub async fn end_acquisition(&self, reason: &str) -> Result<(), AgentError> {
+        self.set_workflow_message(reason).await?;
+        self.put(
+            names::WORKFLOW_COMMAND,
+            WorkflowCommand::EndAcquisition.name(),
+        )
+        .await
+    }
+
+    /// Workflow side: fail the run with `reason` (which goes to WorkflowMessage first); the
+    /// bridge stops the DM job.
+    pub async fn fail(&self, reason: &str) -> Result<(), AgentError> {
+        self.set_workflow_message(reason).await?;
+        self.put(names::WORKFLOW_COMMAND, WorkflowCommand::Fail.name())
+            .await
+    }
+
+    /// Workflow side: a consumer member's books, with an RPC on `Report`.
+    pub async fn report(&self, report: &MemberReport) -> Result<(), AgentError> {
+        self.ctx
+            .rpc(&self.pv_name(names::REPORT), report.to_value())
+            .timeout(self.timeout)
+            .exec()
+            .await?;
+        Ok(())
     }
 
     /// Workflow side: a reporter that takes progress as often as frames come and puts the

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::machine::{Action, DmFailure, DmQuery, Input, JobPoll, Machine, MachineConfig};
+use crate::members::MemberReport;
 use crate::pvs::{HandshakePvs, PutHooks};
 use crate::request::{RunRequest, RUN_ID_ARG};
 use crate::state::Command;
@@ -44,9 +45,11 @@ pub struct BridgeConfig {
     pub state_dir: PathBuf,
     /// The time between polls of DM (apstools uses 1 s).
     pub poll_period: Duration,
-    /// Who may write which PV (e.g. [`pva::server::handshake_rules`]); `None` lets any client
+    /// Who may write which PV (e.g. [`crate::fields::access_rules`]); `None` lets any client
     /// write the writable PVs.
     pub access: Option<Arc<AccessRules>>,
+    /// The DM run catalog service, when it is not the processing service's (same login).
+    pub catalog: Option<DmClient>,
 }
 
 impl BridgeConfig {
@@ -58,6 +61,7 @@ impl BridgeConfig {
             state_dir: state_dir.into(),
             poll_period: Duration::from_secs(1),
             access: None,
+            catalog: None,
         }
     }
 }
@@ -196,6 +200,7 @@ impl Bridge {
                 slot,
                 events: receiver,
                 dm: dm.clone(),
+                catalog: config.catalog.clone().unwrap_or_else(|| dm.clone()),
                 state_dir: config.state_dir.clone(),
                 poll_period: config.poll_period,
                 saved: String::new(),
@@ -257,13 +262,10 @@ impl Slot {
         let view = machine.view(now());
         // After a restart START may reuse the request on show.
         machine.handle(Input::Request(view.request.clone()), now());
-        let (ready, progress) = machine
-            .run()
-            .map_or((false, 0), |run| (run.ready, run.progress));
         let machine = Arc::new(Mutex::new(machine));
         let shown = Arc::new(OnceLock::new());
         let hooks = make_hooks(&prefix, &machine, &events, &shown);
-        let pvs = HandshakePvs::new(&prefix, &view, ready, progress, hooks);
+        let pvs = HandshakePvs::new(&prefix, &view, hooks);
         let _ = shown.set(pvs.clone());
         Slot {
             prefix,
@@ -282,39 +284,64 @@ fn make_hooks(
     events: &mpsc::UnboundedSender<Event>,
     shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
-    let feed = {
-        let machine = machine.clone();
-        let events = events.clone();
-        move |input: Input| {
-            let actions = lock(&machine).handle(input, now());
-            let _ = events.send(Event::Actions(actions));
-            Ok(())
-        }
-    };
-    let command = {
+    // Applies a workflow input that may be refused, and shows the state it led to before the
+    // put returns.
+    let apply = |what: &'static str| {
         let machine = machine.clone();
         let events = events.clone();
         let prefix = prefix.to_string();
         let shown = shown.clone();
-        move |command: Command| {
+        move |step: &dyn Fn(&mut Machine) -> Result<Vec<Action>, String>| {
             let mut machine = lock(&machine);
-            let result = machine.command(command, now());
+            let result = step(&mut machine);
             if let Some(pvs) = shown.get() {
                 pvs.show_state(machine.state());
             }
             drop(machine);
             match result {
                 Ok(actions) => {
-                    tracing::info!("slot {prefix} command {command}");
                     let _ = events.send(Event::Actions(actions));
                     Ok(())
                 }
                 Err(refused) => {
-                    tracing::info!("slot {prefix} {refused}");
-                    Err(refused.to_string())
+                    tracing::info!("slot {prefix} {what} refused: {refused}");
+                    Err(refused)
                 }
             }
         }
+    };
+    let command = {
+        let apply = apply("command");
+        let prefix = prefix.to_string();
+        move |command: Command| {
+            apply(&|m| m.command(command, now()).map_err(|e| e.to_string()))?;
+            tracing::info!("slot {prefix} command {command}");
+            Ok(())
+        }
+    };
+    let workflow_command = {
+        let apply = apply("workflow command");
+        let prefix = prefix.to_string();
+        move |command| {
+            apply(&|m| {
+                m.workflow_command(command, now())
+                    .map_err(|e| e.to_string())
+            })?;
+            tracing::info!("slot {prefix} workflow command {command}");
+            Ok(())
+        }
+    };
+    let ready = {
+        let apply = apply("Ready");
+        move |ready| apply(&|m| m.set_ready(ready, now()))
+    };
+    let report = {
+        let apply = apply("Report");
+        move |report: MemberReport| apply(&|m| m.report(report.clone(), now()))
+    };
+    let feed = {
+        let apply = apply("input");
+        move |input: Input| apply(&|m| Ok(m.handle(input.clone(), now())))
     };
     let request = {
         let machine = machine.clone();
@@ -333,17 +360,17 @@ fn make_hooks(
             Ok(())
         }
     };
-    let (ready_feed, progress_feed) = (feed.clone(), feed);
-    let render = events.clone();
+    let message_feed = feed.clone();
     PutHooks {
         command: Box::new(command),
         request: Box::new(request),
-        ready: Box::new(move |ready| ready_feed(Input::Ready(ready))),
-        progress: Box::new(move |frames| progress_feed(Input::Progress(frames))),
-        workflow_message: Box::new(move |_| {
-            let _ = render.send(Event::Actions(Vec::new()));
-            Ok(())
+        ready: Box::new(ready),
+        progress: Box::new(move |frames| feed(Input::Progress(frames))),
+        workflow_message: Box::new(move |text| {
+            message_feed(Input::WorkflowMessage(text.to_string()))
         }),
+        workflow_command: Box::new(workflow_command),
+        report: Box::new(report),
     }
 }
 
@@ -352,6 +379,7 @@ struct SlotTask {
     slot: Slot,
     events: mpsc::UnboundedReceiver<Event>,
     dm: DmClient,
+    catalog: DmClient,
     state_dir: PathBuf,
     poll_period: Duration,
     saved: String,
@@ -438,7 +466,6 @@ impl SlotTask {
                 Action::Transitioned { from, to, message } => {
                     tracing::info!("slot {prefix} {from} -> {to}: {message}");
                 }
-                Action::ClearWorkflowInputs => self.slot.pvs.clear_workflow_inputs(),
                 Action::StartJob { workflow, args } => {
                     tracing::info!("slot {prefix} starting a job of DM workflow {workflow}");
                     let dm = self.dm.clone();
@@ -458,10 +485,10 @@ impl SlotTask {
                 Action::SendRun { run_id, run } => {
                     tracing::info!(
                         "slot {prefix} sending run {} of experiment {} to the DM run catalog",
-                        run.run_name,
+                        run.run_id,
                         run.experiment_name
                     );
-                    let dm = self.dm.clone();
+                    let dm = self.catalog.clone();
                     self.answer(false, async move {
                         let mut attempt = 1;
                         let result = loop {

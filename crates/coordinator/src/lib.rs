@@ -1,7 +1,10 @@
 //! The streaming handshake between Bluesky and an APS DM workflow.
 //!
 //! * [`machine`]: the state machine of one run slot, without I/O (inputs in, actions out).
-//! * [`pvs`]: the PV layout of a slot (State, Command, Request, Ready, ..., Status, PVI).
+//! * [`fields`]: the handshake's fields declared once (PV suffix, Status member, type, writer),
+//!   from which the PVs, Status, PVI, the default access rules and the Status reader derive.
+//! * [`pvs`]: the PV set of a slot (State, Command, Request, Ready, ..., Status, PVI).
+//! * [`members`]: the consumers' books (`Report`, `Members`) and the DM job's `Stages`.
 //! * [`bridge`]: the tokio runtime that serves the PVs of several slots, polls DM, carries
 //!   out the machine's actions and keeps each slot's run in a state file.
 //! * [`agent`]: a client of the handshake PVs, for the workflow side (Ready, Progress,
@@ -13,7 +16,9 @@
 pub mod agent;
 pub mod bridge;
 pub mod embedded;
+pub mod fields;
 pub mod machine;
+pub mod members;
 pub mod pvs;
 pub mod request;
 pub mod state;
@@ -24,5 +29,6 @@ pub use bridge::{Bridge, BridgeConfig, BridgeError};
 pub use machine::{
     Action, DmFailure, Input, Machine, MachineConfig, SlotRecord, SlotView, Timeouts,
 };
+pub use members::MemberReport;
 pub use request::RunRequest;
-pub use state::{Command, State};
+pub use state::{Command, State, WorkflowCommand};

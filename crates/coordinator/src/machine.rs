@@ -2,25 +2,31 @@
 //!
 //! Inputs go in ([`Machine::command`] for Bluesky's commands, [`Machine::handle`] for everything
 //! else: the request text, the workflow's Ready and Progress, DM's answers, and the passing of
-//! time); [`Action`]s come out for the runtime to carry out (start, find or stop a DM job, send
-//! the run to the DM run catalog, clear the workflow's PVs, log a transition). DM is polled, never
+//! time; the workflow's commands through [`Machine::workflow_command`], its `Ready` through
+//! [`Machine::set_ready`] and its consumers' books through [`Machine::report`]); [`Action`]s come
+//! out for the runtime to carry out (start, find or stop a DM job, send the run to the DM run
+//! catalog, log a transition). DM is polled, never
 //! pushed: [`Machine::dm_query`] says what to ask DM next. Time is wall-clock seconds since the
 //! epoch, given with every input, so that the machine is deterministic under test and its saved
 //! [`SlotRecord`] keeps meaning after a restart.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dm::{ExperimentRun, JobStatus, ProcessingJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::members::{stage_rows, MemberReport, StageRow};
 use crate::request::{RunRequest, PREFIX_ARG, RUN_ID_ARG};
-use crate::state::{Command, State};
+use crate::state::{Command, State, WorkflowCommand};
 
 /// How many times stopping a DM job is tried before the bridge gives up on it.
 const MAX_STOP_ATTEMPTS: u32 = 3;
 /// Seconds between attempts to stop a DM job.
 const STOP_RETRY_SECS: f64 = 2.0;
+/// Lines of a failed child process's stdErr that Message shows.
+const STDERR_TAIL_LINES: usize = 3;
 
 /// How long each wait may last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +41,8 @@ pub struct Timeouts {
     pub acquire: Duration,
     /// DRAINING: without new progress, before the remaining frames count as missed.
     pub drain_idle: Duration,
-    /// PROCESSING: for the DM job to end.
-    pub processing: Duration,
+    /// PROCESSING: for the DM job to end; `None` follows the job until it ends.
+    pub processing: Option<Duration>,
     /// While a run is active: DM unreachable this long fails the run.
     pub dm_lost: Duration,
     /// After a final state: for the DM job's final snapshot before the run metadata is sent
@@ -52,7 +58,7 @@ impl Default for Timeouts {
             arm: Duration::from_secs(600),
             acquire: Duration::from_secs(3600),
             drain_idle: Duration::from_secs(10),
-            processing: Duration::from_secs(3600),
+            processing: None,
             dm_lost: Duration::from_secs(120),
             finish: Duration::from_secs(30),
         }
@@ -66,6 +72,9 @@ pub struct MachineConfig {
     pub timeouts: Timeouts,
     /// The run catalog experiment for requests that name none.
     pub experiment: String,
+    /// Stop the DM job when the processing timeout is reached (otherwise it is left running and
+    /// only the following stops).
+    pub stop_job_on_timeout: bool,
 }
 
 impl Default for MachineConfig {
@@ -73,6 +82,7 @@ impl Default for MachineConfig {
         MachineConfig {
             timeouts: Timeouts::default(),
             experiment: "pvabridge".into(),
+            stop_job_on_timeout: false,
         }
     }
 }
@@ -131,10 +141,19 @@ pub struct Run {
     pub job: Option<ProcessingJob>,
     /// DM no longer knows the job: stop following it.
     pub job_lost: bool,
-    /// The workflow said it is ready.
+    /// The workflow said it is ready (`Ready`).
     pub ready: bool,
-    /// Frames the workflow has processed, as it reported.
+    /// Frames the workflow has processed, as it put on `Progress`.
     pub progress: u64,
+    /// The workflow's last `WorkflowMessage`.
+    #[serde(default)]
+    pub workflow_message: String,
+    /// The consumers' books, by member number, as they reported them on `Report`.
+    #[serde(default)]
+    pub members: BTreeMap<u32, MemberReport>,
+    /// The processing timeout was reached and the job left running: DM is no longer polled.
+    #[serde(default)]
+    pub unfollowed: bool,
     /// When progress last changed.
     pub progress_at: f64,
     /// Frames expected but never accounted for, known once draining ended.
@@ -172,6 +191,9 @@ impl Run {
             job_lost: false,
             ready: false,
             progress: 0,
+            workflow_message: String::new(),
+            members: BTreeMap::new(),
+            unfollowed: false,
             progress_at: now,
             frames_missed: None,
             history: Vec::new(),
@@ -200,14 +222,95 @@ impl Run {
         self.history.iter().any(|t| t.state == State::Draining)
     }
 
+    /// Whether the workflow is ready: every consumer member ready, once members report;
+    /// the `Ready` PV before that.
+    pub fn is_ready(&self) -> bool {
+        if self.members.is_empty() {
+            return self.ready;
+        }
+        self.members.len() as u64 >= u64::from(self.request.consumer_count())
+            && self.members.values().all(|m| m.ready)
+    }
+
+    /// Frames processed: the sum of the members' processed counts once members report, the
+    /// `Progress` PV before that.
+    pub fn processed(&self) -> u64 {
+        if self.members.is_empty() {
+            return self.progress;
+        }
+        self.members.values().map(|m| m.processed).sum()
+    }
+
+    /// Frames received: the sum of the members' received counts once members report, the
+    /// `Progress` PV before that.
+    pub fn received(&self) -> u64 {
+        if self.members.is_empty() {
+            return self.progress;
+        }
+        self.members.values().map(|m| m.received).sum()
+    }
+
+    /// Frames missed: expected minus received once draining ended, the members' own missed
+    /// counts before that.
+    pub fn missed(&self) -> u64 {
+        self.frames_missed
+            .unwrap_or_else(|| self.members.values().map(|m| m.missed).sum())
+    }
+
+    /// The PVs the members serve, as they reported them, in member order.
+    pub fn workflow_pvs(&self) -> Vec<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.pvs.iter().cloned())
+            .collect()
+    }
+
     fn frames_summary(&self) -> String {
+        let processed = self.processed();
         match self.request.expected_frames {
             Some(expected) => format!(
-                "{} of {expected} frames accounted for, {} missed",
-                self.progress,
-                expected.saturating_sub(self.progress)
+                "{processed} of {expected} frames accounted for, {} missed",
+                expected.saturating_sub(self.received())
             ),
-            None => format!("{} frames accounted for", self.progress),
+            None => format!("{processed} frames accounted for"),
+        }
+    }
+
+    /// Why the job failed: DM's errorMessage, or else the failed stage's last child process
+    /// (its exit status and the tail of its stdErr), where a real DM keeps the reason.
+    fn failure_reason(job: &ProcessingJob) -> String {
+        if let Some(message) = job.error_message.as_ref().filter(|m| !m.trim().is_empty()) {
+            return message.clone();
+        }
+        let child = job.stage.as_ref().and_then(|stage| {
+            job.workflow
+                .as_ref()?
+                .stages
+                .get(stage)?
+                .child_processes
+                .as_ref()?
+                .values()
+                .max_by_key(|c| c.child_process_number)
+        });
+        let Some(child) = child else {
+            return "DM gave no reason".into();
+        };
+        let status = child.exit_status.map_or_else(
+            || "no exit status".to_string(),
+            |s| format!("exit status {s}"),
+        );
+        let lines: Vec<&str> = child.std_err.trim().lines().collect();
+        let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ");
+        if tail.is_empty() {
+            format!(
+                "child process {} ended with {status}, nothing on stdErr",
+                child.child_process_number
+            )
+        } else {
+            format!(
+                "child process {} ended with {status}; stdErr: {tail}",
+                child.child_process_number
+            )
         }
     }
 }
@@ -250,9 +353,6 @@ pub enum Action {
         /// The catalog entry.
         run: Box<ExperimentRun>,
     },
-    /// Put the workflow-written PVs (Ready, Progress, WorkflowMessage) back to their defaults
-    /// for a new run.
-    ClearWorkflowInputs,
     /// The state changed; log it.
     Transitioned {
         /// The state left.
@@ -314,10 +414,13 @@ impl std::fmt::Display for DmFailure {
 pub enum Input {
     /// The text of the `Request` PV, read when a command comes.
     Request(String),
-    /// The workflow wrote `Ready`.
+    /// The workflow wrote `Ready` (see also [`Machine::set_ready`], which says when it is
+    /// refused).
     Ready(bool),
     /// The workflow wrote `Progress`.
     Progress(u64),
+    /// The workflow wrote `WorkflowMessage`.
+    WorkflowMessage(String),
     /// The answer to [`Action::StartJob`].
     JobStarted(Result<Box<ProcessingJob>, DmFailure>),
     /// The answer to [`DmQuery::Find`]: the job, or none.
@@ -337,17 +440,24 @@ pub enum Input {
     Tick,
 }
 
-/// A command refused; the `Command` put fails with this text, and nothing changes.
+/// A command refused; the `Command` (or `WorkflowCommand`) put fails with this text, and nothing
+/// changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{command} refused in state {state}: {reason}")]
-pub struct CommandRefused {
+pub struct Refused<C: std::fmt::Display> {
     /// The command.
-    pub command: Command,
+    pub command: C,
     /// The state it came in.
     pub state: State,
     /// Why.
     pub reason: String,
 }
+
+/// Bluesky's command refused.
+pub type CommandRefused = Refused<Command>;
+
+/// The workflow's command refused.
+pub type WorkflowCommandRefused = Refused<WorkflowCommand>;
 
 /// What the PVs of a slot show, derived from the machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -370,7 +480,7 @@ pub struct SlotView {
     pub run_time: f64,
     /// `FramesExpected`.
     pub frames_expected: i64,
-    /// `FramesReceived`: the workflow's progress.
+    /// `FramesReceived`: what the consumers received (the workflow's progress without them).
     pub frames_received: i64,
     /// `FramesMissed`.
     pub frames_missed: i64,
@@ -378,6 +488,18 @@ pub struct SlotView {
     pub run_uid: String,
     /// The request of the current run as JSON (empty in IDLE).
     pub request: String,
+    /// `Ready`: derived from the members once they report.
+    pub ready: bool,
+    /// `Progress`: frames processed (the members' sum once they report).
+    pub progress: i64,
+    /// `WorkflowMessage`.
+    pub workflow_message: String,
+    /// `WorkflowPVs`.
+    pub workflow_pvs: Vec<String>,
+    /// `Members`: one row per member, in member order.
+    pub members: Vec<MemberReport>,
+    /// `Stages`: the DM job's stages.
+    pub stages: Vec<StageRow>,
 }
 
 /// The handshake state machine of one slot.
@@ -462,7 +584,6 @@ impl Machine {
                 let mut run = Run::new(run_id, request, now);
                 run.in_flight.start = true;
                 self.record.run = Some(run);
-                out.push(Action::ClearWorkflowInputs);
                 self.go(
                     State::Starting,
                     format!("starting DM workflow {workflow}"),
@@ -483,23 +604,13 @@ impl Machine {
                 );
             }
             Command::AcqDone => {
-                if state != State::Acquiring {
+                if self.acquisition_ended() {
+                    // The workflow ended acquisition first: whoever comes second succeeds.
+                } else if state != State::Acquiring {
                     return Err(refuse("ACQ_DONE is accepted only in ACQUIRING".into()));
+                } else {
+                    self.end_acquisition("acquisition done".into(), now, &mut out);
                 }
-                let progress = self.run().map_or(0, |run| run.progress);
-                let so_far = match self.run().and_then(|run| run.request.expected_frames) {
-                    Some(expected) => {
-                        format!("{progress} of {expected} frames accounted for so far")
-                    }
-                    None => format!("{progress} frames accounted for so far"),
-                };
-                self.go(
-                    State::Draining,
-                    format!("acquisition done; {so_far}"),
-                    now,
-                    &mut out,
-                );
-                self.check_drained(now, &mut out);
             }
             Command::Abort => {
                 if state.is_active() {
@@ -536,13 +647,128 @@ impl Machine {
         Ok(out)
     }
 
+    /// Apply a command from the workflow, or refuse it (then nothing changes). Its reason is
+    /// the run's last `WorkflowMessage`.
+    pub fn workflow_command(
+        &mut self,
+        command: WorkflowCommand,
+        now: f64,
+    ) -> Result<Vec<Action>, WorkflowCommandRefused> {
+        let state = self.record.state;
+        let refuse = |reason: &str| Refused {
+            command,
+            state,
+            reason: reason.to_string(),
+        };
+        let reason = self
+            .run()
+            .map(|run| run.workflow_message.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "no reason given (WorkflowMessage is empty)".into());
+        let mut out = Vec::new();
+        match command {
+            WorkflowCommand::None => {}
+            WorkflowCommand::EndAcquisition => {
+                if self.acquisition_ended() {
+                    // Bluesky's ACQ_DONE came first: whoever comes second succeeds.
+                } else if state != State::Acquiring {
+                    return Err(refuse("END_ACQUISITION is accepted only in ACQUIRING"));
+                } else {
+                    let text = format!("the workflow ended acquisition: {reason}");
+                    self.end_acquisition(text, now, &mut out);
+                }
+            }
+            WorkflowCommand::Fail => {
+                if !state.is_active() {
+                    return Err(refuse("no run is in progress"));
+                }
+                let text = format!("the workflow failed the run: {reason}");
+                self.end(State::Failed, text, true, now, &mut out);
+            }
+        }
+        self.check_deadlines(now, &mut out);
+        self.follow_up(now, &mut out);
+        Ok(out)
+    }
+
+    /// The workflow puts `Ready`: 0 before ACQ_STARTED withdraws readiness (READY goes back to
+    /// WAIT_READY); afterwards it is refused with the reason.
+    pub fn set_ready(&mut self, ready: bool, now: f64) -> Result<Vec<Action>, String> {
+        let mut out = Vec::new();
+        self.on_ready(ready, now, &mut out)?;
+        self.check_deadlines(now, &mut out);
+        self.follow_up(now, &mut out);
+        Ok(out)
+    }
+
+    /// A consumer member's books from `Report`; refused without a run, or for a member number
+    /// the request's `consumers` does not have.
+    pub fn report(&mut self, report: MemberReport, now: f64) -> Result<Vec<Action>, String> {
+        let state = self.record.state;
+        let Some(run) = self.record.run.as_mut() else {
+            return Err(format!("no run in state {state}: nothing to report to"));
+        };
+        let consumers = run.request.consumer_count();
+        if report.member >= consumers {
+            return Err(format!(
+                "member {} is not one of the run's {consumers} consumer(s) (0..{})",
+                report.member,
+                consumers - 1
+            ));
+        }
+        let processed_before = run.processed();
+        run.members.insert(report.member, report);
+        if run.processed() != processed_before {
+            run.progress_at = now;
+        }
+        let mut out = Vec::new();
+        if state == State::WaitReady && run.is_ready() {
+            self.go(
+                State::Ready,
+                "every consumer is ready".into(),
+                now,
+                &mut out,
+            );
+        }
+        self.check_drained(now, &mut out);
+        self.check_deadlines(now, &mut out);
+        self.follow_up(now, &mut out);
+        Ok(out)
+    }
+
+    /// Acquisition is over (DRAINING was reached): a late ACQ_DONE or END_ACQUISITION is a
+    /// no-op.
+    fn acquisition_ended(&self) -> bool {
+        self.run().is_some_and(Run::reached_draining)
+    }
+
+    /// ACQUIRING → DRAINING, saying why and how far the frames are.
+    fn end_acquisition(&mut self, why: String, now: f64, out: &mut Vec<Action>) {
+        let processed = self.run().map_or(0, Run::processed);
+        let so_far = match self.run().and_then(|run| run.request.expected_frames) {
+            Some(expected) => format!("{processed} of {expected} frames accounted for so far"),
+            None => format!("{processed} frames accounted for so far"),
+        };
+        self.go(State::Draining, format!("{why}; {so_far}"), now, out);
+        self.check_drained(now, out);
+    }
+
     /// Apply an input other than a command.
     pub fn handle(&mut self, input: Input, now: f64) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
             Input::Request(text) => self.pending_request = text,
-            Input::Ready(ready) => self.on_ready(ready, now, &mut out),
+            Input::Ready(ready) => {
+                if let Err(refused) = self.on_ready(ready, now, &mut out) {
+                    tracing::debug!("Ready {ready} ignored: {refused}");
+                }
+            }
             Input::Progress(frames) => self.on_progress(frames, now, &mut out),
+            Input::WorkflowMessage(text) => {
+                if let Some(run) = self.record.run.as_mut() {
+                    run.workflow_message = text;
+                }
+            }
             Input::JobStarted(result) => {
                 if let Some(run) = self.record.run.as_mut() {
                     run.in_flight.start = false;
@@ -570,7 +796,7 @@ impl Machine {
     /// What to ask DM next, if anything.
     pub fn dm_query(&self) -> Option<DmQuery> {
         let run = self.run()?;
-        if run.job_lost {
+        if run.job_lost || run.unfollowed {
             return None;
         }
         match &run.job_id {
@@ -620,12 +846,20 @@ impl Machine {
             frames_expected: run
                 .and_then(|r| r.request.expected_frames)
                 .map_or(0, as_long),
-            frames_received: run.map_or(0, |r| as_long(r.progress)),
-            frames_missed: run.and_then(|r| r.frames_missed).map_or(0, as_long),
+            frames_received: run.map_or(0, |r| as_long(r.received())),
+            frames_missed: run.map_or(0, |r| as_long(r.missed())),
             run_uid: run
                 .and_then(|r| r.request.run_uid.clone())
                 .unwrap_or_default(),
             request: run.map(|r| r.request.to_json()).unwrap_or_default(),
+            ready: run.is_some_and(Run::is_ready),
+            progress: run.map_or(0, |r| as_long(r.processed())),
+            workflow_message: run.map(|r| r.workflow_message.clone()).unwrap_or_default(),
+            workflow_pvs: run.map(Run::workflow_pvs).unwrap_or_default(),
+            members: run
+                .map(|r| r.members.values().cloned().collect())
+                .unwrap_or_default(),
+            stages: job.map(stage_rows).unwrap_or_default(),
         }
     }
 
@@ -664,7 +898,7 @@ impl Machine {
                     run.frames_missed = run
                         .request
                         .expected_frames
-                        .map(|expected| expected.saturating_sub(run.progress));
+                        .map(|expected| expected.saturating_sub(run.received()));
                 }
             }
         }
@@ -690,19 +924,36 @@ impl Machine {
         self.record.run = None;
     }
 
-    fn on_ready(&mut self, ready: bool, now: f64, out: &mut Vec<Action>) {
+    fn on_ready(&mut self, ready: bool, now: f64, out: &mut Vec<Action>) -> Result<(), String> {
         let state = self.record.state;
         let Some(run) = self.record.run.as_mut() else {
-            return;
+            return Ok(());
         };
-        if matches!(state, State::Starting | State::WaitReady) {
-            run.ready = ready;
-        } else {
-            run.ready |= ready;
+        if !ready && !matches!(state, State::Starting | State::WaitReady | State::Ready) {
+            return Err(format!(
+                "Ready 0 refused in state {state}: readiness can be withdrawn only before ACQ_STARTED"
+            ));
         }
-        if state == State::WaitReady && ready {
-            self.go(State::Ready, "the workflow is ready".into(), now, out);
+        run.ready |= ready;
+        if !ready {
+            run.ready = false;
         }
+        let all_ready = run.is_ready();
+        match state {
+            State::WaitReady if all_ready => {
+                self.go(State::Ready, "the workflow is ready".into(), now, out);
+            }
+            State::Ready if !ready => {
+                self.go(
+                    State::WaitReady,
+                    "the workflow withdrew its readiness; waiting for it to be ready".into(),
+                    now,
+                    out,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn on_progress(&mut self, frames: u64, now: f64, out: &mut Vec<Action>) {
@@ -724,7 +975,7 @@ impl Machine {
         let expected = self.run().and_then(|run| {
             run.request
                 .expected_frames
-                .filter(|expected| run.progress >= *expected)
+                .filter(|expected| run.processed() >= *expected)
         });
         if let Some(expected) = expected {
             self.leave_draining(format!("all {expected} frames accounted for"), now, out);
@@ -736,7 +987,7 @@ impl Machine {
             run.frames_missed = run
                 .request
                 .expected_frames
-                .map(|expected| expected.saturating_sub(run.progress));
+                .map(|expected| expected.saturating_sub(run.received()));
         }
         self.go(State::Processing, message, now, out);
         self.react_to_job(now, out);
@@ -767,7 +1018,7 @@ impl Machine {
             out,
         );
         self.react_to_job(now, out);
-        if self.record.state == State::WaitReady && self.run().is_some_and(|r| r.ready) {
+        if self.record.state == State::WaitReady && self.run().is_some_and(Run::is_ready) {
             self.go(State::Ready, "the workflow is ready".into(), now, out);
         }
     }
@@ -891,10 +1142,7 @@ impl Machine {
         let job_id = job.id.clone();
         let status = job.status;
         let stage = job.stage.clone().unwrap_or_else(|| "-".into());
-        let reason = job
-            .error_message
-            .clone()
-            .unwrap_or_else(|| "DM gave no reason".into());
+        let reason = Run::failure_reason(job);
         let summary = run.frames_summary();
         let ready_stage_reached = run
             .request
@@ -997,6 +1245,7 @@ impl Machine {
             .ready_timeout
             .unwrap_or_else(|| secs(timeouts.ready));
         let last_progress = since.max(run.progress_at);
+        let job_id = run.job_id.clone().unwrap_or_default();
         let summary = run.frames_summary();
         let after = |limit: f64| now >= since + limit;
         let (to, text) = match self.record.state {
@@ -1037,17 +1286,31 @@ impl Machine {
                     secs(timeouts.drain_idle)
                 ),
             ),
-            State::Processing if after(secs(timeouts.processing)) => (
-                State::Timeout,
-                format!(
-                    "the DM job did not end within {} s of PROCESSING",
-                    secs(timeouts.processing)
-                ),
-            ),
+            State::Processing if timeouts.processing.is_some_and(|limit| after(secs(limit))) => {
+                let limit = timeouts.processing.map_or(0.0, secs);
+                let what = if self.config.stop_job_on_timeout {
+                    format!("DM job {job_id} was stopped (--stop-job-on-timeout)")
+                } else {
+                    format!(
+                        "the bridge stopped following DM job {job_id} and left it running; \
+                         follow it with `pvabridge dm get-job --id {job_id}`"
+                    )
+                };
+                (
+                    State::Timeout,
+                    format!("the DM job did not end within {limit} s of PROCESSING; {what}"),
+                )
+            }
             _ => return,
         };
         if to == State::Processing {
             self.leave_draining(text, now, out);
+        } else if self.record.state == State::Processing {
+            let stop = self.config.stop_job_on_timeout;
+            if let Some(run) = self.record.run.as_mut() {
+                run.unfollowed = !stop;
+            }
+            self.end(to, text, stop, now, out);
         } else {
             self.end(to, text, true, now, out);
         }
@@ -1080,7 +1343,11 @@ impl Machine {
             let never_started =
                 run.job_id.is_none() && !run.in_flight.start && run.start_unconfirmed.is_none();
             let ended_at = run.ended_at.unwrap_or(now);
-            send = job_final || never_started || run.job_lost || now >= ended_at + finish;
+            send = job_final
+                || never_started
+                || run.job_lost
+                || run.unfollowed
+                || now >= ended_at + finish;
             run.in_flight.send = send;
         }
         if send {
@@ -1096,8 +1363,9 @@ impl Machine {
         }
     }
 
-    /// The run as the DM run catalog records it: the request, the job's final snapshot, the
-    /// frame counts and the time spent in each state.
+    /// The run as the DM run catalog records it, in DM's shape: the experiment, `runId` =
+    /// `uid_` + the first 8 characters of the run uid (the bridge's run id without one), and
+    /// `metadata` = the Request's metadata plus the handshake's record under `handshake`.
     fn catalog_entry(&self, run: &Run) -> ExperimentRun {
         let request = &run.request;
         let mut durations = Map::new();
@@ -1113,49 +1381,46 @@ impl Machine {
             .iter()
             .map(|t| json!({"state": t.state.name(), "at": t.at, "message": t.message}))
             .collect();
-        let mut extra = Map::new();
-        extra.insert(PREFIX_ARG.into(), json!(self.record.prefix));
-        extra.insert(RUN_ID_ARG.into(), json!(run.run_id));
-        extra.insert("workflow".into(), json!(request.workflow));
-        extra.insert("finalState".into(), json!(self.record.state.name()));
-        extra.insert("message".into(), json!(self.record.message));
-        extra.insert(
-            "request".into(),
-            serde_json::to_value(request).unwrap_or(Value::Null),
-        );
-        extra.insert("jobId".into(), json!(run.job_id));
-        extra.insert(
-            "job".into(),
-            serde_json::to_value(&run.job).unwrap_or(Value::Null),
-        );
-        extra.insert(
-            "frames".into(),
-            json!({
+        let job = run.job.as_ref();
+        let handshake = json!({
+            PREFIX_ARG: self.record.prefix,
+            RUN_ID_ARG: run.run_id,
+            "workflow": request.workflow,
+            "runUid": request.run_uid,
+            "finalState": self.record.state.name(),
+            "message": self.record.message,
+            "request": request,
+            "startTime": run.started_at,
+            "endTime": run.ended_at,
+            "history": history,
+            "secondsInState": durations,
+            "frames": {
                 "expected": request.expected_frames,
-                "received": run.progress,
+                "received": run.received(),
+                "processed": run.processed(),
                 "missed": run.frames_missed,
-            }),
-        );
-        extra.insert("history".into(), Value::Array(history));
-        extra.insert("secondsInState".into(), Value::Object(durations));
+            },
+            "members": run.members.values().collect::<Vec<_>>(),
+            "workflowPVs": run.workflow_pvs(),
+            "workflowMessage": run.workflow_message,
+            "jobId": run.job_id,
+            "jobStatus": job.map(|j| j.status.to_string()),
+            "stages": job.map(stage_rows).unwrap_or_default(),
+            "job": job,
+        });
+        let mut metadata = request.metadata.clone().unwrap_or_default();
+        metadata.insert("handshake".into(), handshake);
         ExperimentRun {
+            id: None,
             experiment_name: request
                 .experiment_name
                 .clone()
                 .unwrap_or_else(|| self.config.experiment.clone()),
-            run_name: request
-                .run_uid
-                .clone()
-                .unwrap_or_else(|| run.run_id.clone()),
-            description: Some(format!(
-                "{} on {}: {}",
-                request.workflow,
-                self.record.prefix,
-                self.record.state.name()
-            )),
-            start_time: Some(run.started_at),
-            end_time: run.ended_at,
-            extra,
+            run_id: match &request.run_uid {
+                Some(uid) => ExperimentRun::run_id_for_uid(uid),
+                None => run.run_id.clone(),
+            },
+            metadata,
         }
     }
 }

@@ -36,6 +36,14 @@ fn machine() -> Machine {
     Machine::new(PREFIX, MachineConfig::default(), T0)
 }
 
+/// A machine with a processing timeout of `limit` seconds.
+fn machine_with_processing_timeout(limit: f64, stop_job_on_timeout: bool) -> Machine {
+    let mut config = MachineConfig::default();
+    config.timeouts.processing = Some(Duration::from_secs_f64(limit));
+    config.stop_job_on_timeout = stop_job_on_timeout;
+    Machine::new(PREFIX, config, T0)
+}
+
 fn request_json() -> String {
     r#"{"workflow":"stream","expectedFrames":5,"runUid":"uid-1","dataChannel":"det:Image"}"#.into()
 }
@@ -75,7 +83,11 @@ fn start(m: &mut Machine, now: f64) -> Vec<Action> {
 
 /// A slot driven to `target` along the normal path (job "j1", times one second apart).
 fn at(target: State) -> (Machine, f64) {
-    let mut m = machine();
+    at_with(machine(), target)
+}
+
+/// `m` driven to `target` along the normal path.
+fn at_with(mut m: Machine, target: State) -> (Machine, f64) {
     let mut now = T0;
     let path = [
         State::Starting,
@@ -134,7 +146,6 @@ fn a_run_goes_through_every_state_to_done_and_is_sent_to_the_catalog() {
     let mut m = machine();
     assert_eq!(m.state(), State::Idle);
     let actions = start(&mut m, T0 + 1.0);
-    assert_eq!(actions[0], Action::ClearWorkflowInputs);
     let Some(Action::StartJob { workflow, args }) = actions.last() else {
         panic!("{actions:?}");
     };
@@ -173,16 +184,25 @@ fn a_run_goes_through_every_state_to_done_and_is_sent_to_the_catalog() {
     assert_eq!(transitions(&actions), [State::Done]);
     let run = sent_run(&actions).expect("the run goes to the catalog at once");
     assert_eq!(run.experiment_name, "pvabridge");
-    assert_eq!(run.run_name, "uid-1");
-    assert_eq!(run.start_time, Some(T0 + 1.0));
-    assert_eq!(run.end_time, Some(T0 + 10.0));
-    assert_eq!(run.extra["finalState"], "DONE");
-    assert_eq!(run.extra["job"]["status"], "done");
-    assert_eq!(run.extra["request"]["workflow"], "stream");
-    assert_eq!(run.extra["frames"]["received"], 5);
-    assert_eq!(run.extra["frames"]["missed"], 0);
-    assert_eq!(run.extra["secondsInState"]["ACQUIRING"], 2.0);
-    assert_eq!(run.extra["history"].as_array().unwrap().len(), 7);
+    assert_eq!(run.run_id, "uid_uid-1");
+    assert_eq!(run.metadata["handshake"]["startTime"], T0 + 1.0);
+    assert_eq!(run.metadata["handshake"]["endTime"], T0 + 10.0);
+    assert_eq!(run.metadata["handshake"]["finalState"], "DONE");
+    assert_eq!(run.metadata["handshake"]["job"]["status"], "done");
+    assert_eq!(run.metadata["handshake"]["request"]["workflow"], "stream");
+    assert_eq!(run.metadata["handshake"]["frames"]["received"], 5);
+    assert_eq!(run.metadata["handshake"]["frames"]["missed"], 0);
+    assert_eq!(
+        run.metadata["handshake"]["secondsInState"]["ACQUIRING"],
+        2.0
+    );
+    assert_eq!(
+        run.metadata["handshake"]["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
     assert_eq!(m.dm_query(), None, "a final job is not polled");
 
     let view = m.view(T0 + 11.0);
@@ -246,6 +266,10 @@ fn ready_may_come_in_any_state_without_harm() {
     assert!(transitions(&m.handle(Input::Ready(true), now)).is_empty());
     assert!(transitions(&m.handle(Input::Ready(false), now)).is_empty());
     assert_eq!(m.state(), State::Acquiring);
+    assert!(
+        m.set_ready(false, now).is_err(),
+        "but an explicit put is refused"
+    );
     let mut idle = machine();
     assert!(idle.handle(Input::Ready(true), T0).is_empty());
     assert!(idle.handle(Input::Progress(3), T0).is_empty());
@@ -278,8 +302,8 @@ fn abort_from_every_active_state_stops_the_job_and_ends_aborted() {
             now + 3.0,
         );
         let run = sent_run(&actions).expect("sent once the job is final");
-        assert_eq!(run.extra["finalState"], "ABORTED");
-        assert_eq!(run.extra["job"]["status"], "aborted");
+        assert_eq!(run.metadata["handshake"]["finalState"], "ABORTED");
+        assert_eq!(run.metadata["handshake"]["job"]["status"], "aborted");
         assert_eq!(m.dm_query(), None);
     }
 }
@@ -300,7 +324,6 @@ fn each_wait_times_out_and_stops_the_job() {
         (State::WaitReady, timeouts.ready, "did not become ready"),
         (State::Ready, timeouts.arm, "ACQ_STARTED did not come"),
         (State::Acquiring, timeouts.acquire, "ACQ_DONE did not come"),
-        (State::Processing, timeouts.processing, "did not end"),
     ];
     for (state, limit, words) in cases {
         let (mut m, now) = at(state);
@@ -314,6 +337,246 @@ fn each_wait_times_out_and_stops_the_job() {
         assert_eq!(stops(&actions), ["j1"], "{state}");
         assert!(m.message().contains(words), "{state}: {}", m.message());
     }
+}
+
+#[test]
+fn without_a_processing_timeout_a_running_job_is_followed_for_as_long_as_it_runs() {
+    let (mut m, now) = at(State::Processing);
+    assert!(m.handle(Input::Tick, now + 100_000.0).is_empty());
+    assert_eq!(m.state(), State::Processing);
+    assert!(m.dm_query().is_some());
+}
+
+#[test]
+fn a_processing_timeout_stops_the_following_and_leaves_the_job_running() {
+    let (mut m, now) = at_with(
+        machine_with_processing_timeout(60.0, false),
+        State::Processing,
+    );
+    assert!(m.handle(Input::Tick, now + 59.0).is_empty());
+    let actions = m.handle(Input::Tick, now + 60.0);
+    assert_eq!(transitions(&actions), [State::Timeout]);
+    assert!(stops(&actions).is_empty(), "the job is left running");
+    assert!(m.message().contains("left it running"), "{}", m.message());
+    assert!(
+        m.message().contains("pvabridge dm get-job --id j1"),
+        "{}",
+        m.message()
+    );
+    assert_eq!(m.dm_query(), None, "the bridge stops following");
+    let run = sent_run(&actions).expect("the run goes to the catalog at once");
+    assert_eq!(run.metadata["handshake"]["finalState"], "TIMEOUT");
+
+    let (mut m, now) = at_with(
+        machine_with_processing_timeout(60.0, true),
+        State::Processing,
+    );
+    let actions = m.handle(Input::Tick, now + 60.0);
+    assert_eq!(transitions(&actions), [State::Timeout]);
+    assert_eq!(stops(&actions), ["j1"]);
+    assert!(m.message().contains("was stopped"), "{}", m.message());
+}
+
+#[test]
+fn the_workflow_ends_acquisition_and_a_late_acq_done_succeeds() {
+    let (mut m, now) = at(State::Acquiring);
+    m.handle(Input::WorkflowMessage("sample gone".into()), now);
+    let actions = m
+        .workflow_command(WorkflowCommand::EndAcquisition, now + 1.0)
+        .unwrap();
+    assert_eq!(transitions(&actions), [State::Draining]);
+    assert!(
+        m.message()
+            .contains("the workflow ended acquisition: sample gone"),
+        "{}",
+        m.message()
+    );
+    assert!(m.command(Command::AcqDone, now + 2.0).unwrap().is_empty());
+    assert_eq!(m.state(), State::Draining);
+    m.handle(Input::Progress(5), now + 3.0);
+    assert_eq!(m.state(), State::Processing);
+    assert!(m.command(Command::AcqDone, now + 4.0).is_ok());
+    assert!(m
+        .workflow_command(WorkflowCommand::EndAcquisition, now + 4.0)
+        .is_ok());
+
+    let (mut m, now) = at(State::Acquiring);
+    m.command(Command::AcqDone, now).unwrap();
+    assert!(
+        m.workflow_command(WorkflowCommand::EndAcquisition, now + 1.0)
+            .is_ok(),
+        "whoever comes second succeeds"
+    );
+    let (mut m, now) = at(State::Ready);
+    let err = m
+        .workflow_command(WorkflowCommand::EndAcquisition, now)
+        .unwrap_err();
+    assert!(err.to_string().contains("only in ACQUIRING"), "{err}");
+    assert_eq!(m.state(), State::Ready);
+}
+
+#[test]
+fn the_workflow_fails_the_run_and_its_job_is_stopped() {
+    for state in ACTIVE {
+        let (mut m, now) = at(state);
+        m.handle(Input::WorkflowMessage("detector saturated".into()), now);
+        let actions = m
+            .workflow_command(WorkflowCommand::Fail, now + 1.0)
+            .unwrap();
+        assert_eq!(transitions(&actions), [State::Failed], "{state}");
+        assert!(
+            m.message()
+                .contains("the workflow failed the run: detector saturated"),
+            "{}",
+            m.message()
+        );
+        if state != State::Starting {
+            assert_eq!(stops(&actions), ["j1"], "{state}");
+        }
+    }
+    let err = machine()
+        .workflow_command(WorkflowCommand::Fail, T0)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("FAIL refused in state IDLE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ready_off_withdraws_readiness_before_acq_started_and_is_refused_after() {
+    let (mut m, now) = at(State::Ready);
+    let actions = m.set_ready(false, now).unwrap();
+    assert_eq!(transitions(&actions), [State::WaitReady]);
+    m.set_ready(true, now + 1.0).unwrap();
+    assert_eq!(m.state(), State::Ready);
+    m.command(Command::AcqStarted, now + 2.0).unwrap();
+    let err = m.set_ready(false, now + 3.0).unwrap_err();
+    assert!(err.contains("only before ACQ_STARTED"), "{err}");
+    assert_eq!(m.state(), State::Acquiring);
+}
+
+fn report(member: u32, ready: bool, received: u64, missed: u64, processed: u64) -> MemberReport {
+    MemberReport {
+        member,
+        ready,
+        received,
+        missed,
+        processed,
+        first_id: 100,
+        last_id: 100 + received as i64,
+        pvs: vec![format!("{PREFIX}wf:{member}:Stats")],
+        ..MemberReport::default()
+    }
+}
+
+#[test]
+fn members_reports_give_ready_progress_and_the_frame_counts() {
+    let mut m = machine();
+    m.handle(
+        Input::Request(r#"{"workflow":"w","expectedFrames":10,"consumers":2}"#.into()),
+        T0,
+    );
+    m.command(Command::Start, T0).unwrap();
+    m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+        T0,
+    );
+    m.report(report(0, true, 0, 0, 0), T0 + 1.0).unwrap();
+    assert_eq!(m.state(), State::WaitReady, "one of two members is ready");
+    let err = m.report(report(2, true, 0, 0, 0), T0 + 1.0).unwrap_err();
+    assert!(err.contains("not one of the run's 2 consumer(s)"), "{err}");
+    m.report(report(1, true, 0, 0, 0), T0 + 2.0).unwrap();
+    assert_eq!(m.state(), State::Ready);
+    m.command(Command::AcqStarted, T0 + 3.0).unwrap();
+    m.report(report(0, true, 4, 1, 3), T0 + 4.0).unwrap();
+    m.report(report(1, true, 4, 0, 4), T0 + 4.0).unwrap();
+    let view = m.view(T0 + 4.0);
+    assert_eq!(view.frames_received, 8);
+    assert_eq!(view.frames_missed, 1, "the members' own missed counts");
+    assert_eq!(view.progress, 7);
+    assert_eq!(view.members.len(), 2);
+    assert_eq!(
+        view.workflow_pvs,
+        [format!("{PREFIX}wf:0:Stats"), format!("{PREFIX}wf:1:Stats")]
+    );
+    m.command(Command::AcqDone, T0 + 5.0).unwrap();
+    m.report(report(0, true, 5, 1, 5), T0 + 6.0).unwrap();
+    m.report(report(1, true, 4, 0, 4), T0 + 6.0).unwrap();
+    let idle = Timeouts::default().drain_idle.as_secs_f64();
+    m.handle(Input::Tick, T0 + 6.0 + idle);
+    assert_eq!(m.state(), State::Processing);
+    assert_eq!(
+        m.view(T0 + 20.0).frames_missed,
+        1,
+        "expected minus received"
+    );
+    assert!(machine().report(report(0, true, 0, 0, 0), T0).is_err());
+}
+
+#[test]
+fn a_failure_without_error_message_names_the_stage_exit_status_and_stderr_tail() {
+    let (mut m, now) = at(State::Acquiring);
+    let mut failed = job("j1", JobStatus::Failed, "02-RUN");
+    let child = |n: u64, status: i32, err: &str| dm::ChildProcess {
+        stage_id: "02-RUN".into(),
+        child_process_number: n,
+        exit_status: Some(status),
+        std_err: err.into(),
+        ..dm::ChildProcess::default()
+    };
+    let stage = dm::Stage {
+        command: "run".into(),
+        child_processes: Some(
+            [
+                ("9", child(9, 0, "")),
+                ("10", child(10, 2, "a\nb\nc\nno space left on device\n")),
+            ]
+            .into_iter()
+            .map(|(k, c)| (k.to_string(), c))
+            .collect(),
+        ),
+        ..dm::Stage::default()
+    };
+    failed.workflow = Some(dm::Workflow {
+        stages: [("02-RUN".to_string(), stage)].into_iter().collect(),
+        ..dm::Workflow::default()
+    });
+    m.handle(Input::JobPolled(JobPoll::Seen(failed)), now + 1.0);
+    assert_eq!(m.state(), State::Failed);
+    let message = m.message();
+    for words in [
+        "stage 02-RUN",
+        "child process 10",
+        "exit status 2",
+        "b | c | no space left on device",
+    ] {
+        assert!(message.contains(words), "{words}: {message}");
+    }
+    assert!(!message.contains("a | b"), "only the tail: {message}");
+    assert_eq!(m.view(now + 1.0).stages[0].exit_status, 2);
+}
+
+#[test]
+fn the_catalog_entry_has_dms_shape_with_the_request_metadata() {
+    let mut m = machine();
+    m.handle(
+        Input::Request(
+            r#"{"workflow":"w","runUid":"0123456789ab","experimentName":"e7","metadata":{"plan_name":"count","detectors":["det"]}}"#
+                .into(),
+        ),
+        T0,
+    );
+    m.command(Command::Start, T0).unwrap();
+    let refused = Input::JobStarted(Err(DmFailure::Refused("no such workflow".into())));
+    let actions = m.handle(refused, T0 + 1.0);
+    let run = sent_run(&actions).expect("a run that never started is sent at once");
+    assert_eq!(run.experiment_name, "e7");
+    assert_eq!(run.run_id, "uid_01234567");
+    assert_eq!(run.metadata["plan_name"], "count");
+    assert_eq!(run.metadata["detectors"][0], "det");
+    assert_eq!(run.metadata["handshake"]["finalState"], "FAILED");
+    assert_eq!(run.metadata["handshake"]["runUid"], "0123456789ab");
 }
 
 #[test]
@@ -499,7 +762,7 @@ fn a_refused_start_fails_the_run_with_dms_reason() {
     assert_eq!(transitions(&actions), [State::Failed]);
     assert!(m.message().contains("Workflow stream not found."));
     let run = sent_run(&actions).expect("a run that never started is sent at once");
-    assert_eq!(run.extra["jobId"], Value::Null);
+    assert_eq!(run.metadata["handshake"]["jobId"], Value::Null);
 }
 
 #[test]
@@ -586,7 +849,7 @@ fn the_run_goes_to_the_catalog_after_the_finish_wait_even_without_a_final_job() 
     let finish = Timeouts::default().finish.as_secs_f64();
     let actions = m.handle(Input::Tick, now + finish);
     let run = sent_run(&actions).expect("sent after the finish wait");
-    assert_eq!(run.extra["job"]["status"], "running");
+    assert_eq!(run.metadata["handshake"]["job"]["status"], "running");
     assert!(sent_run(&m.handle(Input::Tick, now + finish + 1.0)).is_none());
 }
 
@@ -878,10 +1141,11 @@ fn step() -> impl Strategy<Value = Step> {
 
 proptest! {
     /// Whatever happens, once time passes every run ends in a final state (or the slot is IDLE),
-    /// and every run that ended went to the catalog.
+    /// and every run that ended went to the catalog. (Without a processing timeout a running
+    /// job is followed for as long as it runs, so the machine here has one.)
     #[test]
     fn a_final_state_is_always_reached(steps in prop::collection::vec(step(), 0..40)) {
-        let mut m = machine();
+        let mut m = machine_with_processing_timeout(3600.0, false);
         let mut now = T0;
         let mut sent = std::collections::HashSet::new();
         let mut note_sent = |actions: Vec<Action>| {

@@ -1,25 +1,30 @@
-//! The PV set of one run slot under a prefix: normative types with `alarm` and `timeStamp`, so
-//! that ophyd-async and p4p read them without special code, a `Status` structure with all of them,
-//! and a `PVI` structure for ophyd-async device autodiscovery.
+//! The PV set of one run slot under a prefix, derived from the field table ([`crate::fields`]):
+//! normative types with `alarm` and `timeStamp`, so that ophyd-async and p4p read them without
+//! special code, the `Members` and `Stages` tables, the `Report` RPC, a `Status` structure with
+//! every member of the table, and a `PVI` structure for ophyd-async device autodiscovery.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pva::server::{SharedPv, StaticSource};
 use pva_codec::nt::{
     set_alarm, set_time_stamp, Alarm, AlarmSeverity, EnumValue, NtEnum, NtScalar, TimeStamp,
 };
-use pva_codec::{FieldDesc, ScalarType, Status, StructDesc, StructValue, Value};
+use pva_codec::{ScalarArray, ScalarType, Status, StructDesc, StructValue, Value};
 
+use crate::fields::{self, Id, Kind, Writer, FIELDS};
 use crate::machine::SlotView;
-use crate::state::{Command, State};
+use crate::members::{members_table, stages_table, MemberReport};
+use crate::state::{Command, State, WorkflowCommand};
 
-/// The suffix of each PV of the set (the PV name is prefix + suffix).
+/// The suffix of each PV of the set (the PV name is prefix + suffix); [`crate::fields::FIELDS`]
+/// says the type and writer of each.
 pub mod names {
     /// NTEnum: where the slot is.
     pub const STATE: &str = "State";
-    /// NTEnum, writable: Bluesky's command; reads NONE once the coordinator acted.
+    /// NTEnum, writable by Bluesky: its command; reads NONE once the coordinator acted.
     pub const COMMAND: &str = "Command";
-    /// NTScalar string (JSON), writable: the run request.
+    /// NTScalar string (JSON), writable by Bluesky: the run request.
     pub const REQUEST: &str = "Request";
     /// NTScalar int, writable by the workflow: 1 when ready to receive.
     pub const READY: &str = "Ready";
@@ -27,6 +32,16 @@ pub mod names {
     pub const PROGRESS: &str = "Progress";
     /// NTScalar string, writable by the workflow: free text.
     pub const WORKFLOW_MESSAGE: &str = "WorkflowMessage";
+    /// NTEnum, writable by the workflow: NONE, END_ACQUISITION, FAIL.
+    pub const WORKFLOW_COMMAND: &str = "WorkflowCommand";
+    /// NTScalarArray string: the PVs the workflow's members serve.
+    pub const WORKFLOW_PVS: &str = "WorkflowPVs";
+    /// RPC, called by the workflow's consumers: a member's books.
+    pub const REPORT: &str = "Report";
+    /// NTTable: one row per consumer member.
+    pub const MEMBERS: &str = "Members";
+    /// NTTable: the DM job's stages.
+    pub const STAGES: &str = "Stages";
     /// NTScalar string: the DM workflow name.
     pub const WORKFLOW: &str = "Workflow";
     /// NTScalar string: the DM job's owner.
@@ -41,7 +56,7 @@ pub mod names {
     pub const RUN_TIME: &str = "RunTime";
     /// NTScalar long: frames the detector will send.
     pub const FRAMES_EXPECTED: &str = "FramesExpected";
-    /// NTScalar long: frames the workflow accounted for.
+    /// NTScalar long: frames the consumers received.
     pub const FRAMES_RECEIVED: &str = "FramesReceived";
     /// NTScalar long: frames never accounted for.
     pub const FRAMES_MISSED: &str = "FramesMissed";
@@ -55,54 +70,9 @@ pub mod names {
     pub const PVI: &str = "PVI";
 }
 
-/// Type id of the `Status` structure.
-pub const STATUS_ID: &str = "pvabridge:handshake/Status:1.0";
+pub use crate::fields::STATUS_ID;
 /// Type id of the `PVI` structure (as pvi and FastCS serve it).
 pub const PVI_ID: &str = "epics:nt/NTPVI:1.0";
-
-/// How ophyd-async may use a signal listed in the PVI structure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Read only (`r`).
-    Read,
-    /// Read and write (`rw`).
-    ReadWrite,
-}
-
-impl Access {
-    fn key(self) -> &'static str {
-        match self {
-            Access::Read => "r",
-            Access::ReadWrite => "rw",
-        }
-    }
-}
-
-/// The signals the PVI structure lists: the PV suffix, the ophyd-async attribute name, and access.
-/// `Status` and `PVI` themselves are structures, not signals, and are left out.
-pub const SIGNALS: [(&str, &str, Access); 17] = [
-    (names::STATE, "state", Access::Read),
-    (names::COMMAND, "command", Access::ReadWrite),
-    (names::REQUEST, "request", Access::ReadWrite),
-    (names::READY, "ready", Access::ReadWrite),
-    (names::PROGRESS, "progress", Access::ReadWrite),
-    (
-        names::WORKFLOW_MESSAGE,
-        "workflow_message",
-        Access::ReadWrite,
-    ),
-    (names::WORKFLOW, "workflow", Access::Read),
-    (names::OWNER, "owner", Access::Read),
-    (names::JOB_ID, "job_id", Access::Read),
-    (names::JOB_STATUS, "job_status", Access::Read),
-    (names::STAGE_ID, "stage_id", Access::Read),
-    (names::RUN_TIME, "run_time", Access::Read),
-    (names::FRAMES_EXPECTED, "frames_expected", Access::Read),
-    (names::FRAMES_RECEIVED, "frames_received", Access::Read),
-    (names::FRAMES_MISSED, "frames_missed", Access::Read),
-    (names::MESSAGE, "message", Access::Read),
-    (names::HEARTBEAT, "heartbeat", Access::Read),
-];
 
 /// Decides a put of a value of type `T`: `Err` refuses it with that text.
 pub type PutHook<T> = Box<dyn Fn(T) -> Result<(), String> + Send + Sync>;
@@ -111,7 +81,7 @@ pub type PutHook<T> = Box<dyn Fn(T) -> Result<(), String> + Send + Sync>;
 pub type TextHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// What the PVs hand to the coordinator when clients write them. Each returns an error text to
-/// refuse the put (the PV then keeps its value), or `Ok` to accept it.
+/// refuse the write (the PV then keeps its value), or `Ok` to accept it.
 pub struct PutHooks {
     /// A command was put; it is applied before the put completes.
     pub command: PutHook<Command>,
@@ -123,31 +93,17 @@ pub struct PutHooks {
     pub progress: PutHook<u64>,
     /// The workflow put WorkflowMessage.
     pub workflow_message: TextHook,
+    /// The workflow put WorkflowCommand; it is applied before the put completes.
+    pub workflow_command: PutHook<WorkflowCommand>,
+    /// A consumer member called Report.
+    pub report: PutHook<MemberReport>,
 }
 
-/// The PVs of one slot.
+/// The PVs of one slot, one per field of the table that has a PV.
 #[derive(Debug, Clone)]
 pub struct HandshakePvs {
     prefix: String,
-    state: SharedPv,
-    command: SharedPv,
-    request: SharedPv,
-    ready: SharedPv,
-    progress: SharedPv,
-    workflow_message: SharedPv,
-    workflow: SharedPv,
-    owner: SharedPv,
-    job_id: SharedPv,
-    job_status: SharedPv,
-    stage_id: SharedPv,
-    run_time: SharedPv,
-    frames_expected: SharedPv,
-    frames_received: SharedPv,
-    frames_missed: SharedPv,
-    message: SharedPv,
-    heartbeat: SharedPv,
-    status: SharedPv,
-    pvi: SharedPv,
+    pvs: BTreeMap<Id, SharedPv>,
 }
 
 fn stamped(mut value: StructValue) -> StructValue {
@@ -160,6 +116,31 @@ fn scalar(t: ScalarType, value: impl Into<Value>) -> StructValue {
     let mut v = NtScalar::new(t).create();
     let _ = v.set("value", value.into());
     stamped(v)
+}
+
+fn text_array(items: Vec<String>) -> StructValue {
+    let mut v = NtScalar::array(ScalarType::String).create();
+    let _ = v.set("value", Value::Array(ScalarArray::String(items)));
+    stamped(v)
+}
+
+/// The scalar type of the PV of a field of `kind`, for the NTScalar kinds.
+fn scalar_type(kind: Kind) -> Option<ScalarType> {
+    match kind {
+        Kind::Text => Some(ScalarType::String),
+        Kind::Int => Some(ScalarType::I32),
+        Kind::Long => Some(ScalarType::I64),
+        Kind::Double => Some(ScalarType::F64),
+        _ => None,
+    }
+}
+
+/// An NTScalar or NTScalarArray of a field holding `value`.
+fn field_value(kind: Kind, value: Value) -> Option<StructValue> {
+    match (kind, value) {
+        (Kind::TextArray, Value::Array(ScalarArray::String(items))) => Some(text_array(items)),
+        (kind, value) => scalar_type(kind).map(|t| scalar(t, value)),
+    }
 }
 
 fn enum_value<const N: usize>(index: i32, choices: [&str; N]) -> StructValue {
@@ -181,49 +162,26 @@ fn state_value(state: State) -> StructValue {
     v
 }
 
-fn command_value(command: Command) -> StructValue {
-    enum_value(command.index(), Command::ALL.map(Command::name))
-}
-
 fn refuse(message: String) -> Status {
     Status::error(message)
 }
 
-fn status_desc() -> Arc<StructDesc> {
-    use ScalarType::{F64, I32, I64};
-    let s = ScalarType::String;
-    Arc::new(
-        StructDesc::builder(STATUS_ID)
-            .scalar("state", s)
-            .scalar("message", s)
-            .scalar("workflow", s)
-            .scalar("owner", s)
-            .scalar("jobId", s)
-            .scalar("jobStatus", s)
-            .scalar("stageId", s)
-            .scalar("runTime", F64)
-            .scalar("framesExpected", I64)
-            .scalar("framesReceived", I64)
-            .scalar("framesMissed", I64)
-            .scalar("ready", I32)
-            .scalar("progress", I64)
-            .scalar("workflowMessage", s)
-            .scalar("runUid", s)
-            .scalar("request", s)
-            .scalar("heartbeat", I64)
-            .field("timeStamp", FieldDesc::Struct(TimeStamp::desc()))
-            .build(),
-    )
+/// Whether a field's PV shows the slot's view (the coordinator's fields, and the workflow's
+/// scalars, which the bridge derives from the members' reports); Bluesky's PVs hold what it
+/// put, and the command PVs rest at NONE.
+fn shown_from_view(kind: Kind, writer: Writer) -> bool {
+    writer != Writer::Bluesky && (scalar_type(kind).is_some() || kind == Kind::TextArray)
 }
 
 /// The PVI structure of a slot: `value.<attribute>.<r|rw>` holds each signal's PV name.
 pub fn pvi_value(prefix: &str) -> StructValue {
+    let key = |writable: bool| if writable { "rw" } else { "r" };
     let mut entries = StructDesc::builder("");
-    for (_, attribute, access) in SIGNALS {
+    for (_, attribute, writable) in fields::signals() {
         entries = entries.structure(
             attribute,
             StructDesc::builder("")
-                .scalar(access.key(), ScalarType::String)
+                .scalar(key(writable), ScalarType::String)
                 .build(),
         );
     }
@@ -239,9 +197,9 @@ pub fn pvi_value(prefix: &str) -> StructValue {
             .build(),
     );
     let mut v = StructValue::new(desc);
-    for (suffix, attribute, access) in SIGNALS {
+    for (suffix, attribute, writable) in fields::signals() {
         let _ = v.set(
-            &format!("value.{attribute}.{}", access.key()),
+            &format!("value.{attribute}.{}", key(writable)),
             format!("{prefix}{suffix}"),
         );
     }
@@ -252,101 +210,132 @@ pub fn pvi_value(prefix: &str) -> StructValue {
     v
 }
 
+/// A writable NTEnum that hands each choice put to `hook` and rests at the first choice.
+fn command_pv<C: Copy + 'static, const N: usize>(
+    choices: [&'static str; N],
+    from_index: fn(i32) -> Option<C>,
+    hook: impl Fn(C) -> Result<(), String> + Send + Sync + 'static,
+) -> SharedPv {
+    SharedPv::builder(enum_value(0, choices))
+        .on_put(move |put| {
+            let index = put
+                .value
+                .get("value.index")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1);
+            let command = i32::try_from(index)
+                .ok()
+                .and_then(from_index)
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "command index {index} is not one of {}",
+                        choices.join(", ")
+                    ))
+                })?;
+            hook(command).map_err(refuse)?;
+            Ok(Some(enum_value(0, choices)))
+        })
+        .build()
+}
+
+/// A writable NTScalar that hands the value put, read by `read`, to the hook (through `apply`).
+fn input_pv<T>(
+    initial: StructValue,
+    read: impl Fn(&StructValue) -> Result<(T, StructValue), Status> + Send + Sync + 'static,
+    apply: impl Fn(T) -> Result<(), String> + Send + Sync + 'static,
+) -> SharedPv {
+    SharedPv::builder(initial)
+        .on_put(move |put| {
+            let (value, shown) = read(&put.value)?;
+            apply(value).map_err(refuse)?;
+            Ok(Some(shown))
+        })
+        .build()
+}
+
 impl HandshakePvs {
-    /// The PVs of slot `prefix`, showing `view`, with the workflow's PVs at `ready`, `progress`,
-    /// and an empty message; writes go through `hooks`.
-    pub fn new(prefix: &str, view: &SlotView, ready: bool, progress: u64, hooks: PutHooks) -> Self {
+    /// The PVs of slot `prefix`, showing `view`; writes go through `hooks`.
+    pub fn new(prefix: &str, view: &SlotView, hooks: PutHooks) -> Self {
         let hooks = Arc::new(hooks);
-        let command = {
-            let hooks = hooks.clone();
-            SharedPv::builder(command_value(Command::None))
-                .on_put(move |put| {
-                    let index = put
-                        .value
-                        .get("value.index")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(-1);
-                    let command = i32::try_from(index)
-                        .ok()
-                        .and_then(Command::from_index)
-                        .ok_or_else(|| {
-                            refuse(format!(
-                                "command index {index} is not one of {}",
-                                Command::ALL.map(Command::name).join(", ")
-                            ))
+        let mut pvs = BTreeMap::new();
+        for field in FIELDS {
+            if field.suffix.is_none() {
+                continue;
+            }
+            let h = hooks.clone();
+            let pv = match field.id {
+                Id::Command => command_pv(Command::ALL.map(Command::name), Command::from_index, {
+                    move |c| (h.command)(c)
+                }),
+                Id::WorkflowCommand => command_pv(
+                    WorkflowCommand::ALL.map(WorkflowCommand::name),
+                    WorkflowCommand::from_index,
+                    move |c| (h.workflow_command)(c),
+                ),
+                Id::Request => input_pv(
+                    scalar(ScalarType::String, view.request.as_str()),
+                    |v| {
+                        let text = v.get("value").and_then(Value::as_str).unwrap_or("");
+                        Ok((text.to_string(), stamped(v.clone())))
+                    },
+                    move |text: String| (h.request)(&text),
+                ),
+                Id::WorkflowMessage => input_pv(
+                    scalar(ScalarType::String, view.workflow_message.as_str()),
+                    |v| {
+                        let text = v.get("value").and_then(Value::as_str).unwrap_or("");
+                        Ok((text.to_string(), stamped(v.clone())))
+                    },
+                    move |text: String| (h.workflow_message)(&text),
+                ),
+                Id::Ready => input_pv(
+                    scalar(ScalarType::I32, i32::from(view.ready)),
+                    |v| {
+                        let on = v.get("value").and_then(Value::as_i64).unwrap_or(0) != 0;
+                        Ok((on, scalar(ScalarType::I32, i32::from(on))))
+                    },
+                    move |on| (h.ready)(on),
+                ),
+                Id::Progress => input_pv(
+                    scalar(ScalarType::I64, view.progress),
+                    |v| {
+                        let value = v.get("value").and_then(Value::as_i64).unwrap_or(0);
+                        let frames = u64::try_from(value).map_err(|_| {
+                            refuse(format!("Progress must not be negative, not {value}"))
                         })?;
-                    (hooks.command)(command).map_err(refuse)?;
-                    Ok(Some(command_value(Command::None)))
-                })
-                .build()
-        };
-        let request = {
-            let hooks = hooks.clone();
-            SharedPv::builder(scalar(ScalarType::String, view.request.as_str()))
-                .on_put(move |put| {
-                    let text = put.value.get("value").and_then(Value::as_str).unwrap_or("");
-                    (hooks.request)(text).map_err(refuse)?;
-                    Ok(Some(stamped(put.value.clone())))
-                })
-                .build()
-        };
-        let ready = {
-            let hooks = hooks.clone();
-            SharedPv::builder(scalar(ScalarType::I32, i32::from(ready)))
-                .on_put(move |put| {
-                    let value = put.value.get("value").and_then(Value::as_i64).unwrap_or(0);
-                    (hooks.ready)(value != 0).map_err(refuse)?;
-                    Ok(Some(scalar(ScalarType::I32, i32::from(value != 0))))
-                })
-                .build()
-        };
-        let progress = {
-            let hooks = hooks.clone();
-            let initial = i64::try_from(progress).unwrap_or(i64::MAX);
-            SharedPv::builder(scalar(ScalarType::I64, initial))
-                .on_put(move |put| {
-                    let value = put.value.get("value").and_then(Value::as_i64).unwrap_or(0);
-                    let frames = u64::try_from(value).map_err(|_| {
-                        refuse(format!("Progress must not be negative, not {value}"))
-                    })?;
-                    (hooks.progress)(frames).map_err(refuse)?;
-                    Ok(Some(stamped(put.value.clone())))
-                })
-                .build()
-        };
-        let workflow_message = {
-            let hooks = hooks.clone();
-            SharedPv::builder(scalar(ScalarType::String, ""))
-                .on_put(move |put| {
-                    let text = put.value.get("value").and_then(Value::as_str).unwrap_or("");
-                    (hooks.workflow_message)(text).map_err(refuse)?;
-                    Ok(Some(stamped(put.value.clone())))
-                })
-                .build()
-        };
-        let text = |s: &str| SharedPv::readonly(scalar(ScalarType::String, s));
-        let long = |n: i64| SharedPv::readonly(scalar(ScalarType::I64, n));
+                        Ok((frames, stamped(v.clone())))
+                    },
+                    move |frames| (h.progress)(frames),
+                ),
+                Id::Report => SharedPv::builder(StructValue::new(MemberReport::desc()))
+                    .on_rpc(move |argument, _peer| {
+                        let report = argument
+                            .as_struct()
+                            .ok_or_else(|| refuse("Report takes a structure".into()))
+                            .and_then(|v| MemberReport::from_value(v).map_err(refuse))?;
+                        (h.report)(report).map_err(refuse)?;
+                        Ok(Value::Struct(StructValue::new(Arc::new(
+                            StructDesc::builder("").build(),
+                        ))))
+                    })
+                    .build(),
+                Id::State => SharedPv::readonly(state_value(view.state)),
+                Id::Members => SharedPv::readonly(members_table(&view.members)),
+                Id::Stages => SharedPv::readonly(stages_table(&view.stages)),
+                Id::Status => SharedPv::readonly(StructValue::new(fields::status_desc())),
+                Id::Pvi => SharedPv::readonly(pvi_value(prefix)),
+                id => {
+                    let value = view.member(id, 0).unwrap_or(Value::I32(0));
+                    let initial = field_value(field.kind, value)
+                        .expect("the other fields are NTScalars or string arrays");
+                    SharedPv::readonly(initial)
+                }
+            };
+            pvs.insert(field.id, pv);
+        }
         let pvs = HandshakePvs {
             prefix: prefix.to_string(),
-            state: SharedPv::readonly(state_value(view.state)),
-            command,
-            request,
-            ready,
-            progress,
-            workflow_message,
-            workflow: text(&view.workflow),
-            owner: text(&view.owner),
-            job_id: text(&view.job_id),
-            job_status: text(&view.job_status),
-            stage_id: text(&view.stage_id),
-            run_time: SharedPv::readonly(scalar(ScalarType::F64, view.run_time)),
-            frames_expected: long(view.frames_expected),
-            frames_received: long(view.frames_received),
-            frames_missed: long(view.frames_missed),
-            message: text(&view.message),
-            heartbeat: long(0),
-            status: SharedPv::readonly(StructValue::new(status_desc())),
-            pvi: SharedPv::readonly(pvi_value(prefix)),
+            pvs,
         };
         pvs.show(view, 0);
         pvs
@@ -357,31 +346,18 @@ impl HandshakePvs {
         &self.prefix
     }
 
+    fn pv(&self, id: Id) -> &SharedPv {
+        &self.pvs[&id]
+    }
+
     /// Every PV with its full name.
     pub fn all(&self) -> Vec<(String, SharedPv)> {
-        let pvs = [
-            (names::STATE, &self.state),
-            (names::COMMAND, &self.command),
-            (names::REQUEST, &self.request),
-            (names::READY, &self.ready),
-            (names::PROGRESS, &self.progress),
-            (names::WORKFLOW_MESSAGE, &self.workflow_message),
-            (names::WORKFLOW, &self.workflow),
-            (names::OWNER, &self.owner),
-            (names::JOB_ID, &self.job_id),
-            (names::JOB_STATUS, &self.job_status),
-            (names::STAGE_ID, &self.stage_id),
-            (names::RUN_TIME, &self.run_time),
-            (names::FRAMES_EXPECTED, &self.frames_expected),
-            (names::FRAMES_RECEIVED, &self.frames_received),
-            (names::FRAMES_MISSED, &self.frames_missed),
-            (names::MESSAGE, &self.message),
-            (names::HEARTBEAT, &self.heartbeat),
-            (names::STATUS, &self.status),
-            (names::PVI, &self.pvi),
-        ];
-        pvs.into_iter()
-            .map(|(suffix, pv)| (format!("{}{suffix}", self.prefix), pv.clone()))
+        FIELDS
+            .iter()
+            .filter_map(|f| {
+                let suffix = f.suffix?;
+                Some((format!("{}{suffix}", self.prefix), self.pv(f.id).clone()))
+            })
             .collect()
     }
 
@@ -395,81 +371,43 @@ impl HandshakePvs {
     /// Post what changed between the PVs and `view` (and the heartbeat).
     pub fn show(&self, view: &SlotView, heartbeat: i64) {
         self.show_state(view.state);
-        set_if_changed(&self.workflow, ScalarType::String, view.workflow.as_str());
-        set_if_changed(&self.owner, ScalarType::String, view.owner.as_str());
-        set_if_changed(&self.job_id, ScalarType::String, view.job_id.as_str());
-        set_if_changed(
-            &self.job_status,
-            ScalarType::String,
-            view.job_status.as_str(),
-        );
-        set_if_changed(&self.stage_id, ScalarType::String, view.stage_id.as_str());
-        set_if_changed(&self.run_time, ScalarType::F64, view.run_time);
-        set_if_changed(&self.frames_expected, ScalarType::I64, view.frames_expected);
-        set_if_changed(&self.frames_received, ScalarType::I64, view.frames_received);
-        set_if_changed(&self.frames_missed, ScalarType::I64, view.frames_missed);
-        set_if_changed(&self.message, ScalarType::String, view.message.as_str());
-        set_if_changed(&self.heartbeat, ScalarType::I64, heartbeat);
-        self.show_status(view, heartbeat);
-    }
-
-    fn show_status(&self, view: &SlotView, heartbeat: i64) {
-        let mut status = StructValue::new(status_desc());
-        let read = |pv: &SharedPv| pv.current().get("value").cloned().unwrap_or(Value::I32(0));
-        let fields: [(&str, Value); 17] = [
-            ("state", view.state.name().into()),
-            ("message", view.message.as_str().into()),
-            ("workflow", view.workflow.as_str().into()),
-            ("owner", view.owner.as_str().into()),
-            ("jobId", view.job_id.as_str().into()),
-            ("jobStatus", view.job_status.as_str().into()),
-            ("stageId", view.stage_id.as_str().into()),
-            ("runTime", view.run_time.into()),
-            ("framesExpected", view.frames_expected.into()),
-            ("framesReceived", view.frames_received.into()),
-            ("framesMissed", view.frames_missed.into()),
-            ("ready", read(&self.ready)),
-            ("progress", read(&self.progress)),
-            ("workflowMessage", read(&self.workflow_message)),
-            ("runUid", view.run_uid.as_str().into()),
-            ("request", view.request.as_str().into()),
-            ("heartbeat", heartbeat.into()),
-        ];
-        for (name, value) in fields {
-            let _ = status.set(name, value);
+        for field in FIELDS {
+            if field.suffix.is_none() || !shown_from_view(field.kind, field.writer) {
+                continue;
+            }
+            if let Some(wanted) = view.member(field.id, heartbeat) {
+                let pv = self.pv(field.id);
+                if pv.current().get("value") != Some(&wanted) {
+                    if let Some(value) = field_value(field.kind, wanted) {
+                        pv.post(value);
+                    }
+                }
+            }
         }
-        let mut previous = self.status.current();
-        let _ = set_time_stamp(&mut previous, TimeStamp::default());
-        if previous != status {
-            self.status.post(stamped(status));
-        }
+        post_if_changed(self.pv(Id::Members), members_table(&view.members));
+        post_if_changed(self.pv(Id::Stages), stages_table(&view.stages));
+        post_if_changed(self.pv(Id::Status), fields::status_value(view, heartbeat));
     }
 
     /// Show `state` on the State PV (if it shows another). The bridge calls this while it holds
     /// the slot's machine, so that the PV never shows an older state than one already shown.
     pub fn show_state(&self, state: State) {
-        let state_now = self
-            .state
-            .current()
-            .get("value.index")
-            .and_then(Value::as_i64);
+        let pv = self.pv(Id::State);
+        let state_now = pv.current().get("value.index").and_then(Value::as_i64);
         if state_now != Some(i64::from(state.index())) {
-            self.state.post(state_value(state));
+            pv.post(state_value(state));
         }
-    }
-
-    /// Put the workflow-written PVs back to their defaults for a new run.
-    pub fn clear_workflow_inputs(&self) {
-        set_if_changed(&self.ready, ScalarType::I32, 0i32);
-        set_if_changed(&self.progress, ScalarType::I64, 0i64);
-        set_if_changed(&self.workflow_message, ScalarType::String, "");
     }
 }
 
-fn set_if_changed(pv: &SharedPv, t: ScalarType, value: impl Into<Value>) {
-    let wanted = scalar(t, value);
-    if pv.current().get("value") != wanted.get("value") {
-        pv.post(wanted);
+/// Post `value` (time-stamped now) unless the PV holds the same apart from its time stamp.
+fn post_if_changed(pv: &SharedPv, value: StructValue) {
+    let mut previous = pv.current();
+    let mut unstamped = value.clone();
+    let _ = set_time_stamp(&mut previous, TimeStamp::default());
+    let _ = set_time_stamp(&mut unstamped, TimeStamp::default());
+    if previous != unstamped {
+        pv.post(stamped(value));
     }
 }
 
@@ -481,7 +419,9 @@ mod tests {
 
     fn hooks(log: Arc<Mutex<Vec<String>>>) -> PutHooks {
         let entry = move |text: String| log.lock().unwrap().push(text);
-        let (a, b, c, d, e) = (
+        let (a, b, c, d, e, f, g) = (
+            entry.clone(),
+            entry.clone(),
             entry.clone(),
             entry.clone(),
             entry.clone(),
@@ -512,6 +452,14 @@ mod tests {
                 e(format!("message {t}"));
                 Ok(())
             }),
+            workflow_command: Box::new(move |c| {
+                f(format!("workflow command {c}"));
+                Ok(())
+            }),
+            report: Box::new(move |r| {
+                g(format!("report {} received {}", r.member, r.received));
+                Ok(())
+            }),
         }
     }
 
@@ -539,7 +487,7 @@ mod tests {
     fn commands_are_handed_over_and_the_pv_rests_at_none() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let view = Machine::new("p:", MachineConfig::default(), 0.0).view(0.0);
-        let pvs = HandshakePvs::new("p:", &view, false, 0, hooks(log.clone()));
+        let pvs = HandshakePvs::new("p:", &view, hooks(log.clone()));
         let all = pvs.all();
         let command = pv(&all, "p:Command");
         assert!(put(command, "value.index", 1i32).is_success());
@@ -556,14 +504,38 @@ mod tests {
         assert!(!put(pv(&all, "p:Progress"), "value", -2i64).is_success());
         assert!(put(pv(&all, "p:Progress"), "value", 7i64).is_success());
         assert!(put(pv(&all, "p:WorkflowMessage"), "value", "hello").is_success());
+        let workflow_command = pv(&all, "p:WorkflowCommand");
+        assert!(put(workflow_command, "value.index", 2i32).is_success());
+        assert_eq!(
+            workflow_command.current().get("value.index"),
+            Some(&Value::I32(0))
+        );
+        let report = MemberReport {
+            received: 3,
+            ..MemberReport::default()
+        };
+        pv(&all, "p:Report")
+            .rpc(&Value::Struct(report.to_value()), &peer())
+            .unwrap();
         assert_eq!(
             *log.lock().unwrap(),
-            ["command START", "ready true", "progress 7", "message hello"]
+            [
+                "command START",
+                "ready true",
+                "progress 7",
+                "message hello",
+                "workflow command FAIL",
+                "report 0 received 3"
+            ]
         );
-        pvs.clear_workflow_inputs();
+        pvs.show(
+            &Machine::new("p:", MachineConfig::default(), 0.0).view(0.0),
+            1,
+        );
         assert_eq!(
             pv(&all, "p:Progress").current().get("value"),
-            Some(&Value::I64(0))
+            Some(&Value::I64(0)),
+            "the workflow's PVs show the slot's view"
         );
     }
 
@@ -571,10 +543,12 @@ mod tests {
     fn the_view_is_shown_on_the_pvs_and_in_status() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut view = Machine::new("p:", MachineConfig::default(), 0.0).view(0.0);
-        let pvs = HandshakePvs::new("p:", &view, false, 0, hooks(log));
+        let pvs = HandshakePvs::new("p:", &view, hooks(log));
         view.state = State::Failed;
         view.message = "DM job failed".into();
         view.frames_missed = 3;
+        view.workflow_pvs = vec!["p:wf:Stats".into()];
+        view.members = vec![MemberReport::default()];
         pvs.show(&view, 42);
         let all = pvs.all();
         let state = pv(&all, "p:State").current();
@@ -589,6 +563,18 @@ mod tests {
         assert_eq!(status.get("state"), Some(&Value::String("FAILED".into())));
         assert_eq!(status.get("framesMissed"), Some(&Value::I64(3)));
         assert_eq!(status.get("heartbeat"), Some(&Value::I64(42)));
+        assert_eq!(
+            pv(&all, "p:WorkflowPVs").current().get("value"),
+            Some(&Value::Array(ScalarArray::String(
+                vec!["p:wf:Stats".into()]
+            )))
+        );
+        let members = pv(&all, "p:Members").current();
+        assert_eq!(members.id(), pva_codec::nt::NT_TABLE_ID);
+        assert_eq!(
+            members.get("value.member"),
+            Some(&Value::Array(ScalarArray::I32(vec![0i32].into())))
+        );
     }
 
     #[test]
@@ -608,6 +594,14 @@ mod tests {
             Some(&Value::String("bdp:wf1:FramesMissed".into()))
         );
         let entries = pvi.get("value").and_then(Value::as_struct).unwrap();
-        assert_eq!(entries.fields().len(), SIGNALS.len());
+        assert_eq!(entries.fields().len(), fields::signals().count());
+        assert_eq!(
+            pvi.get("value.workflow_command.rw"),
+            Some(&Value::String("bdp:wf1:WorkflowCommand".into()))
+        );
+        assert_eq!(
+            pvi.get("value.workflow_pvs.r"),
+            Some(&Value::String("bdp:wf1:WorkflowPVs".into()))
+        );
     }
 }

@@ -46,6 +46,13 @@ pub struct RunRequest {
     /// DM job as `firstFrameId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_frame_id: Option<i32>,
+    /// The run's metadata (the start document and whatever the plan wants kept): it goes to
+    /// the DM run catalog under `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// How many workflow consumers share the stream and report on `Report` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<u32>,
 }
 
 /// Why a request text was refused.
@@ -94,7 +101,15 @@ impl RunRequest {
         {
             return Err(RequestError::Invalid("runUid must not be empty".into()));
         }
+        if request.consumers == Some(0) {
+            return Err(RequestError::Invalid("consumers must be 1 or more".into()));
+        }
         Ok(request)
+    }
+
+    /// How many consumer members report on `Report`.
+    pub fn consumer_count(&self) -> u32 {
+        self.consumers.unwrap_or(1)
     }
 
     /// The JSON text for the `Request` PV.
@@ -103,7 +118,8 @@ impl RunRequest {
     }
 
     /// The argsDict the DM job gets: the request's own entries, plus the handshake prefix, the
-    /// run id, the data channel, the expected frames, the first frame's id and the run uid
+    /// run id, the data channel, the expected frames, the first frame's id, the run uid and the
+    /// experiment name
     /// (unless the request sets them), and a placeholder `filePath` when no file specification is given, since DM refuses
     /// jobs without one.
     pub fn job_args(&self, prefix: &str, run_id: &str) -> Map<String, Value> {
@@ -126,6 +142,10 @@ impl RunRequest {
             args.entry("runUid")
                 .or_insert_with(|| Value::String(uid.clone()));
         }
+        if let Some(experiment) = &self.experiment_name {
+            args.entry("experimentName")
+                .or_insert_with(|| Value::String(experiment.clone()));
+        }
         if !FILE_SPEC_KEYS.iter().any(|key| args.contains_key(*key)) {
             let placeholder = match &self.data_channel {
                 Some(channel) => format!("pva://{channel}"),
@@ -144,10 +164,14 @@ mod tests {
     #[test]
     fn a_full_request_parses_and_round_trips() {
         let text = r#"{"workflow":"w","argsDict":{"sample":"Si"},"runUid":"u1","expectedFrames":10,
-            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1","firstFrameId":301}"#;
+            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1",
+            "metadata":{"plan_name":"count","scan_id":7},"consumers":2,"firstFrameId":301}"#;
         let request = RunRequest::parse(text).unwrap();
         assert_eq!(request.expected_frames, Some(10));
         assert_eq!(request.ready_stage.as_deref(), Some("02-RUN"));
+        assert_eq!(request.metadata.as_ref().unwrap()["scan_id"], 7);
+        assert_eq!(request.consumer_count(), 2);
+        assert_eq!(request.job_args("p:", "r")["experimentName"], "e1");
         assert_eq!(request.first_frame_id, Some(301));
         assert_eq!(RunRequest::parse(&request.to_json()).unwrap(), request);
     }
@@ -162,6 +186,8 @@ mod tests {
             (r#"{"workflow":"w","expectedFrame":3}"#, "expectedFrame"),
             (r#"{"workflow":"w","readyTimeout":-1}"#, "readyTimeout"),
             (r#"{"workflow":"w","runUid":""}"#, "runUid"),
+            (r#"{"workflow":"w","consumers":0}"#, "consumers"),
+            (r#"{"workflow":"w","metadata":[1]}"#, "expected a map"),
         ] {
             let err = RunRequest::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

@@ -6,79 +6,104 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a run slot is. The index of each state in [`State::ALL`] is its NTEnum index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum State {
-    /// No run: waiting for START.
-    Idle,
-    /// START received: the DM job is being started.
-    Starting,
-    /// The DM job exists: waiting for the workflow to say it is ready.
-    WaitReady,
-    /// The workflow is ready to receive: waiting for ACQ_STARTED.
-    Ready,
-    /// Bluesky is acquiring: waiting for ACQ_DONE.
-    Acquiring,
-    /// Acquisition is done: waiting until every frame is accounted for (or no more come).
-    Draining,
-    /// Frames are accounted for: waiting for the DM job to end.
-    Processing,
-    /// The DM job ended successfully (final).
-    Done,
-    /// The DM job failed or the workflow was lost (final).
-    Failed,
-    /// The run was aborted (final).
-    Aborted,
-    /// A wait ran out of time (final).
-    Timeout,
+/// A name that is not one of the choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{given}' is not one of {choices}")]
+pub struct UnknownName {
+    /// The name given.
+    pub given: String,
+    /// The names allowed, comma-separated.
+    pub choices: String,
+}
+
+/// Defines a command enum whose variants are the choices of an NTEnum PV, in index order, with
+/// `ALL`, `name`, `index`, `from_index`, `Display` and a case-insensitive `FromStr`.
+macro_rules! choices {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every choice, in NTEnum index order.
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            /// The name the PV shows.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The NTEnum index.
+            pub fn index(self) -> i32 {
+                $name::ALL.iter().position(|c| *c == self).unwrap_or(0) as i32
+            }
+
+            /// The choice at an NTEnum index.
+            pub fn from_index(index: i32) -> Option<$name> {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| $name::ALL.get(i).copied())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            /// Parse a name, case-insensitively (`-` for `_` too).
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
+                $name::ALL
+                    .into_iter()
+                    .find(|c| c.name() == wanted)
+                    .ok_or_else(|| UnknownName {
+                        given: text.to_string(),
+                        choices: $name::ALL.map($name::name).join(", "),
+                    })
+            }
+        }
+    };
+}
+
+choices! {
+    /// Where a run slot is. The index of each state in [`State::ALL`] is its NTEnum index.
+    State {
+        /// No run: waiting for START.
+        Idle = "IDLE",
+        /// START received: the DM job is being started.
+        Starting = "STARTING",
+        /// The DM job exists: waiting for the workflow to say it is ready.
+        WaitReady = "WAIT_READY",
+        /// The workflow is ready to receive: waiting for ACQ_STARTED.
+        Ready = "READY",
+        /// Bluesky is acquiring: waiting for ACQ_DONE (or the workflow's END_ACQUISITION).
+        Acquiring = "ACQUIRING",
+        /// Acquisition is done: waiting until every frame is accounted for (or no more come).
+        Draining = "DRAINING",
+        /// Frames are accounted for: waiting for the DM job to end.
+        Processing = "PROCESSING",
+        /// The DM job ended successfully (final).
+        Done = "DONE",
+        /// The DM job failed, the workflow failed the run, or the workflow was lost (final).
+        Failed = "FAILED",
+        /// The run was aborted (final).
+        Aborted = "ABORTED",
+        /// A wait ran out of time (final).
+        Timeout = "TIMEOUT",
+    }
 }
 
 impl State {
-    /// Every state, in NTEnum index order.
-    pub const ALL: [State; 11] = [
-        State::Idle,
-        State::Starting,
-        State::WaitReady,
-        State::Ready,
-        State::Acquiring,
-        State::Draining,
-        State::Processing,
-        State::Done,
-        State::Failed,
-        State::Aborted,
-        State::Timeout,
-    ];
-
-    /// The name the `State` PV shows.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Idle => "IDLE",
-            State::Starting => "STARTING",
-            State::WaitReady => "WAIT_READY",
-            State::Ready => "READY",
-            State::Acquiring => "ACQUIRING",
-            State::Draining => "DRAINING",
-            State::Processing => "PROCESSING",
-            State::Done => "DONE",
-            State::Failed => "FAILED",
-            State::Aborted => "ABORTED",
-            State::Timeout => "TIMEOUT",
-        }
-    }
-
-    /// The NTEnum index.
-    pub fn index(self) -> i32 {
-        State::ALL.iter().position(|s| *s == self).unwrap_or(0) as i32
-    }
-
-    /// The state at an NTEnum index.
-    pub fn from_index(index: i32) -> Option<State> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| State::ALL.get(i).copied())
-    }
-
     /// True for the states a run ends in: DONE, FAILED, ABORTED, TIMEOUT.
     pub fn is_final(self) -> bool {
         matches!(
@@ -93,111 +118,34 @@ impl State {
     }
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+choices! {
+    /// What Bluesky asks of the coordinator through the `Command` PV.
+    Command {
+        /// Nothing (the value the PV rests at).
+        None = "NONE",
+        /// Start a run with the current `Request`.
+        Start = "START",
+        /// Acquisition has started (after READY).
+        AcqStarted = "ACQ_STARTED",
+        /// Acquisition is done; every frame has been sent.
+        AcqDone = "ACQ_DONE",
+        /// Stop the run and its DM job.
+        Abort = "ABORT",
+        /// Leave a final state for IDLE.
+        Reset = "RESET",
     }
 }
 
-/// A name that is not one of the choices.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{given}' is not one of {choices}")]
-pub struct UnknownName {
-    /// The name given.
-    pub given: String,
-    /// The names allowed, comma-separated.
-    pub choices: String,
-}
-
-impl FromStr for State {
-    type Err = UnknownName;
-
-    /// Parse a state name, case-insensitively (`wait_ready` works too).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
-        State::ALL
-            .into_iter()
-            .find(|s| s.name() == wanted)
-            .ok_or_else(|| UnknownName {
-                given: text.to_string(),
-                choices: State::ALL.map(State::name).join(", "),
-            })
-    }
-}
-
-/// What Bluesky asks of the coordinator through the `Command` PV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Command {
-    /// Nothing (the value the PV rests at).
-    None,
-    /// Start a run with the current `Request`.
-    Start,
-    /// Acquisition has started (after READY).
-    AcqStarted,
-    /// Acquisition is done; every frame has been sent.
-    AcqDone,
-    /// Stop the run and its DM job.
-    Abort,
-    /// Leave a final state for IDLE.
-    Reset,
-}
-
-impl Command {
-    /// Every command, in NTEnum index order.
-    pub const ALL: [Command; 6] = [
-        Command::None,
-        Command::Start,
-        Command::AcqStarted,
-        Command::AcqDone,
-        Command::Abort,
-        Command::Reset,
-    ];
-
-    /// The name the `Command` PV shows.
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::None => "NONE",
-            Command::Start => "START",
-            Command::AcqStarted => "ACQ_STARTED",
-            Command::AcqDone => "ACQ_DONE",
-            Command::Abort => "ABORT",
-            Command::Reset => "RESET",
-        }
-    }
-
-    /// The NTEnum index.
-    pub fn index(self) -> i32 {
-        Command::ALL.iter().position(|c| *c == self).unwrap_or(0) as i32
-    }
-
-    /// The command at an NTEnum index.
-    pub fn from_index(index: i32) -> Option<Command> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| Command::ALL.get(i).copied())
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Command {
-    type Err = UnknownName;
-
-    /// Parse a command name, case-insensitively.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
-        Command::ALL
-            .into_iter()
-            .find(|c| c.name() == wanted)
-            .ok_or_else(|| UnknownName {
-                given: text.to_string(),
-                choices: Command::ALL.map(Command::name).join(", "),
-            })
+choices! {
+    /// What the workflow asks of the coordinator through the `WorkflowCommand` PV; its
+    /// `WorkflowMessage` says why.
+    WorkflowCommand {
+        /// Nothing (the value the PV rests at).
+        None = "NONE",
+        /// End acquisition (in ACQUIRING, as Bluesky's ACQ_DONE).
+        EndAcquisition = "END_ACQUISITION",
+        /// Fail the run and stop the DM job.
+        Fail = "FAIL",
     }
 }
 

@@ -122,7 +122,7 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         let deadline = tokio::time::Instant::now() + WAIT;
         let run = loop {
             let runs = dm.list_runs("pvabridge").await.unwrap();
-            if let Some(run) = runs.into_iter().find(|r| r.run_name == "uid-it") {
+            if let Some(run) = runs.into_iter().find(|r| r.run_id == "uid_uid-it") {
                 break run;
             }
             assert!(
@@ -131,9 +131,9 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert_eq!(run.extra["jobId"], status.job_id.as_str());
-        assert_eq!(run.extra["job"]["status"], "done");
-        assert_eq!(run.extra["frames"]["received"], 3);
+        assert_eq!(run.metadata["handshake"]["jobId"], status.job_id.as_str());
+        assert_eq!(run.metadata["handshake"]["job"]["status"], "done");
+        assert_eq!(run.metadata["handshake"]["frames"]["received"], 3);
 
         let err = slot
             .wait_for_state(&[State::Acquiring], WAIT)

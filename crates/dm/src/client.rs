@@ -384,7 +384,7 @@ impl DmClient {
             kind: Kind::Write,
             what: format!(
                 "add run {} of experiment {}",
-                run.run_name, run.experiment_name
+                run.run_id, run.experiment_name
             ),
         };
         self.call_typed(&call, 0).await

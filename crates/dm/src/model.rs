@@ -205,26 +205,29 @@ pub struct ChildProcess {
     pub extra: Map<String, Value>,
 }
 
-/// An experiment run in the run catalog: what was measured, when, with its metadata.
+/// An experiment run in the run catalog, in DM's shape (`addExperimentRun` /
+/// `getExperimentRuns`): the experiment, the run's id (APS plans use `uid_` + the first 8
+/// characters of the Bluesky run uid) and its metadata.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExperimentRun {
+    /// The catalog's id of the entry, given when it is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The experiment the run belongs to.
     pub experiment_name: String,
-    /// The run name, unique within the experiment (for Bluesky, the run uid).
-    pub run_name: String,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// When the run started (seconds since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<f64>,
-    /// When the run ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<f64>,
-    /// Every other key: the run's metadata.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// The run's id, unique within the experiment.
+    pub run_id: String,
+    /// The run's metadata.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+impl ExperimentRun {
+    /// The catalog's run id for a Bluesky run uid: `uid_` and its first 8 characters.
+    pub fn run_id_for_uid(uid: &str) -> String {
+        format!("uid_{}", uid.chars().take(8).collect::<String>())
+    }
 }
 
 /// A JSON value as the text `$var` substitution puts in a command: strings bare, others as JSON.

@@ -44,10 +44,10 @@ async fn the_store_survives_a_restart_and_interrupted_jobs_are_failed() {
         assert_eq!(finished.status, JobStatus::Done);
         let run = ExperimentRun {
             experiment_name: "e1".into(),
-            run_name: "r1".into(),
+            run_id: "r1".into(),
             ..ExperimentRun::default()
         };
-        client.add_run(&run).await.unwrap();
+        let run = client.add_run(&run).await.unwrap();
         let running = client
             .start_job("long", &args(json!({"filePath": "b"})))
             .await

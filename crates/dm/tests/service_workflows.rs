@@ -81,16 +81,17 @@ async fn a_workflow_runs_its_stages_as_real_processes() {
         assert_eq!(date.status, Some(JobStatus::Done));
         let today = job.variable("today").expect("captured variable at the top level");
         assert_eq!(date.std_out.trim(), format!("today={today}"));
-        assert_eq!(today, chrono::Utc::now().format("%Y-%m-%d").to_string());
+        assert_eq!(today, jiff::Timestamp::now().strftime("%Y-%m-%d").to_string());
 
-        let used = &children(&job, "02-USE")["0"];
+        // Child processes are numbered across the whole job, as DM does.
+        let used = &children(&job, "02-USE")["1"];
         assert_eq!(used.std_out, format!("day {today} file /data/scan1.h5 owner {USER} job {}\n", job.id));
         assert_eq!(used.command, format!("echo \"day {today} file /data/scan1.h5 owner {USER} job {}\"", job.id));
 
         let repeats = children(&job, "03-REPEAT");
-        assert_eq!(repeats.keys().collect::<Vec<_>>(), ["0", "1", "2"]);
+        assert_eq!(repeats.keys().collect::<Vec<_>>(), ["2", "3", "4"]);
         for (number, child) in repeats.values().enumerate() {
-            assert_eq!(child.child_process_number, number as u64);
+            assert_eq!(child.child_process_number, number as u64 + 2);
             assert_eq!(child.std_out, format!("count={}\n", number + 1));
             assert_eq!(child.exit_status, Some(0));
         }
@@ -98,10 +99,10 @@ async fn a_workflow_runs_its_stages_as_real_processes() {
 
         let skipped = children(&job, "04-SKIP");
         assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped["0"].status, Some(JobStatus::Skipped));
-        assert_eq!(skipped["0"].exit_status, None);
+        assert_eq!(skipped["5"].status, Some(JobStatus::Skipped));
+        assert_eq!(skipped["5"].exit_status, None);
 
-        let failed = &children(&job, "05-FAIL")["0"];
+        let failed = &children(&job, "05-FAIL")["6"];
         assert_eq!(failed.exit_status, Some(3));
         assert_eq!(failed.status, Some(JobStatus::Failed));
         assert_eq!(failed.std_out, "partial\n");
@@ -117,7 +118,15 @@ async fn a_workflow_runs_its_stages_as_real_processes() {
         let end = job.end_time.unwrap();
         assert!(submitted <= start && start <= end);
         assert!((job.run_time.unwrap() - (end - start)).abs() < 1e-6);
-        assert!(job.submission_timestamp.is_some() && job.start_timestamp.is_some() && job.end_timestamp.is_some());
+        for stamp in [&job.submission_timestamp, &job.start_timestamp, &job.end_timestamp] {
+            // DM's form: local time and the zone's abbreviation, e.g. "2023/05/02 05:39:56 CDT".
+            let stamp = stamp.as_deref().expect("every timestamp is set");
+            let parts: Vec<&str> = stamp.split(' ').collect();
+            assert_eq!(parts.len(), 3, "{stamp}");
+            assert!(parts[0].len() == 10 && parts[0].matches('/').count() == 2, "{stamp}");
+            assert!(parts[1].len() == 8 && parts[1].matches(':').count() == 2, "{stamp}");
+            assert!(!parts[2].is_empty() && !parts[2].contains(':'), "{stamp}");
+        }
         let mut previous_end = start;
         for stage in ["01-DATE", "02-USE", "03-REPEAT", "05-FAIL"] {
             for child in children(&job, stage).values() {
@@ -386,19 +395,26 @@ async fn owners_workflow_updates_and_the_run_catalog() {
         assert!(matches!(refused, DmError::Login { .. }), "{refused}");
 
         let run = ExperimentRun {
+            id: None,
             experiment_name: "bdp-2024".into(),
-            run_name: "uid-1".into(),
-            description: Some("fly scan".into()),
-            start_time: Some(1.0),
-            end_time: Some(2.0),
-            extra: args(json!({"frames": 100, "jobId": job.id})),
+            run_id: ExperimentRun::run_id_for_uid("0123456789abcdef"),
+            metadata: args(json!({"frames": 100, "jobId": job.id})),
         };
-        assert_eq!(alice.add_run(&run).await.unwrap(), run);
+        let added = alice.add_run(&run).await.unwrap();
+        assert!(added.id.is_some(), "the catalog gives the entry an id");
+        assert_eq!(added.run_id, "uid_01234567");
+        assert_eq!(
+            ExperimentRun {
+                id: None,
+                ..added.clone()
+            },
+            run
+        );
         assert!(
             alice.add_run(&run).await.is_err(),
-            "a run name is unique in its experiment"
+            "a run id is unique in its experiment"
         );
-        assert_eq!(bob.list_runs("bdp-2024").await.unwrap(), vec![run]);
+        assert_eq!(bob.list_runs("bdp-2024").await.unwrap(), vec![added]);
         assert!(alice.list_runs("other").await.unwrap().is_empty());
     })
     .await;

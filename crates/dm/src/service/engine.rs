@@ -71,17 +71,15 @@ pub(crate) fn now() -> f64 {
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
 }
 
-/// A time as the text of DM's `*Timestamp` fields, in local time.
+/// A time as the text of DM's `*Timestamp` fields: local time with the zone's abbreviation,
+/// e.g. `2023/05/02 05:39:56 CDT`.
 pub(crate) fn timestamp(seconds: f64) -> String {
-    let whole = seconds.floor();
-    let nanos = ((seconds - whole) * 1e9) as u32;
-    chrono::DateTime::from_timestamp(whole as i64, nanos)
-        .map(|utc| {
-            utc.with_timezone(&chrono::Local)
-                .format("%Y/%m/%d %H:%M:%S%.3f %:z")
-                .to_string()
-        })
-        .unwrap_or_default()
+    let Ok(at) = jiff::Timestamp::from_second(seconds.floor() as i64) else {
+        return String::new();
+    };
+    at.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y/%m/%d %H:%M:%S %Z")
+        .to_string()
 }
 
 /// Make a new job of `workflow` for `owner`: failed at once without a file specification,
@@ -293,6 +291,18 @@ fn stage_of<'a>(job: &'a mut ProcessingJob, stage_id: &str) -> &'a mut Stage {
         .expect("stage ids come from the job's own workflow")
 }
 
+/// The number of the job's next child process: DM numbers them across the whole job, so a
+/// stage's children continue the count of the stages before it (and of its own repeats).
+fn next_child_number(job: &ProcessingJob) -> u64 {
+    job.workflow.as_ref().map_or(0, |w| {
+        w.stages
+            .values()
+            .filter_map(|s| s.child_processes.as_ref())
+            .map(|c| c.len() as u64)
+            .sum()
+    })
+}
+
 fn record_child(job: &mut ProcessingJob, child: ChildProcess) {
     let stage = stage_of(job, &child.stage_id);
     stage
@@ -319,7 +329,7 @@ async fn run_stage(
                     job,
                     ChildProcess {
                         stage_id: stage_id.to_string(),
-                        child_process_number: 0,
+                        child_process_number: next_child_number(job),
                         command: substitute(&stage.command, job),
                         working_dir: working_dir_text,
                         status: Some(JobStatus::Skipped),
@@ -343,7 +353,7 @@ async fn run_stage(
         let submitted = now();
         let mut child = ChildProcess {
             stage_id: stage_id.to_string(),
-            child_process_number: runs,
+            child_process_number: next_child_number(job),
             command: command.clone(),
             working_dir: working_dir_text.clone(),
             status: Some(JobStatus::Running),

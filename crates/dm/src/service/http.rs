@@ -415,19 +415,20 @@ async fn add_run(
     if run.experiment_name != experiment {
         return Err(ApiError::invalid_argument(format!(
             "Run {} names experiment {}, not {experiment}.",
-            run.run_name, run.experiment_name
+            run.run_id, run.experiment_name
         )));
     }
-    if run.run_name.trim().is_empty() {
-        return Err(ApiError::invalid_argument("A run needs a runName."));
+    if run.run_id.trim().is_empty() {
+        return Err(ApiError::invalid_argument("A run needs a runId."));
     }
+    run.id = Some(uuid::Uuid::new_v4().to_string());
     if !shared.store.add_run(&run).map_err(ApiError::internal)? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             status::OBJECT_ALREADY_EXISTS,
             format!(
                 "Run {} of experiment {experiment} already exists.",
-                run.run_name
+                run.run_id
             ),
         ));
     }

@@ -145,15 +145,11 @@ impl Store {
         Ok(())
     }
 
-    /// Add a run; false when the experiment already has a run of that name.
+    /// Add a run; false when the experiment already has a run of that id.
     pub(crate) fn add_run(&self, run: &ExperimentRun) -> Result<bool, StoreError> {
         let inserted = self.connection().execute(
             "INSERT OR IGNORE INTO runs (experiment, run_name, document) VALUES (?1, ?2, ?3)",
-            params![
-                run.experiment_name,
-                run.run_name,
-                serde_json::to_string(run)?
-            ],
+            params![run.experiment_name, run.run_id, serde_json::to_string(run)?],
         )?;
         Ok(inserted == 1)
     }
