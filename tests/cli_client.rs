@@ -136,21 +136,23 @@ fn get_put_info_monitor_and_call_from_the_command_line() {
     cmd.args(["monitor", "--json", "-n", "2", "cli:counter"]);
     env(&mut cmd, ports);
     let monitor = std::thread::spawn(move || common::run_bounded(cmd, Duration::from_secs(30)));
-    let mut events = Vec::new();
+    let mut updates = Vec::new();
+    let mut stderr = String::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(200));
         assert!(pvabridge(ports, &["put", "cli:counter", "42"])
             .status
             .success());
         if monitor.is_finished() {
-            events = json_lines(&monitor.join().expect("monitor thread"));
+            let out = monitor.join().expect("monitor thread");
+            stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            updates = json_lines(&out);
             break;
         }
     }
-    let updates: Vec<&Json> = events.iter().filter(|e| e["event"] == "update").collect();
-    assert_eq!(updates.len(), 2, "{events:?}");
+    assert_eq!(updates.len(), 2, "{updates:?}");
     assert_eq!(updates[1]["value"]["value"], 42);
-    assert_eq!(events[0]["event"], "connected");
+    assert_eq!(stderr.lines().next(), Some("cli:counter <Connected>"));
 
     let call = json_lines(&pvabridge(
         ports,
@@ -166,7 +168,7 @@ fn bad_input_gives_one_line_and_a_failing_exit() {
     let cases: [(&[&str], &str); 4] = [
         (
             &["get", "-w", "0.5", "cli:nothing"],
-            "pvabridge get: timeout after 0.5s waiting for 'cli:nothing'",
+            "pvabridge get: cli:nothing: timeout after 0.5s waiting for 'cli:nothing'",
         ),
         (
             &["put", "cli:double", "abc"],
@@ -178,7 +180,7 @@ fn bad_input_gives_one_line_and_a_failing_exit() {
         ),
         (
             &["get", "-r", "field(", "cli:double"],
-            "pvabridge get: invalid pvRequest",
+            "pvabridge get: cli:double: invalid pvRequest",
         ),
     ];
     for (args, want) in cases {
@@ -218,7 +220,7 @@ fn list_names_the_pvs_of_a_p4p_server_by_address_and_by_guid() {
         .collect();
     assert_eq!(lines, names, "one name per line");
 
-    let servers = json_lines(&pvabridge(ports, &["list", "--json"]));
+    let servers = json_lines(&pvabridge(ports, &["list", "-w", "1", "--json"]));
     assert_eq!(servers.len(), 1, "{servers:?}");
     let guid = format!("0x{}", servers[0]["guid"].as_str().unwrap());
     let by_guid = json_lines(&pvabridge(ports, &["list", "--json", &guid]));
@@ -269,7 +271,7 @@ async fn list_names_the_pvs_of_our_server_which_does_not_advertise_its_server_ch
     assert!(get_ours.status.success());
     let stderr = String::from_utf8_lossy(&get_server.stderr);
     assert!(
-        stderr.starts_with("pvabridge get: timeout after 1s waiting for 'server'"),
+        stderr.starts_with("pvabridge get: server: timeout after 1s waiting for 'server'"),
         "{stderr}"
     );
     server.stop().await;

@@ -396,7 +396,7 @@ fn bad_input_gets_one_line_and_a_failing_exit() {
                 "--timeout",
                 "0",
             ],
-            "--timeout must be a positive",
+            "'--timeout <DURATION>': must be more than zero",
         ),
     ];
     for (args, needle) in cases {

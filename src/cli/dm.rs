@@ -16,6 +16,8 @@ use dm::{
 };
 use serde_json::{Map, Value};
 
+use super::common::{positive_duration, runtime};
+
 /// Options of `pvabridge dm-service`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -74,8 +76,8 @@ pub struct DmArgs {
     #[arg(long, global = true)]
     insecure: bool,
     /// Seconds one request may take.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, global = true)]
-    timeout: f64,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration, global = true)]
+    timeout: Duration,
     /// Print the service's JSON instead of one line per object.
     #[arg(long, global = true)]
     json: bool,
@@ -146,22 +148,8 @@ enum DmCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// Run the embedded service until interrupted (Ctrl-C or SIGTERM).
 pub fn run_service(args: ServiceArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     runtime()?.block_on(async {
         let mut config = ServiceConfig::new(args.listen, args.data_dir, args.users);
         config.max_running_jobs = args.max_running_jobs;
@@ -169,7 +157,7 @@ pub fn run_service(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         emit(&format!("dm-service listening on {}", service.url()))?;
         let handle = service.shutdown_handle();
         tokio::spawn(async move {
-            super::wait_for_stop_signal().await;
+            super::common::shutdown_signal().await;
             handle.shutdown();
         });
         service.wait().await?;
@@ -239,17 +227,11 @@ fn client_config(args: &DmArgs) -> anyhow::Result<ClientConfig> {
     let Some(login_file) = &args.login_file else {
         bail!("no DM login: pass --login-file or set {LOGIN_FILE_ENV} (a file with one line username|password)");
     };
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout must be a positive number of seconds, not {}",
-            args.timeout
-        );
-    }
     let (username, password) = read_login_file(login_file)?;
     let mut config = ClientConfig::new(url.clone(), username, password);
     config.ca_file = args.ca_file.clone();
     config.accept_invalid_certs = args.insecure;
-    config.request_timeout = Duration::from_secs_f64(args.timeout);
+    config.request_timeout = args.timeout;
     config.paths = ServicePaths {
         stop_job: args.stop_job_path.clone(),
         list_runs: args.list_runs_path.clone(),

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod call;
+pub mod common;
 pub mod consume;
 pub mod demo;
 pub mod dm;
@@ -20,21 +21,3 @@ pub mod streaming;
 pub mod version;
 pub mod workflow;
 pub mod workflow_consume;
-
-/// Wait for Ctrl-C or SIGTERM (what `docker stop` and service managers send).
-pub async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
-}

@@ -21,7 +21,8 @@ use stream::stats::FrameStats;
 use stream::{Frame, Origin};
 use tokio::sync::watch;
 
-use super::streaming::{init_logging, Progress};
+use super::common::positive_duration;
+use super::streaming::Progress;
 
 /// The file the statistics go to, in the results directory.
 pub const RESULTS_FILE: &str = "frame-stats.csv";
@@ -57,14 +58,14 @@ pub struct ConsumeArgs {
     results: PathBuf,
     /// Seconds without a new frame, once acquisition is over, before the missing frames count
     /// as lost.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    drain_timeout: f64,
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    drain_timeout: Duration,
     /// The longest this stage waits for acquisition to end, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
-    max_wait: f64,
+    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
+    max_wait: Duration,
     /// Seconds between Progress updates.
-    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
-    progress_period: f64,
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = positive_duration)]
+    progress_period: Duration,
     /// Processing threads (more than one: rows are no longer in frame order).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -93,13 +94,6 @@ pub struct StageSummary {
     pub results: PathBuf,
     /// Rows of statistics written.
     pub rows: u64,
-}
-
-fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        bail!("--{option} must be a positive number of seconds, not {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
 }
 
 /// The statistics file: one CSV row per processed frame, written by the processing threads.
@@ -230,10 +224,8 @@ pub async fn run(
     slot: HandshakeClient,
     args: ConsumeArgs,
 ) -> anyhow::Result<ExitCode> {
-    init_logging();
-    let drain_timeout = seconds("drain-timeout", args.drain_timeout)?;
-    let max_wait = seconds("max-wait", args.max_wait)?;
-    let progress_period = seconds("progress-period", args.progress_period)?;
+    let (drain_timeout, max_wait, progress_period) =
+        (args.drain_timeout, args.max_wait, args.progress_period);
     if args.threads == 0 {
         bail!("--threads 0: at least one processing thread is needed");
     }
