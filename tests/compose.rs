@@ -2,71 +2,16 @@
 //! and volumes it declares, and every command it runs (and the streaming workflow the image
 //! ships) is a `pvabridge` command whose options exist, checked against `--help` of this build.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
+use common::cli_help::check_command;
 use serde_yaml_ng::Value;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn help(words: &[&str]) -> String {
-    let out = Command::new(BINARY)
-        .args(words)
-        .arg("--help")
-        .output()
-        .expect("run pvabridge --help");
-    assert!(
-        out.status.success(),
-        "pvabridge {} is not a command: {}",
-        words.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The subcommand names `--help` lists under "Commands:".
-fn subcommands(help: &str) -> BTreeSet<String> {
-    help.lines()
-        .skip_while(|line| !line.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|line| line.starts_with("  "))
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Check that `args` (what follows `pvabridge`) names a subcommand and uses only its options.
-fn check_command(args: &[String], context: &str) {
-    assert!(!args.is_empty(), "{context}: no subcommand");
-    let mut path: Vec<&str> = Vec::new();
-    let mut text = help(&[]);
-    for word in args {
-        if subcommands(&text).contains(word.as_str()) {
-            path.push(word);
-            text = help(&path);
-        } else {
-            break;
-        }
-    }
-    assert!(
-        !path.is_empty(),
-        "{context}: {:?} is not a pvabridge subcommand",
-        args[0]
-    );
-    for flag in args.iter().filter(|a| a.starts_with("--")) {
-        let name = flag.split('=').next().unwrap();
-        assert!(
-            text.split_whitespace()
-                .any(|word| word.trim_end_matches(',') == name),
-            "{context}: pvabridge {} has no option {name}",
-            path.join(" ")
-        );
-    }
 }
 
 fn strings(value: &Value, context: &str) -> Vec<String> {

@@ -228,8 +228,11 @@ pub fn nt(name: &str, v: &StructValue, limit: usize) -> Option<String> {
 }
 
 /// An EPICS time stamp (seconds since 1970 and nanoseconds) as local time, to the millisecond,
-/// as pvget prints it.
+/// as pvget prints it; a zero time stamp (never set) as `<undefined>`.
 fn timestamp_text(seconds: i64, nanos: i64) -> String {
+    if seconds == 0 && nanos == 0 {
+        return "<undefined>".into();
+    }
     let nanos = u32::try_from(nanos.clamp(0, 999_999_999)).unwrap_or(0);
     chrono::DateTime::from_timestamp(seconds, nanos).map_or_else(
         || format!("<time {seconds}.{nanos:09}>"),
