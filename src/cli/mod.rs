@@ -14,6 +14,7 @@ pub mod list;
 pub mod monitor;
 pub mod put;
 pub mod pvaclient;
+pub mod pyliteral;
 pub mod relay;
 pub mod serve;
 pub mod simdet;
