@@ -5,6 +5,7 @@
 
 pub mod cli_help;
 pub mod handshake;
+pub mod netns;
 pub mod p4p_monitor;
 
 use std::path::PathBuf;
