@@ -331,6 +331,16 @@ fn p4p_read(ports: (u16, u16), args: &[&str]) -> Vec<Json> {
     json_lines(&common::run_bounded(cmd, Duration::from_secs(30)))
 }
 
+/// The stdout of a command that must have succeeded.
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "pvabridge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether a printed value is the value p4p read: numbers compared as numbers, text as text.
 fn same_value(printed: &str, read: &Json) -> bool {
     match read {
@@ -409,13 +419,7 @@ fn nt_delta_and_array_limit_print_what_p4p_reads() {
 
     let mut args = vec!["get", "-F", "nt", "-#", "3"];
     args.extend(&names);
-    let out = pvabridge(ports, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = succeeded(&pvabridge(ports, &args));
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), read.len(), "{stdout}");
     for (line, want) in lines.iter().zip(&read) {
@@ -442,13 +446,7 @@ fn nt_delta_and_array_limit_print_what_p4p_reads() {
 
     let mut args = vec!["get", "-F", "delta", "-#", "0"];
     args.extend(&names);
-    let out = pvabridge(ports, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = succeeded(&pvabridge(ports, &args));
     for want in &read {
         let name = want["name"].as_str().unwrap();
         let fields = want["fields"].as_object().unwrap();
@@ -642,6 +640,20 @@ fn debug_logging_for_get_and_the_configuration_with_v() {
             "{how}: {stderr}"
         );
     }
+
+    let json_logs = pvabridge(ports, &["--log-format", "json", "-d", "get", "cli:double"]);
+    let stderr = String::from_utf8_lossy(&json_logs.stderr);
+    assert!(json_logs.status.success(), "{stderr}");
+    let events: Vec<Json> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "DEBUG" && e["fields"]["message"] == "get cli:double: answered"),
+        "{stderr}"
+    );
 
     let verbose = pvabridge(ports, &["get", "-v", "cli:double"]);
     let stderr = String::from_utf8_lossy(&verbose.stderr);

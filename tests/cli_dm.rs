@@ -87,10 +87,16 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
-#[test]
-fn the_dm_commands_drive_the_embedded_service() {
+/// A directory with the service's users file (alice may log in).
+fn with_users() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    dir
+}
+
+#[test]
+fn the_dm_commands_drive_the_embedded_service() {
+    let dir = with_users();
     let workflow = dir.path().join("workflow.json");
     std::fs::write(
         &workflow,
@@ -178,8 +184,7 @@ fn the_dm_commands_drive_the_embedded_service() {
 
 #[test]
 fn bad_input_gives_one_clear_line_and_a_failure_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let dir = with_users();
     let service = start_service(dir.path());
 
     let output = dm(
@@ -230,8 +235,7 @@ fn bad_input_gives_one_clear_line_and_a_failure_exit() {
 
 #[test]
 fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let dir = with_users();
     let service = start_service(dir.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -291,8 +295,7 @@ fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
 
 #[test]
 fn a_python_dict_workflow_a_watched_job_filters_and_display_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let dir = with_users();
     let workflow = dir.path().join("workflow.py");
     // As the DM tools' workflow files are written: a Python dict, comments, either quote
     // style, a raw string, True, trailing commas.
