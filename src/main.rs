@@ -112,8 +112,8 @@ fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
-            // One line for bad input, as every other error: clap's first paragraph names the
-            // option and the problem; `--help` teaches the rest.
+            // One line and exit status 1 for bad input (as pvxs tools; 2 means interrupted):
+            // clap's first paragraph names the option and the problem; `--help` teaches the rest.
             let text = err.render().to_string();
             let problem: Vec<&str> = text
                 .lines()
@@ -124,7 +124,7 @@ fn main() -> std::process::ExitCode {
                 "pvabridge: {}",
                 problem.join(" ").trim_start_matches("error: ")
             );
-            return std::process::ExitCode::from(2);
+            return std::process::ExitCode::FAILURE;
         }
         Err(err) => err.exit(),
     };

@@ -165,7 +165,7 @@ fn get_put_info_monitor_and_call_from_the_command_line() {
 fn bad_input_gives_one_line_and_a_failing_exit() {
     let ports = free_ports();
     let _peer = start_peer(ports);
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["get", "-w", "0.5", "cli:nothing"],
             "pvabridge get: cli:nothing: timeout after 0.5s waiting for 'cli:nothing'",
@@ -182,10 +182,23 @@ fn bad_input_gives_one_line_and_a_failing_exit() {
             &["get", "-r", "field(", "cli:double"],
             "pvabridge get: cli:double: invalid pvRequest",
         ),
+        // Each command takes only the options it uses.
+        (
+            &["monitor", "-w", "1", "cli:double"],
+            "pvabridge: unexpected argument '-w' found",
+        ),
+        (
+            &["info", "-r", "field(value)", "cli:double"],
+            "pvabridge: unexpected argument '-r' found",
+        ),
+        (
+            &["get", "-w", "5 days", "cli:double"],
+            "pvabridge: invalid value '5 days' for '--timeout <DURATION>'",
+        ),
     ];
     for (args, want) in cases {
         let out = pvabridge(ports, args);
-        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
         assert!(stderr.starts_with(want), "{args:?}: {stderr}");

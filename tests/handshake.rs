@@ -379,7 +379,7 @@ fn bad_input_gets_one_line_and_a_failing_exit() {
                 "/nonexistent/x",
                 "--ready-timeout=-1",
             ],
-            "--ready-timeout must be a positive number",
+            "'--ready-timeout <DURATION>': a duration cannot be negative",
         ),
         (&["workflow", "ready"], "no run slot"),
         (

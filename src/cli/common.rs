@@ -145,10 +145,18 @@ pub async fn shutdown_signal() {
 /// `1h`); zero is allowed.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text.starts_with('-') {
+        return Err("a duration cannot be negative".into());
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!(
+            "'{text}' is not a duration (e.g. 2.5, 30s, 5m, 1h)"
+        ));
+    }
     let scale = match unit.trim() {
         "" | "s" => 1.0,
         "ms" => 0.001,

@@ -81,7 +81,7 @@ pub struct DmArgs {
     /// Do not check the service's certificate (only for a test service you trust).
     #[arg(long, global = true)]
     insecure: bool,
-    /// Seconds one request may take.
+    /// How long one request may take.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration, global = true)]
     timeout: Duration,
     /// Print the service's JSON instead of one line per object.

@@ -88,38 +88,38 @@ pub struct ServeArgs {
     /// else ./pvabridge-state).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Seconds one DM request may take before it counts as unanswered.
+    /// How long one DM request may take before it counts as unanswered.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     dm_timeout: Duration,
     /// Times a DM read (a poll of the job) is tried again after a timeout, a broken connection
     /// or a server error, before the poll counts as unanswered; a start is never sent twice.
     #[arg(long, value_name = "N", default_value_t = 3)]
     dm_read_retries: u32,
-    /// Seconds between polls of DM.
+    /// Time between polls of DM.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
     poll_period: Duration,
-    /// Seconds for DM to start the job (STARTING).
+    /// Time for DM to start the job (STARTING).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     start_timeout: Duration,
-    /// Seconds for the workflow's Ready (WAIT_READY), unless the request gives readyTimeout.
+    /// Time for the workflow's Ready (WAIT_READY), unless the request gives readyTimeout.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     ready_timeout: Duration,
-    /// Seconds for ACQ_STARTED after READY.
+    /// Time for ACQ_STARTED after READY.
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = positive_duration)]
     arm_timeout: Duration,
-    /// Seconds for ACQ_DONE after ACQ_STARTED.
+    /// Time for ACQ_DONE after ACQ_STARTED.
     #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
     acquire_timeout: Duration,
-    /// Seconds without new progress in DRAINING before the missing frames count as missed.
+    /// Time without new progress in DRAINING before the missing frames count as missed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     drain_idle_timeout: Duration,
-    /// Seconds for the DM job to end after PROCESSING began.
+    /// Time for the DM job to end after PROCESSING began.
     #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
     processing_timeout: Duration,
-    /// Seconds DM may stay unreachable before an active run fails.
+    /// How long DM may stay unreachable before an active run fails.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = positive_duration)]
     dm_lost_timeout: Duration,
-    /// Seconds after a final state to wait for the job's final snapshot before the run goes to
+    /// Time after a final state to wait for the job's final snapshot before the run goes to
     /// the catalog without it.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     finish_timeout: Duration,

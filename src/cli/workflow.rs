@@ -30,7 +30,7 @@ pub struct WorkflowArgs {
     /// The run slot's PV prefix, e.g. bdp:wf1:.
     #[arg(long, env = HANDSHAKE_ENV, value_name = "PREFIX", global = true)]
     handshake: Option<String>,
-    /// Seconds one PV operation may take (connection included).
+    /// How long one PV operation may take (connection included).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, global = true)]
     timeout: Duration,
     #[command(subcommand)]
@@ -63,7 +63,7 @@ enum WorkflowCommand {
         /// States, e.g. ACQUIRING DRAINING (any of them ends the wait).
         #[arg(required = true, value_name = "STATE")]
         states: Vec<String>,
-        /// The longest wait in seconds.
+        /// The longest wait.
         #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = positive_duration)]
         max_wait: Duration,
         /// Print {"state": ..., "message": ...} instead of the state name.

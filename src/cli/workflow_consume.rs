@@ -40,7 +40,7 @@ frame (received, missed, duplicated, out of order) and hands it to a processing 
 the frame's statistics (uniqueId, count, min, max, mean, sum) as a CSV row to RESULTS/frame-stats.csv.
 Progress reports the frames processed (at most every --progress-period). It ends once the run has
 left ACQUIRING (DRAINING or PROCESSING) and every expected frame is accounted for, or no frame came
-for --drain-timeout seconds after that; then it writes WorkflowMessage and prints a summary.
+for --drain-timeout after that; then it writes WorkflowMessage and prints a summary.
 
 The channel and the expected count default to the run's Request (dataChannel, expectedFrames).
 
@@ -56,14 +56,14 @@ pub struct ConsumeArgs {
     /// Directory of the results file (default: the working directory, the DM job's).
     #[arg(long, value_name = "DIR", default_value = ".")]
     results: PathBuf,
-    /// Seconds without a new frame, once acquisition is over, before the missing frames count
+    /// Time without a new frame, once acquisition is over, before the missing frames count
     /// as lost.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     drain_timeout: Duration,
-    /// The longest this stage waits for acquisition to end, in seconds.
+    /// The longest this stage waits for acquisition to end.
     #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
     max_wait: Duration,
-    /// Seconds between Progress updates.
+    /// Time between Progress updates.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = positive_duration)]
     progress_period: Duration,
     /// Processing threads (more than one: rows are no longer in frame order).
