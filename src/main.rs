@@ -23,12 +23,17 @@ fn keep_freed_memory_longer() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// PVAccess stack and streaming bridge between Bluesky and APS DM workflows.
 #[derive(Parser)]
-#[command(name = "pvabridge", version, about, long_about = None)]
+#[command(name = "pvabridge", version, about, long_about = None, after_help = "\
+Logging: RUST_LOG (e.g. RUST_LOG=pva=debug) filters the log lines on stderr for every command;
+-d adds debug lines of pvabridge's crates; --log-format json writes them as JSON objects.
+Durations take plain seconds or a unit: 2.5, 250ms, 30s, 5m, 1h.")]
 struct Cli {
+    #[command(flatten)]
+    global: cli::common::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +61,7 @@ enum Command {
     Put(cli::put::PutArgs),
     /// Print every update of PVs (like pvxmonitor).
     Monitor(cli::monitor::MonitorArgs),
-    /// Print the type of PVs (like pvxinfo).
+    /// Print the type of PVs and the server that has them (like pvxinfo).
     Info(cli::info::InfoArgs),
     /// Call a PV with arguments (RPC, like pvxcall).
     Call(cli::call::CallArgs),
@@ -68,12 +73,82 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Serve a stream again to many consumers, or distribute it over them.
     Relay(cli::relay::RelayArgs),
+    /// Print a shell completion script (e.g. `pvabridge completions bash > /etc/bash_completion.d/pvabridge`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages of pvabridge and every subcommand into DIR (pvabridge.1, pvabridge-get.1, ...).
+    Man {
+        /// The directory (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+impl Command {
+    /// The log level when RUST_LOG is not set: services report what they do, tools stay quiet.
+    fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::DmService(_) => "info",
+            _ => "warn",
+        }
+    }
+
+    /// Whether the command speaks PVAccess (and `-v` prints the EPICS configuration).
+    fn uses_pva(&self) -> bool {
+        !matches!(
+            self,
+            Command::Version
+                | Command::DmService(_)
+                | Command::Dm(_)
+                | Command::Completions { .. }
+                | Command::Man { .. }
+        )
+    }
 }
 
 fn main() -> std::process::ExitCode {
     keep_freed_memory_longer();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() => {
+            // One line and exit status 1 for bad input (as pvxs tools; 2 means interrupted):
+            // clap's first paragraph names the option and the problem; `--help` teaches the rest.
+            let text = err.render().to_string();
+            let problem: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "pvabridge: {}",
+                problem.join(" ").trim_start_matches("error: ")
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        Err(err) => err.exit(),
+    };
+    let result =
+        cli::common::init_logging(&cli.global, cli.command.default_log_level()).and_then(|()| {
+            if cli.global.verbose && cli.command.uses_pva() {
+                eprintln!("Effective config\n{}", cli::common::effective_config()?);
+            }
+            run(cli.command, &cli.global)
+        });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pvabridge: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    command: Command,
+    global: &cli::common::GlobalArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    match command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Version => cli::version::run(),
         Command::Serve(args) => cli::serve::run(*args),
@@ -82,20 +157,28 @@ fn main() -> std::process::ExitCode {
         Command::Dm(args) => cli::dm::run(args),
         Command::Host(args) => cli::host::run(args),
         Command::Get(args) => cli::get::run(args),
-        Command::Put(args) => cli::put::run(args),
+        Command::Put(args) => cli::put::run(args, global.verbose),
         Command::Monitor(args) => cli::monitor::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Call(args) => cli::call::run(args),
-        Command::List(args) => cli::list::run(args),
+        Command::List(args) => cli::list::run(args, global.verbose),
         Command::Simdet(args) => cli::simdet::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Relay(args) => cli::relay::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pvabridge: {err:#}");
-            std::process::ExitCode::FAILURE
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pvabridge",
+                &mut std::io::stdout(),
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display()))?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -87,10 +87,16 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
-#[test]
-fn the_dm_commands_drive_the_embedded_service() {
+/// A directory with the service's users file (alice may log in).
+fn with_users() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    dir
+}
+
+#[test]
+fn the_dm_commands_drive_the_embedded_service() {
+    let dir = with_users();
     let workflow = dir.path().join("workflow.json");
     std::fs::write(
         &workflow,
@@ -136,10 +142,19 @@ fn the_dm_commands_drive_the_embedded_service() {
         assert!(Instant::now() < deadline, "job never finished: {line}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(
-        finished.trim(),
-        format!("id={id} owner=alice status=done stage=02-BYE")
+    // Like the DM tools: who, where, and the times.
+    let finished = finished.trim();
+    assert!(
+        finished.starts_with(&format!(
+            "id={id} owner=alice status=done stage=02-BYE submissionTimestamp="
+        )),
+        "{finished}"
     );
+    for key in ["startTimestamp=", "endTimestamp=", "runTime="] {
+        assert!(finished.contains(key), "{key} in {finished}");
+    }
+    let run_time: f64 = field(finished, "runTime").parse().unwrap();
+    assert!(run_time >= 0.0, "{finished}");
 
     let job: serde_json::Value = serde_json::from_str(&ok_stdout(dm(
         &service,
@@ -169,8 +184,7 @@ fn the_dm_commands_drive_the_embedded_service() {
 
 #[test]
 fn bad_input_gives_one_clear_line_and_a_failure_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let dir = with_users();
     let service = start_service(dir.path());
 
     let output = dm(
@@ -221,8 +235,7 @@ fn bad_input_gives_one_clear_line_and_a_failure_exit() {
 
 #[test]
 fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users"), "alice|wonderland\n").unwrap();
+    let dir = with_users();
     let service = start_service(dir.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -286,4 +299,172 @@ fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
     assert!(!output.status.success(), "the path is taken as given");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("No such DM request path"), "{stderr}");
+}
+
+#[test]
+fn a_python_dict_workflow_a_watched_job_filters_and_display_keys() {
+    let dir = with_users();
+    let workflow = dir.path().join("workflow.py");
+    // As the DM tools' workflow files are written: a Python dict, comments, either quote
+    // style, a raw string, True, trailing commas.
+    std::fs::write(
+        &workflow,
+        r#"# three stages, the second one slow enough to be seen
+{
+    'name': 'py-demo',
+    "description": 'written ' 'as a Python dict',
+    'public': True,
+    'stages': {
+        '01-HELLO': {'command': 'echo hello $sample',
+                     'outputVariableRegexList': [r'hello (?P<greeted>\w+)',],},
+        '02-WAIT': {'command': 'sleep 1'},
+        '03-BYE': {'command': "echo bye $greeted"},
+    },
+}
+"#,
+    )
+    .unwrap();
+    let service = start_service(dir.path());
+    let added = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &["add-workflow", workflow.to_str().unwrap()],
+    ));
+    assert_eq!(
+        added.trim(),
+        "name=py-demo owner=alice stages=01-HELLO,02-WAIT,03-BYE"
+    );
+    let broken = dir.path().join("broken.py");
+    std::fs::write(
+        &broken,
+        "{'name': 'x',\n 'stages': {'01': {'command': 'true'}\n",
+    )
+    .unwrap();
+    let output = dm(
+        &service,
+        dir.path(),
+        &["add-workflow", broken.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is neither JSON nor a Python dict literal: line 3, column 1"),
+        "{stderr}"
+    );
+
+    let started = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "start-job",
+            "--workflow-name",
+            "py-demo",
+            "filePath:/data/a.h5",
+            "sample:lysozyme",
+        ],
+    ));
+    let id = field(started.trim(), "id").to_string();
+    let watched = Command::new(BINARY)
+        .args([
+            "dm",
+            "watch-job",
+            "--id",
+            &id,
+            "--period",
+            "100ms",
+            "--max-wait",
+            "30s",
+        ])
+        .env("DM_PROC_WEB_SERVICE_URL", &service.url)
+        .env("DM_LOGIN_FILE", dir.path().join("users"))
+        .output()
+        .expect("pvabridge dm watch-job runs");
+    let stdout = String::from_utf8_lossy(&watched.stdout);
+    let stderr = String::from_utf8_lossy(&watched.stderr);
+    assert!(watched.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .trim()
+            .starts_with(&format!("id={id} owner=alice status=done stage=03-BYE ")),
+        "the job as it ended: {stdout}"
+    );
+    // Not a terminal: one line per change, the slow stage among them, the end last.
+    assert!(
+        stderr.contains("pvabridge dm watch-job: running stage 02-WAIT (2/3)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().last(),
+        Some("pvabridge dm watch-job: done stage 03-BYE (3/3)"),
+        "{stderr}"
+    );
+
+    let other = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "start-job",
+            "--workflow-name",
+            "py-demo",
+            "filePath:/b",
+            "sample:insulin",
+        ],
+    ));
+    let other = field(other.trim(), "id").to_string();
+    let picked = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "list-jobs",
+            "sample:lysozyme",
+            "--display-keys",
+            "id,sample,greeted",
+        ],
+    ));
+    assert_eq!(
+        picked.trim(),
+        format!("id={id} sample=lysozyme greeted=lysozyme")
+    );
+    let picked = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "list-jobs",
+            "sample:insulin",
+            "--display-keys",
+            "id,sample",
+            "--display-format",
+            "json",
+        ],
+    ));
+    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
+    assert_eq!(
+        picked,
+        serde_json::json!({"id": other, "sample": "insulin"})
+    );
+    let all = ok_stdout(dm(
+        &service,
+        dir.path(),
+        &[
+            "get-job",
+            "--id",
+            &id,
+            "--display-keys",
+            "ALL",
+            "--display-format",
+            "pprint",
+        ],
+    ));
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    for key in [
+        "submissionTime",
+        "startTime",
+        "endTime",
+        "runTime",
+        "workflow",
+        "filePath",
+    ] {
+        assert!(all.get(key).is_some(), "{key} in {all}");
+    }
 }

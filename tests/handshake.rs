@@ -385,7 +385,7 @@ fn bad_input_gets_one_line_and_a_failing_exit() {
                 "/nonexistent/x",
                 "--ready-timeout=-1",
             ],
-            "--ready-timeout must be a positive number",
+            "'--ready-timeout <DURATION>': a duration cannot be negative",
         ),
         (&["workflow", "ready"], "no run slot"),
         (
@@ -402,7 +402,7 @@ fn bad_input_gets_one_line_and_a_failing_exit() {
                 "--timeout",
                 "0",
             ],
-            "--timeout must be a positive",
+            "'--timeout <DURATION>': must be more than zero",
         ),
     ];
     for (args, needle) in cases {

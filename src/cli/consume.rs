@@ -9,7 +9,8 @@ use pva::client::Context;
 use stream::consumer::{consume, ConsumerConfig, Report};
 use stream::Origin;
 
-use super::streaming::{init_logging, runtime, seconds, shutdown_signal, Progress};
+use super::common::{duration, positive_duration, runtime, shutdown_signal};
+use super::streaming::Progress;
 
 /// Receive a stream and account for every frame.
 #[derive(Args, Debug)]
@@ -44,9 +45,9 @@ pub struct ConsumeArgs {
     /// End once this many frames are accounted for (received or missed).
     #[arg(long)]
     expected: Option<u64>,
-    /// End after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    runtime: Option<f64>,
+    /// End after this long (seconds, or 30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    runtime: Option<Duration>,
     /// Exit with status 3 if any frame was missed (or never came before the end).
     #[arg(long)]
     require_complete: bool,
@@ -78,9 +79,9 @@ pub struct ConsumeArgs {
     /// Removed: counting from the first frame received is the default now.
     #[arg(long, hide = true)]
     join: bool,
-    /// Seconds between progress lines when not on a terminal.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    report_period: f64,
+    /// Time between progress lines when not on a terminal.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    report_period: Duration,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -132,7 +133,6 @@ fn print_text(r: &Report) {
 
 /// Consume until the expected count, the runtime, the end of the stream or Ctrl-C.
 pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     if args.threads == 0 {
         bail!("--threads 0: at least one processing thread is needed");
     }
@@ -148,22 +148,22 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     if args.first_id.is_some() && args.stride > 1 {
         bail!("--first-id with --stride: a distributed stream counts from its first frame");
     }
-    let report_every = seconds("--report-period", Some(args.report_period))?
-        .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(1));
+    if !(args.process_time.is_finite() && args.process_time >= 0.0) {
+        bail!(
+            "--process-time {}: must be a non-negative number of milliseconds",
+            args.process_time
+        );
+    }
+    let report_every = args.report_period;
     let config = ConsumerConfig {
         pv: args.pv.clone(),
         expected: args.expected,
-        runtime: seconds("--runtime", args.runtime)?,
+        runtime: args.runtime,
         queue_size: args.queue_size.max(1),
         pipeline: !args.no_pipeline,
         threads: args.threads,
         backlog: args.backlog.max(1),
-        process_time: Duration::from_secs_f64(
-            seconds("--process-time", Some(args.process_time / 1000.0))?
-                .unwrap_or_default()
-                .as_secs_f64(),
-        ),
+        process_time: Duration::from_secs_f64(args.process_time / 1000.0),
         stride: args.stride,
         origin: args
             .first_id

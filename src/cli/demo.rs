@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::Value;
 use stream::simdet::{Published, SimDet, SimDetConfig};
 
-use super::streaming::shutdown_signal;
+use super::common::shutdown_signal;
 use super::workflow_consume::RESULTS_FILE;
 
 /// The run slot the demo serves.
@@ -560,7 +560,6 @@ fn count_rows(file: &Path) -> Option<u64> {
 
 /// Run the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    super::streaming::init_logging();
     let dtype = ScalarType::parse(&args.dtype)
         .filter(|t| *t != ScalarType::String)
         .ok_or_else(|| {
@@ -593,7 +592,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let work = WorkDir::new(args.keep.as_deref())?;
-    let runtime = super::streaming::runtime()?;
+    let runtime = super::common::runtime()?;
     let summary = runtime.block_on(async {
         let display = LiveView::new(args.frames, args.quiet);
         let services = Services::start(work.path(), det_config.clone(), acquisition).await?;

@@ -1,11 +1,12 @@
-//! Printing values for people (a type tree like the pvxs tools) and for scripts (JSON).
+//! Printing values for people (a type tree like the pvxs tools, one line per field, or the
+//! pvget one-line form) and for scripts (JSON).
 
 use pva_codec::value::array_item;
-use pva_codec::{FieldDesc, ScalarArray, ScalarType, StructValue, UnionValue, Value};
+use pva_codec::{BitSet, FieldDesc, ScalarArray, ScalarType, StructValue, UnionValue, Value};
 use serde_json::{json, Map, Number, Value as Json};
 
-/// Longest array printed in full in text form; longer ones end with `...`.
-const SHOWN: usize = 100;
+/// Array elements printed in text form unless `-#` says otherwise; longer arrays end with `...`.
+pub const DEFAULT_ARRAY_LIMIT: usize = 100;
 
 /// The C name pvxs prints for a scalar type.
 fn scalar_name(t: ScalarType) -> &'static str {
@@ -56,42 +57,55 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-fn array_text(a: &ScalarArray) -> String {
-    let items: Vec<String> = (0..a.len().min(SHOWN))
+/// The first `limit` elements of an array (all of them when `limit` is 0) as text, and
+/// whether some were left out.
+fn array_items(a: &ScalarArray, limit: usize, text: fn(&Value) -> String) -> (Vec<String>, bool) {
+    let shown = if limit == 0 {
+        a.len()
+    } else {
+        a.len().min(limit)
+    };
+    let items = (0..shown)
         .filter_map(|i| array_item(a, i))
-        .map(|v| scalar_text(&v))
+        .map(|v| text(&v))
         .collect();
-    let more = if a.len() > SHOWN { ", ..." } else { "" };
+    (items, shown < a.len())
+}
+
+fn array_text(a: &ScalarArray, limit: usize) -> String {
+    let (items, cut) = array_items(a, limit, scalar_text);
+    let more = if cut { ", ..." } else { "" };
     format!("{{{}}}[{}{more}]", a.len(), items.join(", "))
 }
 
-/// A structure as an indented tree, starting with its type line.
-pub fn tree(v: &StructValue) -> String {
+/// A structure as an indented tree, starting with its type line; arrays show at most `limit`
+/// elements (0: all).
+pub fn tree(v: &StructValue, limit: usize) -> String {
     let mut out = String::new();
-    struct_body(v, 0, &mut out);
+    struct_body(v, 0, limit, &mut out);
     out
 }
 
-fn struct_body(v: &StructValue, depth: usize, out: &mut String) {
+fn struct_body(v: &StructValue, depth: usize, limit: usize, out: &mut String) {
     out.push_str(&format!("struct \"{}\" {{\n", v.id()));
     for (name, field) in v.iter() {
-        member(name, field, depth + 1, out);
+        member(name, field, depth + 1, limit, out);
     }
     out.push_str(&format!("{}}}", "    ".repeat(depth)));
 }
 
-fn member(name: &str, v: &Value, depth: usize, out: &mut String) {
+fn member(name: &str, v: &Value, depth: usize, limit: usize, out: &mut String) {
     let pad = "    ".repeat(depth);
     match v {
         Value::Struct(s) => {
             out.push_str(&pad);
-            struct_body(s, depth, out);
+            struct_body(s, depth, limit, out);
             out.push_str(&format!(" {name}\n"));
         }
         Value::Array(a) => out.push_str(&format!(
             "{pad}{} {name} = {}\n",
             type_label(&v.desc()),
-            array_text(a)
+            array_text(a, limit)
         )),
         Value::StructArray(a) => {
             out.push_str(&format!(
@@ -103,7 +117,7 @@ fn member(name: &str, v: &Value, depth: usize, out: &mut String) {
                 match item {
                     Some(s) => {
                         out.push_str(&"    ".repeat(depth + 1));
-                        struct_body(s, depth + 1, out);
+                        struct_body(s, depth + 1, limit, out);
                         out.push('\n');
                     }
                     None => out.push_str(&format!("{}null\n", "    ".repeat(depth + 1))),
@@ -111,9 +125,9 @@ fn member(name: &str, v: &Value, depth: usize, out: &mut String) {
             }
             out.push_str(&format!("{pad}]\n"));
         }
-        Value::Union(u) => union_member(name, u, depth, out),
+        Value::Union(u) => union_member(name, u, depth, limit, out),
         Value::Any(a) => match a.get() {
-            Some(inner) => member(&format!("{name} (any)"), inner, depth, out),
+            Some(inner) => member(&format!("{name} (any)"), inner, depth, limit, out),
             None => out.push_str(&format!("{pad}any {name} = null\n")),
         },
         Value::UnionArray(a) => out.push_str(&format!(
@@ -130,13 +144,127 @@ fn member(name: &str, v: &Value, depth: usize, out: &mut String) {
     }
 }
 
-fn union_member(name: &str, u: &UnionValue, depth: usize, out: &mut String) {
+fn union_member(name: &str, u: &UnionValue, depth: usize, limit: usize, out: &mut String) {
     match &u.selected {
         Some((i, inner)) => {
             let sel = u.desc.members().get(*i).map_or("?", |m| m.name.as_str());
-            member(&format!("{name}.{sel}"), inner, depth, out);
+            member(&format!("{name}.{sel}"), inner, depth, limit, out);
         }
         None => out.push_str(&format!("{}union {name} = null\n", "    ".repeat(depth))),
+    }
+}
+
+/// One line per leaf field, `NAME.field.path TYPE = VALUE` (pvxs's delta form); with
+/// `changed` (a monitor update's), only the fields it marks.
+pub fn delta(name: &str, v: &StructValue, changed: Option<&BitSet>, limit: usize) -> String {
+    let mut out = String::new();
+    let marked = changed.is_none_or(|c| c.get(0));
+    delta_fields(name, v, 0, changed, marked, limit, &mut out);
+    out
+}
+
+fn delta_fields(
+    prefix: &str,
+    v: &StructValue,
+    base: usize,
+    changed: Option<&BitSet>,
+    marked: bool,
+    limit: usize,
+    out: &mut String,
+) {
+    for ((member, offset), field) in v.desc().members_with_offsets().zip(v.fields()) {
+        let bit = base + offset;
+        let marked = marked || changed.is_some_and(|c| c.get(bit));
+        let path = format!("{prefix}.{}", member.name);
+        match field {
+            Value::Struct(s) => delta_fields(&path, s, bit, changed, marked, limit, out),
+            _ if !marked => {}
+            Value::Array(a) => out.push_str(&format!(
+                "{path} {} = {}\n",
+                type_label(&field.desc()),
+                array_text(a, limit)
+            )),
+            scalar if scalar.scalar_type().is_some() => out.push_str(&format!(
+                "{path} {} = {}\n",
+                type_label(&scalar.desc()),
+                scalar_text(scalar)
+            )),
+            other => out.push_str(&format!(
+                "{path} {} = {}\n",
+                type_label(&other.desc()),
+                json(other)
+            )),
+        }
+    }
+}
+
+/// The pvget one-line form of a normative type: `NAME TIMESTAMP VALUE`, with an enum's
+/// choice, an array's length then its elements, and the alarm severity when there is one;
+/// `None` for a structure without a `value` field.
+pub fn nt(name: &str, v: &StructValue, limit: usize) -> Option<String> {
+    let value = v.get("value")?;
+    let mut line = name.to_owned();
+    if let Some(seconds) = v.get("timeStamp.secondsPastEpoch").and_then(Value::as_i64) {
+        let nanos = v
+            .get("timeStamp.nanoseconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        line.push(' ');
+        line.push_str(&timestamp_text(seconds, nanos));
+    }
+    line.push(' ');
+    line.push_str(&nt_value(value, limit));
+    let severity = v.get("alarm.severity").and_then(Value::as_i64).unwrap_or(0);
+    if severity != 0 {
+        let name = match severity {
+            1 => "MINOR",
+            2 => "MAJOR",
+            3 => "INVALID",
+            _ => "UNDEFINED",
+        };
+        line.push_str(&format!(" {name}"));
+    }
+    Some(line)
+}
+
+/// An EPICS time stamp (seconds since 1970 and nanoseconds) as local time, to the millisecond,
+/// as pvget prints it; a zero time stamp (never set) as `<undefined>`.
+fn timestamp_text(seconds: i64, nanos: i64) -> String {
+    if seconds == 0 && nanos == 0 {
+        return "<undefined>".into();
+    }
+    let nanos = i32::try_from(nanos.clamp(0, 999_999_999)).unwrap_or(0);
+    jiff::Timestamp::new(seconds, nanos).map_or_else(
+        |_| format!("<time {seconds}.{nanos:09}>"),
+        |t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        },
+    )
+}
+
+fn nt_value(value: &Value, limit: usize) -> String {
+    let plain = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => scalar_text(other),
+    };
+    match value {
+        Value::Struct(e) => match (e.get("index").and_then(Value::as_i64), e.get("choices")) {
+            (Some(i), Some(Value::Array(ScalarArray::String(choices)))) => usize::try_from(i)
+                .ok()
+                .and_then(|i| choices.get(i))
+                .cloned()
+                .unwrap_or_else(|| i.to_string()),
+            _ => struct_json(e).to_string(),
+        },
+        Value::Array(a) => {
+            let (items, cut) = array_items(a, limit, plain);
+            let more = if cut { " ..." } else { "" };
+            format!("{} {}{more}", a.len(), items.join(" "))
+        }
+        scalar if scalar.scalar_type().is_some() => plain(scalar),
+        other => json(other).to_string(),
     }
 }
 
@@ -271,7 +399,7 @@ mod tests {
 
     #[test]
     fn tree_shows_types_names_and_values() {
-        let t = tree(&sample());
+        let t = tree(&sample(), DEFAULT_ARRAY_LIMIT);
         assert!(t.starts_with("struct \"epics:nt/NTScalar:1.0\" {\n"), "{t}");
         assert!(t.contains("    double value = 2.5\n"), "{t}");
         assert!(t.contains("    int32_t[] arr = {2}[1, 2]\n"), "{t}");

@@ -177,16 +177,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         limits: args.limits.limits(),
         access,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    super::common::runtime()?.block_on(async move {
         let source = Arc::new(StaticSource::new());
         for spec in specs {
             source.add(spec.name, writable_pv(spec.value));
@@ -226,7 +217,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tokio::select! {
-            () = super::wait_for_stop_signal() => {}
+            () = super::common::shutdown_signal() => {}
             () = report => {}
         }
         eprintln!("pvabridge host: stopping; {}", server.stats());

@@ -12,17 +12,23 @@ use pva_codec::Value;
 use serde_json::json;
 
 use super::call::nturi;
-use super::pvaclient::{run as run_client, ClientArgs};
+use super::common::duration;
+use super::pvaclient::{exit_code, run as run_client};
+
+/// How long one search round waits for answers (`-w 0`).
+const ONE_PASS: Duration = Duration::from_millis(200);
 
 /// Arguments of `list`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Without SERVER, lists the servers that answer a search within the timeout (default 1 s here),
-one per line as GUID and address. With SERVER, lists the PV names each server serves.
+Without SERVER, lists the servers that answer searches within -w (default 5 s; 0: one search
+round), one HOST:PORT per line (with -v, followed by its GUID), which `list` takes back as SERVER.
+With SERVER, lists the PV names each server serves.
 Examples:
   pvabridge list                      # which servers are there?
+  pvabridge list -w 1 | xargs pvabridge list   # and which PVs does each have?
   pvabridge list 10.0.0.5:5075        # which PVs does this server have?
-  pvabridge list 0x5e1c9a...          # the same, naming the server by the GUID list printed
+  pvabridge list 0x5e1c9a...          # the same, naming the server by its GUID (list -v)
   pvabridge list --info 10.0.0.5      # its implementation and version")]
 pub struct ListArgs {
     /// Servers to ask for their PV names: HOST[:PORT] (default port EPICS_PVA_SERVER_PORT,
@@ -32,20 +38,36 @@ pub struct ListArgs {
     /// Ask each server for its implementation and version instead of its PV names.
     #[arg(short = 'i', long)]
     pub info: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
+    /// How long to wait for answers (seconds, or 500ms, 5s; 0: one search round).
+    #[arg(short = 'w', long = "timeout", value_name = "DURATION", value_parser = duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// Print JSON, one object per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// List the servers, or the PV names of the servers given.
-pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
+impl ListArgs {
+    /// The wait: -w, with 0 meaning one search round.
+    fn wait(&self) -> Duration {
+        if self.timeout.is_zero() {
+            ONE_PASS
+        } else {
+            self.timeout
+        }
+    }
+}
+
+/// List the servers, or the PV names of the servers given; `verbose` (-v) adds GUIDs and
+/// headers.
+pub fn run(args: ListArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     run_client("list", |ctx| async move {
         if args.servers.is_empty() {
             if args.info {
                 return Err("--info needs at least one SERVER".into());
             }
-            return discover(&ctx, &args.client).await;
+            return Ok(discover(&ctx, &args, verbose).await);
         }
-        let timeout = args.client.timeout(ctx.config())?;
+        let timeout = args.wait();
         let mut failed = false;
         for server in &args.servers {
             let answer = async {
@@ -55,7 +77,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
             };
             match answer
                 .await
-                .and_then(|(addr, reply)| print_reply(server, addr, &reply, &args))
+                .and_then(|(addr, reply)| print_reply(server, addr, &reply, &args, verbose))
             {
                 Ok(()) => {}
                 Err(e) => {
@@ -64,29 +86,23 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        })
+        Ok(exit_code(!failed))
     })
 }
 
-/// Ask the servers to answer for the timeout (default 1 s here) and print them.
-async fn discover(ctx: &Context, client: &ClientArgs) -> Result<ExitCode, String> {
-    let wait = match client.timeout {
-        Some(_) => client.timeout(ctx.config())?,
-        None => Duration::from_secs(1),
-    };
-    for (guid, addr) in ctx.discover(wait).await {
+/// Ask the servers to answer for -w and print them.
+async fn discover(ctx: &Context, args: &ListArgs, verbose: bool) -> ExitCode {
+    for (guid, addr) in ctx.discover(args.wait()).await {
         let guid = guid_text(&guid);
-        if client.json {
+        if args.json {
             println!("{}", json!({ "guid": guid, "address": addr.to_string() }));
+        } else if verbose {
+            println!("{addr} 0x{guid}");
         } else {
-            println!("GUID 0x{guid} tcp@{addr}");
+            println!("{addr}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 fn guid_text(guid: &[u8; 12]) -> String {
@@ -158,6 +174,7 @@ fn print_reply(
     addr: SocketAddr,
     reply: &Value,
     args: &ListArgs,
+    verbose: bool,
 ) -> Result<(), String> {
     let text = |path: &str| {
         reply
@@ -169,7 +186,7 @@ fn print_reply(
     };
     if args.info {
         let (version, lang) = (text("version"), text("implLang"));
-        if args.client.json {
+        if args.json {
             println!(
                 "{}",
                 json!({ "server": server, "address": addr.to_string(), "version": version, "implLang": lang })
@@ -183,13 +200,13 @@ fn print_reply(
         Some(Value::Array(pva_codec::ScalarArray::String(names))) => names.clone(),
         _ => return Err("the reply holds no list of PV names".into()),
     };
-    if args.client.json {
+    if args.json {
         println!(
             "{}",
             json!({ "server": server, "address": addr.to_string(), "channels": names })
         );
     } else {
-        if args.client.verbose {
+        if verbose {
             println!("# From {server}");
         }
         for name in names {

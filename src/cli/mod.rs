@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod call;
+pub mod common;
 pub mod consume;
 pub mod demo;
 pub mod dm;
@@ -13,6 +14,7 @@ pub mod list;
 pub mod monitor;
 pub mod put;
 pub mod pvaclient;
+pub mod pyliteral;
 pub mod relay;
 pub mod serve;
 pub mod simdet;
@@ -21,21 +23,3 @@ pub mod version;
 pub mod workflow;
 pub mod workflow_consume;
 pub mod workflow_report;
-
-/// Wait for Ctrl-C or SIGTERM (what `docker stop` and service managers send).
-pub async fn wait_for_stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
-}

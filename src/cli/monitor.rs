@@ -1,17 +1,20 @@
-//! `pvabridge monitor NAME...`: print every update, like `pvxmonitor`.
+//! `pvabridge monitor NAME...`: print every update, like `pvxmonitor`: the data on stdout,
+//! connection events on stderr.
 
 use std::process::ExitCode;
 
 use clap::Args;
 use pva::client::MonitorEvent;
-use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::format;
-use super::pvaclient::{run as run_client, ClientArgs};
+use super::pvaclient::{run as run_client, OutputArgs, RequestArg};
 
 /// Arguments of `monitor`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Updates go to stdout; `NAME <Connected>` and `NAME <Disconnected>` go to stderr, and the monitor
+subscribes again by itself when the server comes back. Runs until interrupted (exit status 2),
+until -n updates (0), or until every subscription ended (0; 1 if the server refused one).")]
 pub struct MonitorArgs {
     /// PV names.
     #[arg(required = true)]
@@ -23,32 +26,9 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub pipeline: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-fn print(name: &str, ev: &MonitorEvent, json_out: bool, verbose: bool) {
-    match (ev, json_out) {
-        (MonitorEvent::Update(u), true) => println!(
-            "{}",
-            json!({
-                "name": name,
-                "event": "update",
-                "value": format::struct_json(&u.value),
-                "changed": u.changed.iter().collect::<Vec<_>>(),
-                "overrun": u.overrun.iter().collect::<Vec<_>>(),
-            })
-        ),
-        (MonitorEvent::Update(u), false) => println!("{name} {}", format::tree(&u.value)),
-        (MonitorEvent::Connected, true) => {
-            println!("{}", json!({"name": name, "event": "connected"}))
-        }
-        (MonitorEvent::Disconnected, true) => {
-            println!("{}", json!({"name": name, "event": "disconnected"}))
-        }
-        (MonitorEvent::Connected, false) if verbose => println!("{name} <Connected>"),
-        (MonitorEvent::Disconnected, false) => println!("{name} <Disconnected>"),
-        _ => {}
-    }
+    pub request: RequestArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Subscribe to every PV and print events until interrupted, finished, or `--count` updates.
@@ -58,7 +38,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         let mut tasks = Vec::new();
         for name in &args.names {
             let mut op = ctx.monitor(name).pipeline(args.pipeline);
-            if let Some(r) = &args.client.request {
+            if let Some(r) = &args.request.request {
                 op = op.request(r.clone());
             }
             let mut mon = op.exec().map_err(|e| e.to_string())?;
@@ -75,33 +55,35 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         drop(tx);
         let mut updates = 0u64;
         let mut finished = 0usize;
-        loop {
-            let ev = tokio::select! {
-                ev = rx.recv() => ev,
-                _ = tokio::signal::ctrl_c() => break,
-            };
-            let Some((name, ev)) = ev else { break };
-            print(&name, &ev, args.client.json, args.client.verbose);
+        let mut refused = false;
+        while let Some((name, ev)) = rx.recv().await {
             match ev {
-                MonitorEvent::Update(_) => {
+                MonitorEvent::Update(u) => {
+                    println!("{}", args.output.render(&name, &u.value, Some(&u.changed)));
                     updates += 1;
                     if args.count.is_some_and(|n| updates >= n) {
                         break;
                     }
                 }
-                MonitorEvent::Finished(Err(e)) => return Err(e.to_string()),
-                MonitorEvent::Finished(Ok(())) => {
+                MonitorEvent::Connected => eprintln!("{name} <Connected>"),
+                MonitorEvent::Disconnected => eprintln!("{name} <Disconnected>"),
+                MonitorEvent::Finished(result) => {
+                    if let Err(e) = result {
+                        eprintln!("pvabridge monitor: {name}: {e}");
+                        refused = true;
+                    } else {
+                        eprintln!("{name} <Finished>");
+                    }
                     finished += 1;
                     if finished == args.names.len() {
                         break;
                     }
                 }
-                _ => {}
             }
         }
         for t in tasks {
             t.abort();
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(super::pvaclient::exit_code(!refused))
     })
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use pva_codec::Value;
 
-use super::pvaclient::{run as run_client, ClientArgs};
+use super::pvaclient::{run as run_client, RequestArg, TimeoutArg};
 
 /// Arguments of `put`.
 #[derive(Args, Debug)]
@@ -16,7 +16,9 @@ pub struct PutArgs {
     #[arg(required = true)]
     pub values: Vec<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub timeout: TimeoutArg,
+    #[command(flatten)]
+    pub request: RequestArg,
 }
 
 /// The (field, value) pairs the arguments name.
@@ -35,25 +37,29 @@ pub fn fields(values: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// Write the fields, then print the new value when asked to (-v).
-pub fn run(args: PutArgs) -> anyhow::Result<ExitCode> {
+/// Write the fields, then print the new value when asked to (`verbose`, -v).
+pub fn run(args: PutArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     run_client("put", |ctx| async move {
-        let timeout = args.client.timeout(ctx.config())?;
+        let timeout = args.timeout.get(ctx.config());
         let mut op = ctx.put(&args.name).timeout(timeout);
         for (f, v) in fields(&args.values)? {
             op = op.set(f, Value::String(v));
         }
-        if let Some(r) = &args.client.request {
+        if let Some(r) = &args.request.request {
             op = op.request(r.clone());
         }
         op.await.map_err(|e| e.to_string())?;
-        if args.client.verbose {
+        if verbose {
             let v = ctx
                 .get(&args.name)
                 .timeout(timeout)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("{} {}", args.name, super::format::tree(&v));
+            println!(
+                "{} {}",
+                args.name,
+                super::format::tree(&v, super::format::DEFAULT_ARRAY_LIMIT)
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -11,7 +11,8 @@ use pva::server::{Server, StaticSource};
 use pva::ServerConfig;
 use stream::relay::{relay, RelayConfig, RelayReport};
 
-use super::streaming::{init_logging, runtime, seconds, shutdown_signal, Progress};
+use super::common::{duration, positive_duration, runtime, shutdown_signal};
+use super::streaming::Progress;
 
 /// Relay a stream to many consumers.
 #[derive(Args, Debug)]
@@ -46,15 +47,15 @@ pub struct RelayArgs {
     /// Upstream monitor queue size.
     #[arg(long, default_value_t = 64)]
     queue_size: u32,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    runtime: Option<f64>,
+    /// Stop after this long (seconds, or 30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    runtime: Option<Duration>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-    /// Seconds between progress lines when not on a terminal.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    report_period: f64,
+    /// Time between progress lines when not on a terminal.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    report_period: Duration,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -90,7 +91,6 @@ fn print_text(r: &RelayReport) {
 
 /// Relay until the upstream ends, the runtime, or Ctrl-C / SIGTERM.
 pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     if args.distribute == Some(0) {
         bail!("--distribute 0: distribute over at least 1 consumer");
     }
@@ -100,10 +100,8 @@ pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             args.from
         );
     }
-    let runtime_limit = seconds("--runtime", args.runtime)?;
-    let report_every = seconds("--report-period", Some(args.report_period))?
-        .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(1));
+    let runtime_limit = args.runtime;
+    let report_every = args.report_period;
     let config = RelayConfig {
         from: args.from.clone(),
         as_name: args.as_name.clone(),

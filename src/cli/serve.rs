@@ -17,6 +17,8 @@ use dm::{ClientConfig, DmClient, ServicePaths};
 use pva::server::AccessRules;
 use serde_json::json;
 
+use super::common::positive_duration;
+
 /// Options of `pvabridge serve`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -100,46 +102,46 @@ pub struct ServeArgs {
     /// else ./pvabridge-state).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Seconds one DM request may take before it counts as unanswered.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    dm_timeout: f64,
+    /// How long one DM request may take before it counts as unanswered.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    dm_timeout: Duration,
     /// Times a DM read (a poll of the job) is tried again after a timeout, a broken connection
     /// or a server error, before the poll counts as unanswered; a start is never sent twice.
     #[arg(long, value_name = "N", default_value_t = 3)]
     dm_read_retries: u32,
-    /// Seconds between polls of DM.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    poll_period: f64,
-    /// Seconds for DM to start the job (STARTING).
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    start_timeout: f64,
-    /// Seconds for the workflow's Ready (WAIT_READY), unless the request gives readyTimeout.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-    ready_timeout: f64,
-    /// Seconds for ACQ_STARTED after READY.
-    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
-    arm_timeout: f64,
-    /// Seconds for ACQ_DONE after ACQ_STARTED.
-    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
-    acquire_timeout: f64,
-    /// Seconds without new progress in DRAINING before the missing frames count as missed.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    drain_idle_timeout: f64,
-    /// Seconds for the DM job to end after PROCESSING began (default: no limit, the job is
+    /// Time between polls of DM.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    poll_period: Duration,
+    /// Time for DM to start the job (STARTING).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    start_timeout: Duration,
+    /// Time for the workflow's Ready (WAIT_READY), unless the request gives readyTimeout.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    ready_timeout: Duration,
+    /// Time for ACQ_STARTED after READY.
+    #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = positive_duration)]
+    arm_timeout: Duration,
+    /// Time for ACQ_DONE after ACQ_STARTED.
+    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
+    acquire_timeout: Duration,
+    /// Time without new progress in DRAINING before the missing frames count as missed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    drain_idle_timeout: Duration,
+    /// Time for the DM job to end after PROCESSING began (default: no limit, the job is
     /// followed until it ends). Reaching it ends the run in TIMEOUT and stops the following;
     /// the job runs on unless --stop-job-on-timeout.
-    #[arg(long, value_name = "SECS")]
-    processing_timeout: Option<f64>,
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    processing_timeout: Option<Duration>,
     /// Stop the DM job when --processing-timeout is reached.
     #[arg(long, requires = "processing_timeout")]
     stop_job_on_timeout: bool,
-    /// Seconds DM may stay unreachable before an active run fails.
-    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
-    dm_lost_timeout: f64,
-    /// Seconds after a final state to wait for the job's final snapshot before the run goes to
+    /// How long DM may stay unreachable before an active run fails.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = positive_duration)]
+    dm_lost_timeout: Duration,
+    /// Time after a final state to wait for the job's final snapshot before the run goes to
     /// the catalog without it.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    finish_timeout: f64,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    finish_timeout: Duration,
     /// Only this account may write Command and Request (the "ca" user Bluesky runs as);
     /// with --workflow-user, the default access rules of every slot.
     #[arg(
@@ -174,27 +176,17 @@ impl ServeArgs {
     }
 }
 
-fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        bail!("--{option} must be a positive number of seconds, not {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
 impl ServeArgs {
     fn timeouts(&self) -> anyhow::Result<Timeouts> {
         Ok(Timeouts {
-            start: seconds("start-timeout", self.start_timeout)?,
-            ready: seconds("ready-timeout", self.ready_timeout)?,
-            arm: seconds("arm-timeout", self.arm_timeout)?,
-            acquire: seconds("acquire-timeout", self.acquire_timeout)?,
-            drain_idle: seconds("drain-idle-timeout", self.drain_idle_timeout)?,
-            processing: self
-                .processing_timeout
-                .map(|limit| seconds("processing-timeout", limit))
-                .transpose()?,
-            dm_lost: seconds("dm-lost-timeout", self.dm_lost_timeout)?,
-            finish: seconds("finish-timeout", self.finish_timeout)?,
+            start: self.start_timeout,
+            ready: self.ready_timeout,
+            arm: self.arm_timeout,
+            acquire: self.acquire_timeout,
+            drain_idle: self.drain_idle_timeout,
+            processing: self.processing_timeout,
+            dm_lost: self.dm_lost_timeout,
+            finish: self.finish_timeout,
         })
     }
 
@@ -227,22 +219,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         experiment: args.experiment.clone(),
         stop_job_on_timeout: args.stop_job_on_timeout,
     };
-    let poll_period = seconds("poll-period", args.poll_period)?;
-    let dm_timeout = seconds("dm-timeout", args.dm_timeout)?;
+    let poll_period = args.poll_period;
+    let dm_timeout = args.dm_timeout;
     let access = args.access_rules()?;
     let pva_config = pva::ServerConfig::from_env()?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    super::common::runtime()?.block_on(async move {
         let (embedded, mut dm_config) = match &args.embedded_dm {
             Some(dir) => {
                 let service = EmbeddedDm::start(dir, args.embedded_dm_listen)
@@ -317,7 +298,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 state_dir.display()
             );
         }
-        super::wait_for_stop_signal().await;
+        super::common::shutdown_signal().await;
         tracing::info!("stopping");
         bridge.stop().await;
         if let Some(service) = embedded {

@@ -15,7 +15,8 @@ use serde_json::json;
 use stream::relay::ConsumerShare;
 use stream::simdet::{Published, SimDet, SimDetConfig};
 
-use super::streaming::{init_logging, runtime, seconds, shutdown_signal, Progress};
+use super::common::{duration, runtime, shutdown_signal};
+use super::streaming::Progress;
 
 /// Publish simulated detector frames.
 #[derive(Args, Debug)]
@@ -62,12 +63,12 @@ pub struct SimDetArgs {
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
-    /// Stop after this many seconds of publishing.
-    #[arg(long, value_name = "SECONDS")]
-    runtime: Option<f64>,
-    /// Wait this many seconds before the first frame (for consumers to connect).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
-    start_delay: f64,
+    /// Stop after publishing this long (seconds, or 30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    runtime: Option<Duration>,
+    /// Wait this long before the first frame (for consumers to connect).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    start_delay: Duration,
     /// Seed of the pixel generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -85,9 +86,9 @@ pub struct SimDetArgs {
     /// Wait for a put of 1 to this PV before each acquisition, and serve until interrupted.
     #[arg(long, value_name = "PV")]
     trigger: Option<String>,
-    /// After the last frame, serve at most this many seconds more while consumers drain.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    linger: f64,
+    /// After the last frame, serve at most this long more while consumers drain.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    linger: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -98,7 +99,6 @@ pub struct SimDetArgs {
 
 /// Publish frames until the count, the runtime or Ctrl-C; then print what was published.
 pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     let dtype = ScalarType::parse(&args.dtype)
         .filter(|t| *t != ScalarType::String)
         .ok_or_else(|| {
@@ -114,13 +114,13 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
         dtype,
         fps: args.fps,
         frames: args.frames,
-        runtime: seconds("--runtime", args.runtime)?,
-        start_delay: seconds("--start-delay", Some(args.start_delay))?.unwrap_or_default(),
+        runtime: args.runtime,
+        start_delay: args.start_delay,
         seed: args.seed,
         counter: args.ntscalar,
         start_id: args.start_id,
     };
-    let linger = seconds("--linger", Some(args.linger))?.unwrap_or_default();
+    let linger = args.linger;
     let server_config = ServerConfig::from_env()?;
     let det = Arc::new(SimDet::new(config)?);
     runtime()?.block_on(async move {

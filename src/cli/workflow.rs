@@ -3,11 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use coordinator::{HandshakeClient, State};
 use pva::client::Context;
 use serde_json::json;
+
+use super::common::positive_duration;
 
 /// The environment variable that may give the handshake prefix instead of --handshake.
 const HANDSHAKE_ENV: &str = "PVABRIDGE_HANDSHAKE";
@@ -30,9 +32,9 @@ pub struct WorkflowArgs {
     /// The run slot's PV prefix, e.g. bdp:wf1:.
     #[arg(long, env = HANDSHAKE_ENV, value_name = "PREFIX", global = true)]
     handshake: Option<String>,
-    /// Seconds one PV operation may take (connection included).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, global = true)]
-    timeout: f64,
+    /// How long one PV operation may take (connection included).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, global = true)]
+    timeout: Duration,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -83,9 +85,9 @@ enum WorkflowCommand {
         /// States, e.g. ACQUIRING DRAINING (any of them ends the wait).
         #[arg(required = true, value_name = "STATE")]
         states: Vec<String>,
-        /// The longest wait in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
-        max_wait: f64,
+        /// The longest wait.
+        #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = positive_duration)]
+        max_wait: Duration,
         /// Print {"state": ..., "message": ...} instead of the state name.
         #[arg(long)]
         json: bool,
@@ -98,19 +100,12 @@ enum WorkflowCommand {
     },
 }
 
-fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        bail!("--{option} must be a positive number of seconds, not {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
 /// Run one workflow command.
 pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
     let Some(prefix) = args.handshake.clone() else {
         bail!("no run slot: pass --handshake PREFIX (or set {HANDSHAKE_ENV})");
     };
-    let timeout = seconds("timeout", args.timeout)?;
+    let timeout = args.timeout;
     let wanted = match &args.command {
         WorkflowCommand::WaitState { states, .. } => states
             .iter()
@@ -118,12 +113,7 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    super::common::runtime()?.block_on(async move {
         let ctx = Context::from_env()?;
         let slot = HandshakeClient::new(ctx.clone(), prefix).with_timeout(timeout);
         match args.command {
@@ -141,7 +131,6 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
                 slot.fail(&message).await?;
             }
             WorkflowCommand::WaitState { max_wait, json, .. } => {
-                let max_wait = seconds("max-wait", max_wait)?;
                 let state = slot.wait_for_state(&wanted, max_wait).await?;
                 if json {
                     let status = slot.status().await?;

@@ -22,7 +22,8 @@ use stream::stats::FrameStats;
 use stream::{Frame, Origin};
 use tokio::sync::watch;
 
-use super::streaming::{init_logging, Progress};
+use super::common::positive_duration;
+use super::streaming::Progress;
 use super::workflow_report::{Books, Reporting};
 
 /// The file the statistics go to, in the results directory.
@@ -45,7 +46,7 @@ Ready, Progress, FramesReceived and FramesMissed from them and shows them in PRE
 it runs it serves SERVE_PREFIX Stats (received, missed, processed, frames/s and the last frame's
 uniqueId, min, max, mean, sum), which the bridge lists in PREFIX WorkflowPVs. It ends once the run
 has left ACQUIRING (DRAINING or PROCESSING) and every expected frame is accounted for, or no frame
-came for --drain-timeout seconds after that; then it writes WorkflowMessage and prints a summary.
+came for --drain-timeout after that; then it writes WorkflowMessage and prints a summary.
 
 The channel, the expected count and the first frame's uniqueId default to the run's Request
 (dataChannel, expectedFrames, firstFrameId). The monitor's first update (the channel's value from
@@ -69,16 +70,16 @@ pub struct ConsumeArgs {
     /// Directory of the results file (default: the working directory, the DM job's).
     #[arg(long, value_name = "DIR", default_value = ".")]
     results: PathBuf,
-    /// Seconds without a new frame, once acquisition is over, before the missing frames count
+    /// Time without a new frame, once acquisition is over, before the missing frames count
     /// as lost.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    drain_timeout: f64,
-    /// The longest this stage waits for acquisition to end, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
-    max_wait: f64,
-    /// Seconds between reports to the bridge (and updates of Stats).
-    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
-    progress_period: f64,
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    drain_timeout: Duration,
+    /// The longest this stage waits for acquisition to end.
+    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = positive_duration)]
+    max_wait: Duration,
+    /// Time between reports to the bridge (and updates of Stats).
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = positive_duration)]
+    progress_period: Duration,
     /// This consumer's member number among the run's consumers (0 for a single one).
     #[arg(long, value_name = "K", default_value_t = 0)]
     member: u32,
@@ -119,13 +120,6 @@ pub struct StageSummary {
     pub results: PathBuf,
     /// Rows of statistics written.
     pub rows: u64,
-}
-
-fn seconds(option: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        bail!("--{option} must be a positive number of seconds, not {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
 }
 
 /// The statistics file: one CSV row per processed frame, written by the processing threads.
@@ -257,10 +251,8 @@ pub async fn run(
     slot: HandshakeClient,
     args: ConsumeArgs,
 ) -> anyhow::Result<ExitCode> {
-    init_logging();
-    let drain_timeout = seconds("drain-timeout", args.drain_timeout)?;
-    let max_wait = seconds("max-wait", args.max_wait)?;
-    let progress_period = seconds("progress-period", args.progress_period)?;
+    let (drain_timeout, max_wait, progress_period) =
+        (args.drain_timeout, args.max_wait, args.progress_period);
     if args.threads == 0 {
         bail!("--threads 0: at least one processing thread is needed");
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli_help;
 pub mod handshake;
 pub mod netns;
 pub mod p4p_monitor;

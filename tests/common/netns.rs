@@ -52,6 +52,31 @@ impl Netns {
         ns
     }
 
+    /// Add a veth pair whose two ends stay inside the namespace, with a subnet address (and its
+    /// broadcast address) on one end and the default route over it: the automatic address lists
+    /// then broadcast there and reach every server of this one host, as on a host's network.
+    pub fn with_broadcast(self) -> Netns {
+        let n = self.name.clone();
+        ip(&[
+            "-n", &n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ]);
+        ip(&[
+            "-n",
+            &n,
+            "addr",
+            "add",
+            "10.253.0.1/24",
+            "brd",
+            "+",
+            "dev",
+            "v0",
+        ]);
+        ip(&["-n", &n, "link", "set", "v0", "up"]);
+        ip(&["-n", &n, "link", "set", "v1", "up"]);
+        ip(&["-n", &n, "route", "add", "default", "dev", "v0"]);
+        self
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
