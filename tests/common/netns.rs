@@ -49,11 +49,6 @@ impl NetNs {
         self
     }
 
-    /// The namespace's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
