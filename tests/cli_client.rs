@@ -130,6 +130,13 @@ fn get_put_info_monitor_and_call_from_the_command_line() {
     let info = json_lines(&pvabridge(ports, &["info", "--json", "cli:double"]));
     assert_eq!(info[0]["type"]["type"], "struct \"epics:nt/NTScalar:1.0\"");
     assert_eq!(info[0]["type"]["fields"]["value"]["type"], "double");
+    let server = format!("127.0.0.1:{}", ports.0);
+    assert_eq!(info[0]["server"], server.as_str(), "info names the server");
+    let text = succeeded(&pvabridge(ports, &["info", "cli:double"]));
+    assert_eq!(
+        text.lines().next(),
+        Some(format!("cli:double from {server}").as_str())
+    );
 
     // Monitor: the current value, then the one a put brings.
     let mut cmd = Command::new(BINARY);

@@ -69,7 +69,8 @@ pub fn check_command(args: &[String], context: &str) {
         "{context}: {:?} is not a pvabridge subcommand",
         args[0]
     );
-    for flag in args.iter().filter(|a| a.starts_with("--")) {
+    let short = |a: &&String| a.len() == 2 && a.starts_with('-') && a != &"--";
+    for flag in args.iter().filter(|a| a.starts_with("--") || short(a)) {
         let name = flag.split('=').next().unwrap();
         assert!(
             text.split_whitespace()
