@@ -295,7 +295,7 @@ fn make_hooks(
             let mut machine = lock(&machine);
             let result = step(&mut machine);
             if let Some(pvs) = shown.get() {
-                pvs.show_state(machine.state());
+                pvs.show_keeping_heartbeat(&machine.view(now()));
             }
             drop(machine);
             match result {
@@ -427,13 +427,14 @@ impl SlotTask {
                     self.ask(query);
                 }
             }
+            // Saved before it is shown, so that a state a client has seen survives a restart.
+            self.save();
             {
                 // Shown under the machine's lock, so that a command's put, which shows the
                 // state it led to, never sees an older one shown after it.
                 let machine = lock(&self.slot.machine);
                 self.slot.pvs.show(&machine.view(now()), heartbeat);
             }
-            self.save();
         }
         self.save();
     }
