@@ -41,6 +41,14 @@ pub struct RunRequest {
     /// The experiment the run belongs to in the DM run catalog (the bridge's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_name: Option<String>,
+    /// The run's metadata (for Bluesky, the run's start document): it goes to the DM run catalog
+    /// with the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// The detector's next `uniqueId`, when known (areaDetector's counter goes on from run to
+    /// run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_id: Option<i64>,
 }
 
 /// Why a request text was refused.
@@ -135,10 +143,13 @@ mod tests {
     #[test]
     fn a_full_request_parses_and_round_trips() {
         let text = r#"{"workflow":"w","argsDict":{"sample":"Si"},"runUid":"u1","expectedFrames":10,
-            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1"}"#;
+            "dataChannel":"det:Image","readyTimeout":5.5,"readyStage":"02-RUN","experimentName":"e1",
+            "metadata":{"uid":"u1","plan_name":"streaming_run"},"firstFrameId":41}"#;
         let request = RunRequest::parse(text).unwrap();
         assert_eq!(request.expected_frames, Some(10));
         assert_eq!(request.ready_stage.as_deref(), Some("02-RUN"));
+        assert_eq!(request.metadata.as_ref().unwrap()["uid"], "u1");
+        assert_eq!(request.first_frame_id, Some(41));
         assert_eq!(RunRequest::parse(&request.to_json()).unwrap(), request);
     }
 
