@@ -139,18 +139,18 @@ def services(pvabridge_bin: Path, tmp_path_factory: pytest.TempPathFactory):
             bridge_udp,
         )
         info = json.loads(_first_line(bridge, "pvabridge serve", workdir / "bridge.log"))
-        start(
-            "simdet",
-            ["simdet", "--ad-prefix", DETECTOR, "--nx", "32", "--ny", "24", "--dtype", "uint8"]
-            + ["--fps", "200", "--frames", "20", "--json"],
-            detector_udp,
-        )
         dm_env = {
             **base,
             "DM_PROC_WEB_SERVICE_URL": info["dmUrl"],
             "DM_LOGIN_FILE": info["dmLoginFile"],
         }
         svc = Services(pvabridge_bin, workdir, base, dm_env)
+        svc.start_detector = lambda: start(
+            "simdet",
+            ["simdet", "--ad-prefix", DETECTOR, "--nx", "32", "--ny", "24", "--dtype", "uint8"]
+            + ["--fps", "200", "--frames", "20", "--json"],
+            detector_udp,
+        )
         workflows = [REPO / "examples" / "bluesky" / "stream-stats.workflow.json"]
         workflows += sorted((HERE / "workflows").glob("*.workflow.json"))
         for workflow in workflows:
@@ -158,13 +158,7 @@ def services(pvabridge_bin: Path, tmp_path_factory: pytest.TempPathFactory):
         yield svc
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -173,18 +167,40 @@ def services(pvabridge_bin: Path, tmp_path_factory: pytest.TempPathFactory):
         shutil.rmtree(workdir / "dm", ignore_errors=True)
 
 
+def stop(process: subprocess.Popen) -> None:
+    """End a process we started, politely first."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def RE(services):
-    engine = RunEngine({"beamline": "test"})
-    return engine
+    return RunEngine({"beamline": "test"}, call_returns_result=True)
 
 
 @pytest.fixture(scope="session")
-def devices(RE):
+def wf(RE):
+    """The bridge's run slot, connected through its PVI."""
     with init_devices():
         wf = StreamingWorkflow(SLOT)
-        det = SimDetector(DETECTOR)
-    return wf, det
+    return wf
+
+
+@pytest.fixture
+def det(services, RE):
+    """A detector of the test's own (`pvabridge simdet --ad-prefix`), its counter at 0."""
+    process = services.start_detector()
+    try:
+        with init_devices():
+            det = SimDetector(DETECTOR)
+        yield det
+    finally:
+        stop(process)
 
 
 @pytest.fixture

@@ -127,12 +127,18 @@ class StreamingRequest:
 
 class _SlotConnector(PviDeviceConnector):
     """Connects the slot through ``P PVI``; a bridge that serves no PVI (or a gateway that hides
-    it) is connected through the documented PV names instead. Optional signals the bridge does
-    not serve are left as None."""
+    it), or ``use_pvi=False``, is connected through the documented PV names instead. Optional
+    signals the bridge does not serve are left as None."""
 
     pvi_timeout = 2.0
 
+    def __init__(self, prefix: str, use_pvi: bool = True):
+        super().__init__(prefix)
+        self.use_pvi = use_pvi
+
     async def connect_real(self, device, timeout, force_reconnect):
+        if not self.use_pvi:
+            return await self._connect_by_name(device, timeout, force_reconnect)
         if self.pvi_tree is None:
             try:
                 self.pvi_tree = await PviTree.build_device_tree(
@@ -170,6 +176,10 @@ class StreamingWorkflow(StandardReadable):
     puts START and waits for READY), ``Flyable`` (kickoff puts ACQ_STARTED; complete puts ACQ_DONE
     and waits for a final state) and readable (State, frames received and missed, the job's
     status). Failures raise :class:`WorkflowError` with the bridge's Message.
+
+    ``use_pvi=False`` goes by the documented PV names without asking for PVI; ``ready_margin``
+    is how much longer than the Request's ready timeout ``prepare`` waits for READY (the bridge
+    itself ends the run in TIMEOUT when the workflow is not ready in time).
     """
 
     state: A[SignalR[HandshakeState], PvSuffix("State"), Format.HINTED_UNCACHED_SIGNAL]
@@ -193,11 +203,13 @@ class StreamingWorkflow(StandardReadable):
     stages: A[SignalR[Table] | None, PvSuffix("Stages")]
     workflow_command: A[SignalRW[WorkflowCommand] | None, PvSuffix("WorkflowCommand")]
 
-    def __init__(self, prefix: str, name: str = "", ready_margin: float = 10.0):
+    def __init__(
+        self, prefix: str, name: str = "", use_pvi: bool = True, ready_margin: float = 10.0
+    ):
         self._prefix = prefix
         self._ready_margin = ready_margin
         self._ready_timeout = 30.0
-        super().__init__(name=name, connector=_SlotConnector(prefix))
+        super().__init__(name=name, connector=_SlotConnector(prefix, use_pvi))
         #: True once a plan handed the run over to be followed in the background (unstage and
         #: the plans' clean-up then leave it running).
         self.detached = False

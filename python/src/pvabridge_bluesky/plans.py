@@ -16,12 +16,14 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Preparable
+from bluesky.utils import FailedStatus
 
 from ._workflow import (
     FINAL_STATES,
     HandshakeState,
     StreamingRequest,
     StreamingWorkflow,
+    WorkflowError,
 )
 
 logger = logging.getLogger("pvabridge_bluesky")
@@ -38,6 +40,17 @@ def _next_frame_id(detectors: list[Any], data_channel: str | None):
             counter = yield from bps.rd(det.array_counter)
             return 1 if counter >= _COUNTER_MAX else int(counter) + 1
     return None
+
+
+def _raising_workflow_errors(plan):
+    """Run ``plan``, raising a status's :class:`WorkflowError` itself rather than the
+    ``FailedStatus`` around it, so that the error a user sees is the bridge's Message."""
+    try:
+        return (yield from plan)
+    except FailedStatus as err:
+        if isinstance(err.__cause__, WorkflowError):
+            raise err.__cause__ from None
+        raise
 
 
 def _abort_unless_final(workflow_device: StreamingWorkflow):
@@ -69,11 +82,12 @@ def streaming_run(
     until it is ready, triggers and reads the detectors (the primary stream), and then:
 
     * ``wait=True``: waits until the workflow ended, records the slot's final reading in the
-      ``workflow`` stream and returns the final state; it raises
+      ``workflow`` stream and returns the final state (DONE); it raises
       :class:`~pvabridge_bluesky.WorkflowError` with the bridge's Message unless the run ends DONE.
     * ``wait=False``: ends acquisition and returns; the run is followed in the background and
       reported through logging every ``reporting_period`` seconds (``concise``: state and frames;
-      otherwise the Stages table too). Wait for it later with :func:`wait_for_workflow`.
+      otherwise the Stages table too). It returns the state at hand-over (DRAINING or
+      PROCESSING); wait for the end with :func:`wait_for_workflow`.
 
     Whenever the plan ends before the run reached a final state (an exception, a RunEngine abort
     or stop, Ctrl-C), it puts ABORT: the bridge stops the DM job and the slot ends ABORTED.
@@ -96,6 +110,8 @@ def streaming_run(
     }
     _md.update(md or {})
     start: dict[str, Any] = {}
+    # What the run ended in (run_decorator returns the run's uid, not the inner plan's result).
+    outcome: dict[str, HandshakeState] = {}
 
     def keep_start(name: str, doc: dict[str, Any]) -> None:
         start.clear()
@@ -119,21 +135,22 @@ def streaming_run(
             if isinstance(det, Preparable):
                 yield from bps.prepare(det, num_frames, group="detectors")
         yield from bps.wait(group="detectors")
-        yield from bps.prepare(workflow_device, request, wait=True)
+        yield from _raising_workflow_errors(bps.prepare(workflow_device, request, wait=True))
         yield from bps.kickoff(workflow_device, wait=True)
         yield from bps.trigger_and_read(detectors)
         if wait:
-            yield from bps.complete(workflow_device, wait=True)
+            yield from _raising_workflow_errors(bps.complete(workflow_device, wait=True))
             yield from bps.trigger_and_read([workflow_device], name="workflow")
-            return HandshakeState.DONE
+            outcome["state"] = HandshakeState.DONE
+            return
         yield from bps.wait_for([workflow_device.end_acquisition])
         yield from bps.wait_for([lambda: _follow(workflow_device, reporting_period, concise)])
-        return (yield from bps.rd(workflow_device.state))
+        outcome["state"] = yield from bps.rd(workflow_device.state)
 
     plan = bpp.finalize_wrapper(run(), _abort_unless_final(workflow_device))
     plan = bpp.stage_wrapper(plan, [workflow_device, *detectors])
-    plan = bpp.subs_wrapper(plan, {"start": [keep_start]})
-    return (yield from plan)
+    yield from bpp.subs_wrapper(plan, {"start": [keep_start]})
+    return outcome["state"]
 
 
 async def _follow(workflow_device: StreamingWorkflow, reporting_period: float, concise: bool):
