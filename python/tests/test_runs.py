@@ -16,12 +16,15 @@ from pvabridge_bluesky import (
     FINAL_STATES,
     HandshakeState,
     SimDetector,
+    SlotBusy,
     StreamingWorkflow,
     WorkflowError,
 )
 from pvabridge_bluesky.plans import streaming_run, wait_for_workflow
 
 FRAMES = 20
+# Seconds the bridge waits for the workflow to be ready (its default is a minute).
+READY_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,16 @@ def test_a_clean_run_ends_done_with_the_start_document_in_the_dm_catalog(
     services, RE, wf, det, documents, pva
 ):
     md = {"sample": "Si(111)", "proposal": 4242}
-    RE(streaming_run(wf, [det], workflow="stream-stats", num_frames=FRAMES, md=md))
+    RE(
+        streaming_run(
+            wf,
+            [det],
+            workflow="stream-stats",
+            num_frames=FRAMES,
+            md=md,
+            ready_timeout=READY_TIMEOUT,
+        )
+    )
     (start,) = docs(documents, "start")
     uid = start["uid"]
     assert_clean_run(services, pva, documents, uid)
@@ -132,7 +144,11 @@ def test_a_runengine_abort_from_another_thread_aborts_the_run(
     watcher.start()
     # 400 frames at 200 frames/s: two seconds of acquisition to abort in.
     with pytest.raises(RunEngineInterrupted):
-        RE(streaming_run(wf, [det], workflow="stream-stats", num_frames=400))
+        RE(
+            streaming_run(
+                wf, [det], workflow="stream-stats", num_frames=400, ready_timeout=READY_TIMEOUT
+            )
+        )
     watcher.join(timeout=10)
     assert aborted.is_set(), "the watcher never saw ACQUIRING"
     (stop,) = docs(documents, "stop")
@@ -142,7 +158,11 @@ def test_a_runengine_abort_from_another_thread_aborts_the_run(
     # The RunEngine and the slot take the next run.
     until("the detector to finish", lambda: detector_done(pva))
     documents.clear()
-    RE(streaming_run(wf, [det], workflow="stream-stats", num_frames=FRAMES))
+    RE(
+        streaming_run(
+            wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
+        )
+    )
     (start,) = docs(documents, "start")
     assert_clean_run(services, pva, documents, start["uid"])
 
@@ -162,14 +182,26 @@ def test_a_plan_that_raises_during_acquisition_aborts_the_run(
     with init_devices():
         faulty = ShutterFault(DETECTOR)
     with pytest.raises(Exception, match="shutter closed"):
-        RE(streaming_run(wf, [faulty], workflow="stream-stats", num_frames=FRAMES))
+        RE(
+            streaming_run(
+                wf,
+                [faulty],
+                workflow="stream-stats",
+                num_frames=FRAMES,
+                ready_timeout=READY_TIMEOUT,
+            )
+        )
     (stop,) = docs(documents, "stop")
     assert stop["exit_status"] == "fail"
     assert_aborted(services, pva, RE)
 
     until("the detector to finish", lambda: detector_done(pva))
     documents.clear()
-    RE(streaming_run(wf, [det], workflow="stream-stats", num_frames=FRAMES))
+    RE(
+        streaming_run(
+            wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
+        )
+    )
     (start,) = docs(documents, "start")
     assert_clean_run(services, pva, documents, start["uid"])
 
@@ -178,7 +210,15 @@ def test_a_failing_workflow_makes_the_plan_raise_with_the_bridge_message(
     services, RE, wf, det, documents, pva
 ):
     with pytest.raises(WorkflowError) as raised:
-        RE(streaming_run(wf, [det], workflow="stream-then-fail", num_frames=FRAMES))
+        RE(
+            streaming_run(
+                wf,
+                [det],
+                workflow="stream-then-fail",
+                num_frames=FRAMES,
+                ready_timeout=READY_TIMEOUT,
+            )
+        )
     message = slot_value(pva, "Message")
     assert slot_state(pva) is HandshakeState.FAILED
     assert raised.value.state is HandshakeState.FAILED
@@ -201,6 +241,7 @@ def test_wait_false_returns_during_processing_and_reports_in_the_log(
             wf,
             [det],
             workflow="stream-then-reduce",
+            ready_timeout=READY_TIMEOUT,
             num_frames=FRAMES,
             args={"reduceSeconds": 3},
             wait=False,
@@ -214,6 +255,16 @@ def test_wait_false_returns_during_processing_and_reports_in_the_log(
     (stop,) = docs(documents, "stop")
     assert stop["exit_status"] == "success"
     until("PROCESSING", lambda: slot_state(pva) is HandshakeState.PROCESSING, timeout=10)
+
+    # The slot is busy: another run is refused, and the one under way goes on.
+    with pytest.raises(SlotBusy, match="busy"):
+        RE(
+            streaming_run(
+                wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
+            )
+        )
+    assert RE.state == "idle"
+    assert slot_state(pva) is HandshakeState.PROCESSING
 
     # A short wait stops the waiting, not the workflow.
     assert RE(wait_for_workflow(wf, timeout=0.3)).plan_result is HandshakeState.PROCESSING
@@ -239,7 +290,15 @@ def test_consecutive_runs_in_one_runengine_session(services, RE, wf, det, docume
         by_name = StreamingWorkflow(SLOT, name="wf", use_pvi=False)
     for n, slot in enumerate((wf, by_name, wf), start=1):
         documents.clear()
-        RE(streaming_run(slot, [det], workflow="stream-stats", num_frames=FRAMES))
+        RE(
+            streaming_run(
+                slot,
+                [det],
+                workflow="stream-stats",
+                num_frames=FRAMES,
+                ready_timeout=READY_TIMEOUT,
+            )
+        )
         (start,) = docs(documents, "start")
         assert_clean_run(services, pva, documents, start["uid"])
         (primary,) = [

@@ -74,6 +74,10 @@ def is_active(state: HandshakeState) -> bool:
     return state is not HandshakeState.IDLE and state not in FINAL_STATES
 
 
+class SlotBusy(RuntimeError):
+    """The slot is busy with a run that is not over (staging refuses it)."""
+
+
 class WorkflowError(RuntimeError):
     """A run ended in FAILED, ABORTED or TIMEOUT; the text is the bridge's Message."""
 
@@ -213,6 +217,9 @@ class StreamingWorkflow(StandardReadable):
         #: True once a plan handed the run over to be followed in the background (unstage and
         #: the plans' clean-up then leave it running).
         self.detached = False
+        # True from this device's START until the next stage: only such a run is ever aborted by
+        # unstage, never one another session started.
+        self._started = False
         #: The task following a run handed over by ``streaming_run(..., wait=False)``.
         self.follower: asyncio.Future[HandshakeState] | None = None
 
@@ -240,29 +247,30 @@ class StreamingWorkflow(StandardReadable):
     @AsyncStatus.wrap
     async def stage(self) -> None:
         """Make the slot ready for a run: RESET a final state; refuse a run under way."""
-        self.detached = False
         state = await self.state.get_value()
         if is_active(state):
             message = await self.message.get_value()
-            raise RuntimeError(
+            raise SlotBusy(
                 f"{self._prefix} is busy with a run in {state.value} ({message}): "
                 "wait for it to end or put ABORT first"
             )
+        self.detached = False
+        self._started = False
         if state in FINAL_STATES:
             await self._put(HandshakeCommand.RESET)
             await self.wait_for_state({HandshakeState.IDLE}, timeout=10.0)
 
     @AsyncStatus.wrap
     async def unstage(self) -> None:
-        """ABORT a run that is still under way, unless it was handed over to be followed in the
-        background, and wait until it ended."""
+        """ABORT a run this device started that is still under way, unless it was handed over to
+        be followed in the background, and wait until it ended."""
         await self.abort_unless_final()
 
     async def abort_unless_final(self, timeout: float = 30.0) -> HandshakeState:
-        """Put ABORT if a run is under way (and not followed in the background); wait until it
-        ended. Returns the state it is left in."""
+        """Put ABORT if the run this device started is under way (and not followed in the
+        background); wait until it ended. Returns the state the slot is left in."""
         state = await self.state.get_value()
-        if not is_active(state) or self.detached:
+        if not (self._started and is_active(state)) or self.detached:
             return state
         logger.warning("%s: run in %s aborted", self._prefix, state.value)
         await self._put(HandshakeCommand.ABORT)
@@ -278,6 +286,7 @@ class StreamingWorkflow(StandardReadable):
         if value.ready_timeout is not None:
             self._ready_timeout = value.ready_timeout
         await self.request.set(value.to_json())
+        self._started = True
         await self._put(HandshakeCommand.START)
         await self.wait_for_state(
             {HandshakeState.READY}, timeout=self._ready_timeout + self._ready_margin

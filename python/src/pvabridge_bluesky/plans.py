@@ -21,6 +21,7 @@ from bluesky.utils import FailedStatus
 from ._workflow import (
     FINAL_STATES,
     HandshakeState,
+    SlotBusy,
     StreamingRequest,
     StreamingWorkflow,
     WorkflowError,
@@ -43,12 +44,12 @@ def _next_frame_id(detectors: list[Any], data_channel: str | None):
 
 
 def _raising_workflow_errors(plan):
-    """Run ``plan``, raising a status's :class:`WorkflowError` itself rather than the
-    ``FailedStatus`` around it, so that the error a user sees is the bridge's Message."""
+    """Run ``plan``, raising a status's :class:`WorkflowError` or :class:`SlotBusy` itself rather
+    than the ``FailedStatus`` around it, so that the error a user sees is the bridge's Message."""
     try:
         return (yield from plan)
     except FailedStatus as err:
-        if isinstance(err.__cause__, WorkflowError):
+        if isinstance(err.__cause__, (WorkflowError, SlotBusy)):
             raise err.__cause__ from None
         raise
 
@@ -83,7 +84,8 @@ def streaming_run(
 
     * ``wait=True``: waits until the workflow ended, records the slot's final reading in the
       ``workflow`` stream and returns the final state (DONE); it raises
-      :class:`~pvabridge_bluesky.WorkflowError` with the bridge's Message unless the run ends DONE.
+      :class:`~pvabridge_bluesky.WorkflowError` with the bridge's Message unless the run ends DONE
+      (and :class:`~pvabridge_bluesky.SlotBusy` when the slot is busy with another run).
     * ``wait=False``: ends acquisition and returns; the run is followed in the background and
       reported through logging every ``reporting_period`` seconds (``concise``: state and frames;
       otherwise the Stages table too). It returns the state at hand-over (DRAINING or
@@ -135,11 +137,11 @@ def streaming_run(
             if isinstance(det, Preparable):
                 yield from bps.prepare(det, num_frames, group="detectors")
         yield from bps.wait(group="detectors")
-        yield from _raising_workflow_errors(bps.prepare(workflow_device, request, wait=True))
+        yield from bps.prepare(workflow_device, request, wait=True)
         yield from bps.kickoff(workflow_device, wait=True)
         yield from bps.trigger_and_read(detectors)
         if wait:
-            yield from _raising_workflow_errors(bps.complete(workflow_device, wait=True))
+            yield from bps.complete(workflow_device, wait=True)
             yield from bps.trigger_and_read([workflow_device], name="workflow")
             outcome["state"] = HandshakeState.DONE
             return
@@ -149,7 +151,7 @@ def streaming_run(
 
     plan = bpp.finalize_wrapper(run(), _abort_unless_final(workflow_device))
     plan = bpp.stage_wrapper(plan, [workflow_device, *detectors])
-    yield from bpp.subs_wrapper(plan, {"start": [keep_start]})
+    yield from _raising_workflow_errors(bpp.subs_wrapper(plan, {"start": [keep_start]}))
     return outcome["state"]
 
 
