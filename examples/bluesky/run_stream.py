@@ -71,6 +71,7 @@ def main():
                 "uid": start["uid"],
                 "exitStatus": stop["exit_status"],
                 "reason": stop.get("reason", ""),
+                "seconds": round(stop["time"] - start["time"], 3),
                 "data": {
                     key.split("-", 1)[-1]: value
                     for key, value in (final or [{}])[-1].items()

@@ -109,6 +109,9 @@ def test_a_clean_run_ends_done_with_the_start_document_in_the_dm_catalog(
     uid = start["uid"]
     assert_clean_run(services, pva, documents, uid)
     assert start["sample"] == "Si(111)" and start["plan_name"] == "streaming_run"
+    # The detector was read once its acquisition was over: every frame counted.
+    (primary,) = [e["data"] for e in docs(documents, "event") if "det-array_counter" in e["data"]]
+    assert primary["det-array_counter"] == FRAMES
 
     # The run in the DM catalog, in DM's shape (DESIGN.md): runId "uid_" + uid[:8], and the
     # start document (with the plan's md) under metadata.

@@ -151,19 +151,27 @@ impl AdSim {
             counter: 0,
         }));
         let (send, requests) = mpsc::unbounded_channel();
-        let acquire = SharedPv::builder(stamped(choice(0, ACQUIRE_CHOICES)))
-            .on_put(move |put| {
-                let index = put.value.get("value.index").and_then(Value::as_i64);
-                let request = match index {
-                    Some(0) => Request::Stop,
-                    Some(1) => Request::Start,
-                    _ => return Err(Status::error("Acquire takes 0 (Done) or 1 (Acquire)")),
-                };
-                let _ = send.send(request);
-                Ok(None)
-            })
-            .build();
         let acquire_rbv = SharedPv::readonly(stamped(choice(0, ACQUIRE_RBV_CHOICES)));
+        let acquire = {
+            let acquire_rbv = acquire_rbv.clone();
+            SharedPv::builder(stamped(choice(0, ACQUIRE_CHOICES)))
+                .on_put(move |put| {
+                    let index = put.value.get("value.index").and_then(Value::as_i64);
+                    let request = match index {
+                        Some(0) => Request::Stop,
+                        Some(1) => Request::Start,
+                        _ => return Err(Status::error("Acquire takes 0 (Done) or 1 (Acquire)")),
+                    };
+                    if matches!(request, Request::Start) {
+                        // Acquiring shows before the put completes, as the driver sets it: a
+                        // client that waits for Done after its put never sees the Done of before.
+                        acquire_rbv.post(stamped(choice(1, ACQUIRE_RBV_CHOICES)));
+                    }
+                    let _ = send.send(request);
+                    Ok(None)
+                })
+                .build()
+        };
 
         let num_images_rbv = SharedPv::readonly(scalar(ScalarType::I32, config.num_images));
         let num_images = {
@@ -281,7 +289,6 @@ impl AdSim {
         let acquire_rbv = self.pv(names::ACQUIRE_RBV).clone();
         let counter_rbv = self.pv(names::ARRAY_COUNTER_RBV).clone();
         async move {
-            acquire_rbv.post(stamped(choice(1, ACQUIRE_RBV_CHOICES)));
             let (num_images, acquire_time) = {
                 let s = lock(&settings);
                 (s.num_images.max(1) as u64, s.acquire_time)
@@ -450,11 +457,17 @@ mod tests {
     async fn a_put_of_done_stops_an_acquisition_early() {
         let sim = sim(1000, 0.01);
         let acquire = sim.pv(names::ACQUIRE).clone();
+        let pvs_rbv = sim.pv(names::ACQUIRE_RBV).clone();
         let (tx, mut acquisitions) = mpsc::unbounded_channel();
         tokio::spawn(sim.run(move |a| {
             let _ = tx.send(*a);
         }));
         assert!(put(&acquire, "value.index", 1i32).is_success());
+        assert_eq!(
+            value(&pvs_rbv, "value.index"),
+            1,
+            "Acquiring shows when the put completes"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(put(&acquire, "value.index", 0i32).is_success());
         let acquisition = tokio::time::timeout(Duration::from_secs(10), acquisitions.recv())
