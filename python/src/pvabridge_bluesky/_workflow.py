@@ -157,13 +157,18 @@ class _SlotConnector(PviDeviceConnector):
         filler = self.filler
         for name, (_, signal_type) in list(filler._unfilled_backends.items()):
             filler.fill_child_signal(name, signal_type)
-        for name in sorted(filler._optional_devices):
-            signal = getattr(device, name, None)
-            if signal is None:
-                continue
-            try:
-                await signal.connect(timeout=min(timeout, self.pvi_timeout))
-            except Exception:  # an optional PV that is not served
+        # The optional signals (the filler lists every Optional attribute of the class).
+        optional = {
+            name: getattr(device, name)
+            for name in sorted(filler._optional_devices)
+            if name in filler._filled_backends
+        }
+        results = await asyncio.gather(
+            *(s.connect(timeout=min(timeout, self.pvi_timeout)) for s in optional.values()),
+            return_exceptions=True,
+        )
+        for name, result in zip(optional, results, strict=True):
+            if isinstance(result, Exception):  # an optional PV that is not served
                 logger.info("%s: %s is not served; left out", self.prefix, name)
                 setattr(device, name, None)
         filler.check_filled(f"{self.prefix} (by name)")
