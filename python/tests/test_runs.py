@@ -91,6 +91,13 @@ def assert_aborted(services, pva, RE) -> None:
     assert RE.state == "idle"
 
 
+def test_the_slot_device_is_built_from_the_slots_pvi(wf):
+    tree = wf._connector.pvi_tree
+    assert tree is not None, "the slot was connected by name, not through its PVI"
+    assert {"state", "command", "request", "message", "job_id"} <= set(tree.signals)
+    assert tree.signals["command"].write_pv == SLOT + "Command"
+
+
 def test_a_clean_run_ends_done_with_the_start_document_in_the_dm_catalog(
     services, RE, wf, det, documents, pva
 ):
