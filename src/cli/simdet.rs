@@ -12,6 +12,7 @@ use pva::ServerConfig;
 use pva_codec::nt::{set_time_stamp, NtScalar, TimeStamp};
 use pva_codec::{ScalarType, Status, Value};
 use serde_json::json;
+use stream::ad_sim::{self, Acquisition, AdSim, AdSimConfig};
 use stream::relay::ConsumerShare;
 use stream::simdet::{Published, SimDet, SimDetConfig};
 
@@ -37,11 +38,20 @@ Between acquisitions the image PV holds the last frame, as areaDetector's does: 
 subscribing for the next acquisition books it as its initial value, not as a frame of its run.
 It serves until Ctrl-C.
 
+With --ad-prefix P it serves the PVs of an ADSimDetector with a PVA plugin instead, as a real one
+does over PVA (QSRV): P cam1:Acquire (Done/Acquire; put Acquire to take NumImages frames, it
+returns to Done after them), P cam1:NumImages (from --frames), P cam1:AcquireTime (seconds per
+frame, from --fps), P cam1:ArrayCounter (keeps counting from acquisition to acquisition unless
+written; each frame's uniqueId is the counter), each with its _RBV readback, and the frames on
+P Pva1:Image, which holds the last frame between acquisitions. It serves until Ctrl-C and prints a
+line per acquisition.
+
 Examples:
   pvabridge simdet --nx 1024 --ny 1024 --dtype uint16 --fps 100 --frames 1000 --start-delay 2
   pvabridge simdet --pv bl:det:Image --fps 0 --runtime 10 --json
   pvabridge simdet --pv bl:det:Image --trigger bl:det:Acquire --frames 100 --fps 50
   pvabridge simdet --start-id 301 --frames 300   (a detector whose counter went on from a run)
+  pvabridge simdet --ad-prefix 13SIM1: --frames 100 --fps 50
 Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVAS_BROADCAST_PORT /
 EPICS_PVA_BROADCAST_PORT.")]
 pub struct SimDetArgs {
@@ -89,6 +99,13 @@ pub struct SimDetArgs {
     /// After the last frame, serve at most this long more while consumers drain.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     linger: Duration,
+    /// Serve an ADSimDetector's PVs under this prefix (cam1:Acquire, Pva1:Image, ...) instead
+    /// of --pv; --frames sets NumImages, --fps AcquireTime.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["trigger", "pv", "ntscalar", "runtime"])]
+    ad_prefix: Option<String>,
+    /// After the last frame, serve at most this many seconds more while consumers drain.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    linger: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -128,6 +145,9 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
         source.add(args.pv.clone(), det.pv().clone());
         if let Some(trigger) = &args.trigger {
             return serve_triggered(&args, det, trigger, source, server_config).await;
+        }
+        if let Some(prefix) = &args.ad_prefix {
+            return serve_ad(&args, det, prefix, server_config).await;
         }
         let server = Server::start(server_config, vec![source]).await?;
         eprintln!(
@@ -217,6 +237,65 @@ fn describe(det: &SimDet) -> String {
             det.distinct_frames()
         )
     }
+}
+
+/// Serve an ADSimDetector's PVs under `prefix` until interrupted, printing each acquisition.
+async fn serve_ad(
+    args: &SimDetArgs,
+    det: Arc<SimDet>,
+    prefix: &str,
+    server_config: ServerConfig,
+) -> anyhow::Result<ExitCode> {
+    let num_images = i32::try_from(args.frames.unwrap_or(1).max(1)).map_err(|_| {
+        anyhow!(
+            "--frames {}: NumImages is a 32-bit count",
+            args.frames.unwrap_or(1)
+        )
+    })?;
+    let config = AdSimConfig {
+        num_images,
+        acquire_time: if args.fps > 0.0 { 1.0 / args.fps } else { 0.0 },
+    };
+    let sim = AdSim::new(det.clone(), config);
+    let source = Arc::new(StaticSource::new());
+    for (suffix, pv) in sim.pvs() {
+        source.add(format!("{prefix}{suffix}"), pv.clone());
+    }
+    let server = Server::start(server_config, vec![source]).await?;
+    eprintln!(
+        "pvabridge simdet: serving an ADSimDetector under {prefix} ({}) on TCP {} and UDP {}; \
+         put 1 to {prefix}{} to acquire",
+        describe(&det),
+        server.tcp_addr(),
+        server.udp_addr(),
+        ad_sim::names::ACQUIRE,
+    );
+    let image = format!("{prefix}{}", ad_sim::names::IMAGE);
+    let mut acquisitions = 0u64;
+    let json = args.json;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = sim.run(|acquisition: &Acquisition| {
+            acquisitions += 1;
+            if json {
+                println!(
+                    "{}",
+                    json!({"pv": image, "acquisition": acquisitions, "published": acquisition})
+                );
+            } else {
+                println!(
+                    "acquisition {acquisitions}: {} frames, uniqueId {}..{}, in {:.3} s{}",
+                    acquisition.frames,
+                    acquisition.first_id,
+                    acquisition.last_id,
+                    acquisition.elapsed_s,
+                    if acquisition.stopped { " (stopped)" } else { "" }
+                );
+            }
+        }) => {}
+    }
+    server.stop().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The trigger PV: an NTScalar int whose puts are handed to `puts`.

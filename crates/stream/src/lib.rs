@@ -7,6 +7,7 @@
 //! consumer.
 
 pub mod accounting;
+pub mod ad_sim;
 pub mod consumer;
 pub mod frame;
 pub mod relay;
