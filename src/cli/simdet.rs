@@ -103,9 +103,6 @@ pub struct SimDetArgs {
     /// of --pv; --frames sets NumImages, --fps AcquireTime.
     #[arg(long, value_name = "PREFIX", conflicts_with_all = ["trigger", "pv", "ntscalar", "runtime"])]
     ad_prefix: Option<String>,
-    /// After the last frame, serve at most this many seconds more while consumers drain.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    linger: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,

@@ -375,6 +375,7 @@ mod tests {
             start_delay: Duration::ZERO,
             seed: 1,
             counter: false,
+            start_id: 1,
         })
         .unwrap();
         AdSim::new(
