@@ -317,3 +317,91 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
         logs(&["bridge.log", "dm.log", "simdet.log"])
     );
 }
+
+/// Restart a p4p server three times under a monitor of ours and one of p4p's on another host,
+/// and report how long each took to resume after the server was back (BENCHMARKS.md gives the
+/// figures; the test only requires that both resume).
+#[test]
+fn monitors_resume_after_server_restarts() {
+    use std::io::BufRead as _;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use pva::client::{Context, MonitorEvent};
+
+    const ROUNDS: usize = 3;
+    const DOWN: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Netns::new(), Netns::new());
+    link(&a, "10.204.1.1/24", &b, "10.204.1.2/24");
+    let server_log = dir.path().join("p4p.log");
+    let mut server = start_p4p(&a, "rs:", &server_log);
+
+    // Update arrival times: ours from a thread in B, p4p's from its printed lines.
+    let (ours_tx, ours) = mpsc::channel::<Instant>();
+    let b_for_ours = &b;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            b_for_ours.enter_thread();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
+                let ctx = Context::new(config).unwrap();
+                let mut monitor = ctx.monitor("rs:counter").exec().unwrap();
+                let mut updates = 0;
+                while let Ok(Some(event)) = tokio::time::timeout(LIMIT, monitor.recv()).await {
+                    if let MonitorEvent::Update(_) = event {
+                        updates += 1;
+                        if ours_tx.send(Instant::now()).is_err() || updates > ROUNDS {
+                            return;
+                        }
+                    }
+                }
+            });
+        });
+
+        let mut cmd = b.command(python());
+        cmd.arg(peer_script("p4p_monitor_stream.py"))
+            .args(["rs:counter", "1000000", "120"]);
+        let mut p4p_monitor = b.spawn(cmd, &dir.path().join("p4p-monitor.log"));
+        let stdout = p4p_monitor.0.stdout.take().unwrap();
+        let (p4p_tx, theirs) = mpsc::channel::<Instant>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.contains("\"value\"") && p4p_tx.send(Instant::now()).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let next = |rx: &mpsc::Receiver<Instant>, who: &str| {
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{who} monitor: no update within 30 s"))
+        };
+        next(&ours, "our");
+        next(&theirs, "p4p's");
+        let mut figures = Vec::new();
+        for _ in 0..ROUNDS {
+            drop(server);
+            std::thread::sleep(DOWN);
+            server = start_p4p(&a, "rs:", &server_log);
+            let back = Instant::now();
+            let ours_after = next(&ours, "our") - back;
+            let theirs_after = next(&theirs, "p4p's") - back;
+            figures.push((ours_after, theirs_after));
+        }
+        drop(p4p_monitor);
+        for (i, (ours, theirs)) in figures.iter().enumerate() {
+            println!(
+                "restart {}: pvabridge monitor resumed {} ms after the server was back, p4p's {} ms",
+                i + 1,
+                ours.as_millis(),
+                theirs.as_millis()
+            );
+        }
+    });
+}
