@@ -84,13 +84,29 @@ fn peers_find(host: &Netns, pvs: &[&str]) {
     }
 }
 
+/// Three hosts: B on two networks, 10.`net`.1.0/24 to A and 10.`net`.2.0/24 to C.
+fn three_hosts(net: u8) -> (Netns, Netns, Netns) {
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(
+        &a,
+        &format!("10.{net}.1.1/24"),
+        &b,
+        &format!("10.{net}.1.2/24"),
+    );
+    link(
+        &b,
+        &format!("10.{net}.2.1/24"),
+        &c,
+        &format!("10.{net}.2.2/24"),
+    );
+    (a, b, c)
+}
+
 #[test]
 fn servers_on_two_networks_are_found_with_no_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let log = |name: &str| dir.path().join(name);
-    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
-    link(&a, "10.201.1.1/24", &b, "10.201.1.2/24");
-    link(&b, "10.201.2.1/24", &c, "10.201.2.2/24");
+    let (a, b, c) = three_hosts(201);
 
     let _a_p4p = start_p4p(&a, "a4:", &log("a-p4p.log"));
     let _a_ours = start_pvabridge(&a, &["host", "ar:x=double:1"], &log("a-ours.log"));
@@ -168,9 +184,7 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
-    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
-    link(&a, "10.203.1.1/24", &b, "10.203.1.2/24");
-    link(&b, "10.203.2.1/24", &c, "10.203.2.2/24");
+    let (a, b, c) = three_hosts(203);
     std::fs::write(path("users"), "dmuser|secret\n").unwrap();
 
     // The DM service, and so the workflow's stage, on B; the detector on A; the bridge on C.
