@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::netns::{link, Netns};
@@ -129,49 +128,94 @@ fn pvapy_hpc_consumer_next_to_simdet_processes_every_frame() {
     // besides loopback.
     let other = Netns::new();
     link(&host, "10.202.1.1/24", &other, "10.202.1.2/24");
-    let unicast_to_the_host = |cmd: &mut Command| {
-        cmd.env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+    let on_host = |program: &std::path::Path, args: &[&str]| {
+        let mut cmd = host.command(program);
+        cmd.args(args)
+            .env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
             .env("EPICS_PVA_AUTO_ADDR_LIST", "NO");
+        cmd
     };
-    let mut simdet = host.command(BINARY);
-    simdet.args([
-        "simdet",
-        "--pv",
-        "det:Image",
-        "--nx",
-        "32",
-        "--ny",
-        "32",
-        "--fps",
-        "100",
-        "--frames",
-        "100",
-        "--start-delay",
-        "4",
-        "--linger",
-        "2",
-    ]);
-    unicast_to_the_host(&mut simdet);
-    let _simdet = host.spawn(simdet, &dir.path().join("simdet.log"));
-
-    let consumer = python().with_file_name("pvapy-hpc-consumer");
-    let mut cmd = host.command(&consumer);
-    cmd.args(["-ic", "det:Image", "-rt", "8", "-dc"]);
-    unicast_to_the_host(&mut cmd);
-    let out = host.run(cmd, LIMIT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let processed = stdout
-        .split("'nProcessed': ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok());
-    assert_eq!(
-        processed,
-        Some(100),
-        "pvapy-hpc-consumer next to simdet:\n{stdout}\n{}\nsimdet: {}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.path().join("simdet.log")).unwrap_or_default()
+    let binary = std::path::Path::new(BINARY);
+    let simdet = on_host(
+        binary,
+        &[
+            "simdet",
+            "--pv",
+            "det:Image",
+            "--trigger",
+            "det:Acquire",
+            "--nx",
+            "32",
+            "--ny",
+            "32",
+            "--fps",
+            "100",
+            "--frames",
+            "100",
+        ],
     );
+    let _simdet = host.spawn(simdet, &dir.path().join("simdet.log"));
+    let consumer = python().with_file_name("pvapy-hpc-consumer");
+    let cmd = on_host(
+        &consumer,
+        &[
+            "-ic",
+            "det:Image",
+            "-rt",
+            "120",
+            "-dc",
+            "-sc",
+            "_",
+            "-rp",
+            "1",
+        ],
+    );
+    let mut consumer = host.spawn(cmd, &dir.path().join("consumer.log"));
+    let mut stdout = consumer.0.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+
+    // The consumer's statistics, as its status PV gives them (updated every second).
+    let status = || -> Option<serde_json::Value> {
+        let cmd = on_host(binary, &["get", "--json", "pvapy:consumer:1:status"]);
+        let out = host.run(cmd, LIMIT);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .map(|v| v["value"].clone())
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&serde_json::Value) -> bool| {
+        let start = std::time::Instant::now();
+        let mut last = None;
+        while start.elapsed() < LIMIT {
+            last = status();
+            if last.as_ref().is_some_and(done) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "pvapy-hpc-consumer next to simdet: {what} did not happen within {LIMIT:?}; last \
+             status {last:?}\nconsumer: {}\nsimdet: {}",
+            std::fs::read_to_string(dir.path().join("consumer.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("simdet.log")).unwrap_or_default()
+        );
+    };
+    // Subscribed: it has the image PV's current (empty) frame.
+    wait_for("the subscription", &|s| {
+        s["receiverStats"]["nReceived"].as_u64() >= Some(1)
+    });
+    let out = host.run(on_host(binary, &["put", "det:Acquire", "1"]), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Frames 1..=100, none missed (then the empty frame that ends the acquisition may come too).
+    wait_for("every frame processed", &|s| {
+        let p = &s["processorStats"];
+        p["nProcessed"].as_u64() >= Some(100)
+            && p["nMissed"].as_u64() == Some(0)
+            && p["firstObjectId"].as_u64() == Some(1)
+    });
 }
 
 #[test]
