@@ -389,4 +389,44 @@ mod tests {
         assert!(decode_answers(&[1, 2, 3]).is_empty());
         assert!(decode_answers(&[]).is_empty());
     }
+
+    #[tokio::test]
+    async fn beacons_of_new_or_restarted_servers_hurry_the_searches() {
+        let searcher =
+            Searcher::new(&ClientConfig::isolated("127.0.0.1:9".parse().unwrap())).unwrap();
+        let beacon = |g: u8| Beacon {
+            guid: Guid([g; 12]),
+            flags: 0,
+            sequence: 0,
+            change_count: 0,
+            address: Ipv4Addr::UNSPECIFIED.into(),
+            port: 5075,
+            protocol: "tcp".into(),
+            status: pva_codec::AnyValue(None),
+        };
+        let from: IpAddr = "10.0.0.7".parse().unwrap();
+        let hurries = |b: Beacon| {
+            let searcher = searcher.clone();
+            async move {
+                *searcher.hurried.lock().unwrap() = None;
+                let woken = searcher.hurry.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                searcher.beacon(&b, from);
+                tokio::time::timeout(Duration::from_millis(20), woken)
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(hurries(beacon(1)).await, "a new server");
+        assert!(!hurries(beacon(1)).await, "the same server again");
+        assert!(
+            hurries(beacon(2)).await,
+            "a restart: another GUID at that address"
+        );
+        assert_eq!(
+            searcher.beacons.lock().unwrap().keys().collect::<Vec<_>>(),
+            vec![&"10.0.0.7:5075".parse::<SocketAddr>().unwrap()]
+        );
+    }
 }
