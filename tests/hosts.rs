@@ -463,3 +463,71 @@ fn monitors_resume_after_server_restarts() {
         }
     });
 }
+
+/// A host rule naming `localhost` lets a client that connects over loopback write, and refuses a
+/// client on another host that claims to be `localhost`.
+#[test]
+fn a_client_claiming_another_hosts_name_is_refused() {
+    use pva::client::proto::Credentials;
+    use pva::client::Context;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Netns::new(), Netns::new());
+    link(&a, "10.205.1.1/24", &b, "10.205.1.2/24");
+    let rules = dir.path().join("access.toml");
+    std::fs::write(
+        &rules,
+        "[[allow]]\nname = \"on the host\"\npvs = [\"sp:*\"]\nusers = [\"*\"]\nhosts = [\"localhost\"]\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let _server = start_pvabridge(
+        &a,
+        &["host", "--access", rules, "sp:x=double:0"],
+        &dir.path().join("server.log"),
+    );
+    let mut local = a.command(BINARY);
+    local
+        .args(["put", "sp:x", "1"])
+        .env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO");
+    let out = a.run(local, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let refusal = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                b.enter_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
+                    let claim = Credentials {
+                        host: "localhost".into(),
+                        ..Credentials::of_process()
+                    };
+                    let ctx = Context::with_credentials(config, claim).unwrap();
+                    ctx.put("sp:x")
+                        .set("value", 2.0)
+                        .timeout(Duration::from_secs(10))
+                        .exec()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .join()
+            .unwrap()
+    });
+    let e = refusal.expect_err("a client on B claiming to be localhost wrote");
+    assert!(
+        e.contains("on host 'localhost' (10.205.1.2:") && e.contains("rule 'on the host'"),
+        "{e}"
+    );
+}
