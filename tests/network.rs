@@ -276,3 +276,60 @@ fn a_p4p_server_sees_the_real_account_whatever_user_says() {
         );
     }
 }
+
+#[test]
+fn a_multicast_entry_in_the_address_list_reaches_a_server_of_the_group() {
+    // Our server listens on the host's local multicast group (224.0.0.128 at the search port);
+    // a client that lists the group, its multicast going out through loopback, finds it. (pvxs
+    // takes whatever comes to that group as forwarded by a neighbour, and so answers only
+    // searches that carry their reply address.)
+    let dir = tempfile::tempdir().unwrap();
+    let udp = free_udp_port();
+    let _ours = start_ours("mcr:x", udp, dir.path());
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["get", "-w", "10", "mcr:x"]);
+    client_env(&mut cmd, udp);
+    cmd.env("EPICS_PVA_ADDR_LIST", format!("224.0.0.128:{udp}"))
+        .env("EPICS_PVA_INTF_ADDR_LIST", "127.0.0.1");
+    let out = run_bounded(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_server_does_not_answer_the_addresses_it_is_told_to_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp = free_udp_port();
+    let log = dir.path().join("ours.log");
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["host", "ign:x=double:1"]);
+    server_env(&mut cmd, udp);
+    cmd.env("EPICS_PVAS_IGNORE_ADDR_LIST", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _server = Running(cmd.spawn().expect("start pvabridge host"));
+    wait_for_log(&log, "serving");
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["get", "-w", "2", "ign:x"]);
+    client_env(&mut cmd, udp);
+    let out = run_bounded(cmd, LIMIT);
+    assert!(
+        !out.status.success(),
+        "a search from 127.0.0.1 was answered"
+    );
+
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["get", "ign:x"]);
+    client_env(&mut cmd, udp);
+    cmd.env("EPICS_PVA_ADDR_LIST", "::1");
+    let out = run_bounded(cmd, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("EPICS_PVA_ADDR_LIST") && err.contains("'::1' is an IPv6 address"),
+        "{err}"
+    );
+}

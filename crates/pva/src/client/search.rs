@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use pva_codec::msg::{Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
+use pva_codec::msg::{Beacon, Search, SearchResponse, SEARCH_MUST_REPLY, SEARCH_UNICAST};
 use pva_codec::{ByteOrder, Direction, Message, ValueEncoder, Writer};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::ClientConfig;
 use crate::interfaces::{self, Interface};
@@ -21,6 +21,8 @@ const FIRST_DELAY: Duration = Duration::from_millis(20);
 const MAX_DELAY: Duration = Duration::from_secs(2);
 /// How long a reading of the host's interfaces is used before it is read again (as pvxs).
 const INTERFACES_REFRESH: Duration = Duration::from_secs(15);
+/// Beacons of new servers hurry the searches at most this often.
+const HURRY_HOLDOFF: Duration = Duration::from_secs(1);
 
 /// Where a found channel lives.
 pub(crate) type Found = SocketAddr;
@@ -35,12 +37,20 @@ pub(crate) struct Searcher {
     servers: Mutex<HashMap<[u8; 12], SocketAddr>>,
     next_id: AtomicU32,
     sequence: AtomicU32,
-    receiver: tokio::task::AbortHandle,
+    /// The GUID each server that beaconed last beaconed with.
+    beacons: Mutex<HashMap<SocketAddr, [u8; 12]>>,
+    /// Wakes searches waiting out their backoff: a new or restarted server beaconed.
+    hurry: Notify,
+    /// When the searches were last hurried.
+    hurried: Mutex<Option<Instant>>,
+    receivers: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for Searcher {
     fn drop(&mut self) {
-        self.receiver.abort();
+        for r in &self.receivers {
+            r.abort();
+        }
     }
 }
 
@@ -55,17 +65,6 @@ pub(crate) fn answer_address(r: &SearchResponse, from: IpAddr) -> SocketAddr {
     };
     let ip = if ip.is_unspecified() { from } else { ip };
     SocketAddr::new(ip, r.port)
-}
-
-/// Decode every search answer in one datagram.
-pub(crate) fn decode_answers(datagram: &[u8]) -> Vec<SearchResponse> {
-    pva_codec::decode_datagram(bytes::Bytes::copy_from_slice(datagram))
-        .into_iter()
-        .filter_map(|m| match m {
-            Ok(Message::SearchResponse(r)) => Some(r),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Encode a search datagram.
@@ -91,19 +90,53 @@ impl Searcher {
         sock.set_nonblocking(true)?;
         sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
         let socket = Arc::new(UdpSocket::from_std(sock.into())?);
+        let up = interfaces::up_interfaces();
+        let beacon_sockets = beacon_sockets(config, &up);
         Ok(Arc::new_cyclic(|weak: &Weak<Searcher>| {
-            let receiver = tokio::spawn(receive(socket.clone(), weak.clone())).abort_handle();
+            let mut receivers =
+                vec![tokio::spawn(receive(socket.clone(), weak.clone())).abort_handle()];
+            for s in beacon_sockets {
+                receivers.push(tokio::spawn(receive(s, weak.clone())).abort_handle());
+            }
             Searcher {
                 socket,
                 config: config.clone(),
-                interfaces: Mutex::new((interfaces::up_interfaces(), Instant::now())),
+                interfaces: Mutex::new((up, Instant::now())),
                 waiters: Mutex::new(HashMap::new()),
                 servers: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
                 sequence: AtomicU32::new(1),
-                receiver,
+                beacons: Mutex::new(HashMap::new()),
+                hurry: Notify::new(),
+                hurried: Mutex::new(None),
+                receivers,
             }
         }))
+    }
+
+    /// A beacon from `from`: a server not seen before, or seen with another GUID (restarted),
+    /// hurries the searches still waiting (as pvxs does), at most once per [`HURRY_HOLDOFF`].
+    pub(crate) fn beacon(&self, b: &Beacon, from: IpAddr) {
+        let ip = if b.address.is_unspecified() {
+            from
+        } else {
+            b.address
+        };
+        let server = SocketAddr::new(ip, b.port);
+        let changed = self
+            .beacons
+            .lock()
+            .map(|mut seen| seen.insert(server, b.guid.0) != Some(b.guid.0))
+            .unwrap_or(false);
+        if !changed {
+            return;
+        }
+        let mut hurried = self.hurried.lock().unwrap_or_else(|e| e.into_inner());
+        if hurried.is_none_or(|t| t.elapsed() >= HURRY_HOLDOFF) {
+            *hurried = Some(Instant::now());
+            tracing::debug!("new or restarted server {server}: searching again now");
+            self.hurry.notify_waiters();
+        }
     }
 
     /// The host's interfaces, read again when the last reading is older than
@@ -203,11 +236,20 @@ impl Searcher {
         let mut delay = FIRST_DELAY;
         let names = [(id, name.to_owned())];
         loop {
+            let hurried = self.hurry.notified();
+            tokio::pin!(hurried);
+            hurried.as_mut().enable();
             self.send(0, &names).await;
-            match tokio::time::timeout(delay, rx.recv()).await {
-                Ok(Some(found)) => return found,
-                Ok(None) => tokio::time::sleep(delay).await,
-                Err(_) => {}
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(found) => return found,
+                    None => tokio::time::sleep(delay).await,
+                },
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut hurried => {
+                    delay = FIRST_DELAY;
+                    continue;
+                }
             }
             delay = (delay * 2).min(MAX_DELAY);
         }
@@ -233,6 +275,39 @@ impl Drop for WaiterGuard {
     }
 }
 
+/// Sockets that receive the beacons sent to the broadcast addresses searches go to: each bound
+/// to one broadcast address at the search port, sharing it (SO_REUSEADDR, SO_REUSEPORT), so that
+/// they receive broadcasts only and never take a unicast search from a server of the host.
+/// Addresses that cannot be bound are left out (beacons only hurry searches).
+fn beacon_sockets(config: &ClientConfig, up: &[Interface]) -> Vec<Arc<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |addr: SocketAddr| -> std::io::Result<Arc<UdpSocket>> {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        Ok(Arc::new(UdpSocket::from_std(sock.into())?))
+    };
+    let mut out = Vec::new();
+    let mut bound = Vec::new();
+    for dest in config.search_destinations(up) {
+        let IpAddr::V4(v4) = dest.ip() else { continue };
+        let addr = SocketAddr::new(dest.ip(), config.broadcast_port);
+        if !interfaces::is_broadcast(up, v4) || bound.contains(&addr) {
+            continue;
+        }
+        match bind(addr) {
+            Ok(s) => {
+                bound.push(addr);
+                out.push(s);
+            }
+            Err(e) => tracing::debug!("no beacons from {addr}: {e}"),
+        }
+    }
+    out
+}
+
 async fn receive(socket: Arc<UdpSocket>, searcher: Weak<Searcher>) {
     let mut buf = vec![0u8; 65536];
     loop {
@@ -246,8 +321,13 @@ async fn receive(socket: Arc<UdpSocket>, searcher: Weak<Searcher>) {
         let Some(searcher) = searcher.upgrade() else {
             return;
         };
-        for r in decode_answers(buf.get(..n).unwrap_or(&[])) {
-            searcher.answer(&r, from.ip());
+        let datagram = bytes::Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
+        for m in pva_codec::decode_datagram(datagram) {
+            match m {
+                Ok(Message::SearchResponse(r)) => searcher.answer(&r, from.ip()),
+                Ok(Message::Beacon(b)) => searcher.beacon(&b, from.ip()),
+                _ => {}
+            }
         }
     }
 }
@@ -256,6 +336,17 @@ async fn receive(socket: Arc<UdpSocket>, searcher: Weak<Searcher>) {
 mod tests {
     use super::*;
     use pva_codec::Guid;
+
+    /// Every search answer in one datagram.
+    fn decode_answers(datagram: &[u8]) -> Vec<SearchResponse> {
+        pva_codec::decode_datagram(bytes::Bytes::copy_from_slice(datagram))
+            .into_iter()
+            .filter_map(|m| match m {
+                Ok(Message::SearchResponse(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
 
     fn answer(address: IpAddr, ids: Vec<u32>) -> Vec<u8> {
         let r = SearchResponse {
@@ -297,5 +388,45 @@ mod tests {
         assert!(decode_answers(&[0xCA, 2, 0x40, 4, 0xff, 0xff, 0xff, 0x7f]).is_empty());
         assert!(decode_answers(&[1, 2, 3]).is_empty());
         assert!(decode_answers(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn beacons_of_new_or_restarted_servers_hurry_the_searches() {
+        let searcher =
+            Searcher::new(&ClientConfig::isolated("127.0.0.1:9".parse().unwrap())).unwrap();
+        let beacon = |g: u8| Beacon {
+            guid: Guid([g; 12]),
+            flags: 0,
+            sequence: 0,
+            change_count: 0,
+            address: Ipv4Addr::UNSPECIFIED.into(),
+            port: 5075,
+            protocol: "tcp".into(),
+            status: pva_codec::AnyValue(None),
+        };
+        let from: IpAddr = "10.0.0.7".parse().unwrap();
+        let hurries = |b: Beacon| {
+            let searcher = searcher.clone();
+            async move {
+                *searcher.hurried.lock().unwrap() = None;
+                let woken = searcher.hurry.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                searcher.beacon(&b, from);
+                tokio::time::timeout(Duration::from_millis(20), woken)
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(hurries(beacon(1)).await, "a new server");
+        assert!(!hurries(beacon(1)).await, "the same server again");
+        assert!(
+            hurries(beacon(2)).await,
+            "a restart: another GUID at that address"
+        );
+        assert_eq!(
+            searcher.beacons.lock().unwrap().keys().collect::<Vec<_>>(),
+            vec![&"10.0.0.7:5075".parse::<SocketAddr>().unwrap()]
+        );
     }
 }
