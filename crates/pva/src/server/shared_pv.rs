@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
+use pva_codec::{BitSet, Status, StructValue, Value};
+
 use super::source::PeerInfo;
 use super::wake::Wakeup;
-use pva_codec::{BitSet, Status, StructValue, Value};
 
 /// Decides a put: `Ok(None)` stores the value as put, `Ok(Some(v))` stores `v` instead,
 /// `Err(status)` refuses it and nothing changes.
