@@ -5,7 +5,7 @@
 //! Commands are applied inside the put: when a `Command` put returns, the state has already
 //! changed (or the put failed with the reason), and `Command` reads NONE again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::machine::{Action, DmFailure, DmQuery, Input, JobPoll, Machine, MachineConfig};
+use crate::machine::{
+    Action, DmFailure, DmQuery, Input, JobPoll, Machine, MachineConfig, SlotRecord,
+};
 use crate::members::MemberReport;
 use crate::pvs::{HandshakePvs, PutHooks};
 use crate::request::{RunRequest, RUN_ID_ARG};
@@ -117,12 +119,37 @@ enum Event {
     QueryAnswer(Input),
 }
 
-/// One slot: its machine (shared with the put handlers), PVs and channel to its task.
+/// One slot: its machine (shared with the put handlers), PVs, state file and channel to its
+/// task.
 struct Slot {
     prefix: String,
     machine: Arc<Mutex<Machine>>,
     pvs: HandshakePvs,
+    record_file: Arc<RecordFile>,
     events: mpsc::UnboundedSender<Event>,
+}
+
+/// A slot's state file, written whenever its record changed: by the slot's task and by a put
+/// that changed the state, always before the PVs show the change, so that what a client saw
+/// survives a restart of the bridge.
+struct RecordFile {
+    state_dir: PathBuf,
+    /// The text last written.
+    saved: Mutex<String>,
+}
+
+impl RecordFile {
+    fn save(&self, record: &SlotRecord) {
+        let text = serde_json::to_string(record).expect("a record always serializes");
+        let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        if *saved == text {
+            return;
+        }
+        match state_file::save(&self.state_dir, record) {
+            Ok(()) => *saved = text,
+            Err(err) => tracing::error!("slot {}: {err}", record.prefix),
+        }
+    }
 }
 
 fn lock(machine: &Mutex<Machine>) -> MutexGuard<'_, Machine> {
@@ -179,7 +206,7 @@ impl Bridge {
                 None => Machine::new(prefix.clone(), config.machine.clone(), now()),
             };
             let (sender, receiver) = mpsc::unbounded_channel();
-            let slot = Slot::new(prefix.clone(), machine, sender);
+            let slot = Slot::new(prefix.clone(), machine, &config.state_dir, sender);
             slot.pvs.add_to(&source);
             ready_slots.push((slot, receiver));
         }
@@ -201,9 +228,7 @@ impl Bridge {
                 events: receiver,
                 dm: dm.clone(),
                 catalog: config.catalog.clone().unwrap_or_else(|| dm.clone()),
-                state_dir: config.state_dir.clone(),
                 poll_period: config.poll_period,
-                saved: String::new(),
             };
             slots.spawn(task.run(shutdown_receiver.clone()));
         }
@@ -258,19 +283,29 @@ async fn check_login(dm: DmClient) {
 }
 
 impl Slot {
-    fn new(prefix: String, mut machine: Machine, events: mpsc::UnboundedSender<Event>) -> Slot {
+    fn new(
+        prefix: String,
+        mut machine: Machine,
+        state_dir: &Path,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Slot {
         let view = machine.view(now());
         // After a restart START may reuse the request on show.
         machine.handle(Input::Request(view.request.clone()), now());
         let machine = Arc::new(Mutex::new(machine));
         let shown = Arc::new(OnceLock::new());
-        let hooks = make_hooks(&prefix, &machine, &events, &shown);
+        let record_file = Arc::new(RecordFile {
+            state_dir: state_dir.to_path_buf(),
+            saved: Mutex::new(String::new()),
+        });
+        let hooks = make_hooks(&prefix, &machine, &record_file, &events, &shown);
         let pvs = HandshakePvs::new(&prefix, &view, hooks);
         let _ = shown.set(pvs.clone());
         Slot {
             prefix,
             machine,
             pvs,
+            record_file,
             events,
         }
     }
@@ -281,19 +316,22 @@ impl Slot {
 fn make_hooks(
     prefix: &str,
     machine: &Arc<Mutex<Machine>>,
+    record_file: &Arc<RecordFile>,
     events: &mpsc::UnboundedSender<Event>,
     shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
-    // Applies a workflow input that may be refused, and shows the state it led to before the
-    // put returns.
+    // Applies a workflow input that may be refused, and saves and shows the state it led to
+    // before the put returns.
     let apply = |what: &'static str| {
         let machine = machine.clone();
+        let record_file = record_file.clone();
         let events = events.clone();
         let prefix = prefix.to_string();
         let shown = shown.clone();
         move |step: &dyn Fn(&mut Machine) -> Result<Vec<Action>, String>| {
             let mut machine = lock(&machine);
             let result = step(&mut machine);
+            record_file.save(machine.record());
             if let Some(pvs) = shown.get() {
                 pvs.show_keeping_heartbeat(&machine.view(now()));
             }
@@ -380,9 +418,7 @@ struct SlotTask {
     events: mpsc::UnboundedReceiver<Event>,
     dm: DmClient,
     catalog: DmClient,
-    state_dir: PathBuf,
     poll_period: Duration,
-    saved: String,
 }
 
 impl SlotTask {
@@ -448,16 +484,11 @@ impl SlotTask {
         lock(&self.slot.machine).handle(input, now())
     }
 
-    fn save(&mut self) {
-        let record = lock(&self.slot.machine).record().clone();
-        let text = serde_json::to_string(&record).expect("a record always serializes");
-        if text == self.saved {
-            return;
-        }
-        match state_file::save(&self.state_dir, &record) {
-            Ok(()) => self.saved = text,
-            Err(err) => tracing::error!("slot {}: {err}", self.slot.prefix),
-        }
+    /// Save the record under the machine's lock, so that a put's newer save is never
+    /// overwritten by an older record.
+    fn save(&self) {
+        let machine = lock(&self.slot.machine);
+        self.slot.record_file.save(machine.record());
     }
 
     fn execute(&self, actions: Vec<Action>) {
