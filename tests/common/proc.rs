@@ -154,8 +154,8 @@ impl Proc {
         stdin.flush().expect("flush the peer's stdin");
     }
 
-    /// Wait for a stdout line containing `needle` (lines before it are dropped).
-    pub fn wait_for_stdout(&mut self, needle: &str, limit: Duration) {
+    /// Wait for a stdout line containing `needle` and return it (lines before it are dropped).
+    pub fn wait_for_stdout(&mut self, needle: &str, limit: Duration) -> String {
         let out = self.stdout_lines.get_or_insert_with(|| {
             let out = self.child.stdout.take().expect("stdout");
             let (tx, rx) = mpsc::channel();
@@ -170,7 +170,7 @@ impl Proc {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match out.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
+                Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => {
                     self.seen.extend(self.stderr.try_iter());
