@@ -207,3 +207,38 @@ pub fn count(j: &Json, key: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no count '{key}' in {j}"))
 }
+
+/// pvapy's simulated area detector (`pvapy-ad-sim-server`, beside the peers' Python) serving
+/// 16x16 uint16 frames on `channel` at `fps` for `runtime` seconds, its frames counting from 1,
+/// once it has published its first.
+pub fn pvapy_ad_sim_server(udp: u16, channel: &str, fps: u32, runtime: u32) -> Proc {
+    let python = super::python();
+    let script = python.with_file_name("pvapy-ad-sim-server");
+    assert!(
+        script.exists(),
+        "pvapy-ad-sim-server is not beside {}: install pvapy",
+        python.display()
+    );
+    let mut cmd = pva_command(python.to_str().unwrap(), udp, udp);
+    cmd.env("PYTHONUNBUFFERED", "1").arg(&script).args([
+        "-cn", channel, "-nx", "16", "-ny", "16", "-dt", "uint16", "-std", "0.5", "-rp", "100",
+        "-dc",
+    ]);
+    cmd.args(["-fps", &fps.to_string(), "-rt", &runtime.to_string()]);
+    Proc::start_peer(
+        "pvapy-ad-sim-server",
+        cmd,
+        "Published frame id",
+        Duration::from_secs(60),
+    )
+}
+
+/// The p4p detector (tests/peers/p4p_detector.py) serving `pv` on `udp`, holding frame
+/// `first - 1` (the last of an earlier run) until told on stdin to run.
+pub fn p4p_detector(udp: u16, pv: &str, first: i64) -> Proc {
+    let mut cmd = pva_command(super::python().to_str().unwrap(), udp, udp);
+    cmd.arg(super::peer_script("p4p_detector.py"))
+        .arg(pv)
+        .arg(first.to_string());
+    Proc::start_peer("p4p detector", cmd, "READY", Duration::from_secs(60))
+}
