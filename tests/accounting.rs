@@ -217,3 +217,17 @@ fn frames_lost_at_the_source_are_counted_exactly() {
     );
     assert_eq!(id(&r, "initial_id"), 1000, "{r}");
 }
+
+#[test]
+fn consume_join_is_gone_and_its_error_names_the_new_default() {
+    let mut cmd = pva_command(BINARY, common::free_udp_port(), common::free_udp_port());
+    cmd.args(["consume", "--pv", "acc:none", "--join"]);
+    let out = common::run_bounded(cmd, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--join was removed") && err.contains("first frame received"),
+        "{err}"
+    );
+}
