@@ -94,7 +94,9 @@ fn p4p_and_pvapy_monitors_see_a_new_time_stamp_with_each_put() {
 fn monitors_of_the_handshake_request_see_a_new_time_stamp_with_each_put() {
     let dir = tempfile::tempdir().unwrap();
     let udp = common::free_udp_port();
-    let _bridge = common::handshake::serve_embedded(dir.path(), udp, "ts:wf:");
+    let dm = dir.path().join("dm");
+    let dm_option = ["--embedded-dm", dm.to_str().unwrap()];
+    let _bridge = common::handshake::serve(dir.path(), udp, "ts:wf:", &dm_option, "bridge.log");
     let requests = [r#"{"workflow":"a"}"#, r#"{"workflow":"b"}"#];
     monitors_see_new_time_stamps(udp, "ts:wf:Request", &requests);
 }
