@@ -7,20 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::proc::{consumer, count, pva_command, simdet, Proc, BINARY};
+use common::proc::{
+    consumer, count, p4p_detector, pva_command, pvapy_ad_sim_server, simdet, Proc, BINARY,
+};
 use serde_json::Value as Json;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The p4p detector (tests/peers/p4p_detector.py) serving `pv` on `udp`, holding frame
-/// `first - 1` until told to run.
-fn p4p_detector(udp: u16, pv: &str, first: i64) -> Proc {
-    let mut cmd = pva_command(common::python().to_str().unwrap(), udp, udp);
-    cmd.arg(common::peer_script("p4p_detector.py"))
-        .arg(pv)
-        .arg(first.to_string());
-    Proc::start_peer("p4p detector", cmd, "READY", LIMIT)
-}
 
 /// `pvabridge consume ARGS` searching `udp`, once its subscription is in place.
 fn subscribed_consumer(udp: u16, args: &[&str]) -> Proc {
@@ -94,35 +86,8 @@ fn consume_joining_a_running_p4p_detector_misses_nothing() {
 
 #[test]
 fn consume_joining_a_running_pvapy_ad_sim_server_misses_nothing() {
-    let python = common::python();
-    let script = python.with_file_name("pvapy-ad-sim-server");
-    assert!(
-        script.exists(),
-        "pvapy-ad-sim-server is not beside {}: install pvapy",
-        python.display()
-    );
     let udp = common::free_udp_port();
-    let mut cmd = pva_command(python.to_str().unwrap(), udp, udp);
-    cmd.env("PYTHONUNBUFFERED", "1").arg(&script).args([
-        "-cn",
-        "acc:pvapy",
-        "-nx",
-        "16",
-        "-ny",
-        "16",
-        "-dt",
-        "uint16",
-        "-fps",
-        "100",
-        "-rt",
-        "20",
-        "-std",
-        "0.5",
-        "-rp",
-        "100",
-        "-dc",
-    ]);
-    let server = Proc::start_peer("pvapy-ad-sim-server", cmd, "Published frame id", LIMIT);
+    let server = pvapy_ad_sim_server(udp, "acc:pvapy", 100, 20);
     // Well into its stream.
     std::thread::sleep(Duration::from_millis(1500));
     // pvapy's server re-sends old frames to pipelined monitors: no pipelining with it.
@@ -251,4 +216,18 @@ fn frames_lost_at_the_source_are_counted_exactly() {
         "{r}"
     );
     assert_eq!(id(&r, "initial_id"), 1000, "{r}");
+}
+
+#[test]
+fn consume_join_is_gone_and_its_error_names_the_new_default() {
+    let mut cmd = pva_command(BINARY, common::free_udp_port(), common::free_udp_port());
+    cmd.args(["consume", "--pv", "acc:none", "--join"]);
+    let out = common::run_bounded(cmd, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--join was removed") && err.contains("first frame received"),
+        "{err}"
+    );
 }

@@ -5,16 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::proc::{pva_command, simdet, Proc, BINARY};
+use common::handshake::{dm_client, workflow};
+use common::proc::{p4p_detector, pvapy_ad_sim_server, simdet, Proc, BINARY};
 use common::{first_line, spawn_server};
 use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
-use dm::client::read_login_file;
-use dm::{ClientConfig, DmClient, Stage, Workflow};
 use pva::client::Context;
 use serde_json::Value;
 
@@ -97,27 +95,15 @@ fn consecutive_runs(
     let log = || std::fs::read_to_string(&bridge_log).unwrap_or_default();
     common::handshake::run_test(Duration::from_secs(150), async {
         let mut detector = detector;
-        let (username, password) =
-            read_login_file(Path::new(info["dmLoginFile"].as_str().unwrap())).unwrap();
-        let dm = DmClient::new(ClientConfig::new(
+        let dm = dm_client(
             info["dmUrl"].as_str().unwrap(),
-            username,
-            password,
-        ))
-        .unwrap();
-        let stage = Stage {
-            command: format!(
-                "'{BINARY}' workflow consume --handshake $handshakePrefix --drain-timeout 3 --json"
-            ),
-            ..Stage::default()
-        };
-        dm.add_workflow(&Workflow {
-            name: "runs".into(),
-            stages: BTreeMap::from([("01-CONSUME".to_string(), stage)]),
-            ..Workflow::default()
-        })
-        .await
-        .unwrap();
+            Path::new(info["dmLoginFile"].as_str().unwrap()),
+        );
+        let stage =
+            "pvabridge workflow consume --handshake $handshakePrefix --drain-timeout 3 --json";
+        dm.add_workflow(&workflow("runs", &[("01-CONSUME", stage)]))
+            .await
+            .unwrap();
         let mut config = pva::ClientConfig::isolated(([127, 0, 0, 1], bridge_udp).into());
         config.addr_list.push(([127, 0, 0, 1], detector_udp).into());
         let ctx = Context::new(config).unwrap();
@@ -201,10 +187,7 @@ fn consecutive_runs(
 #[test]
 fn three_runs_with_a_p4p_detector_whose_counter_continues() {
     let udp = common::free_udp_port();
-    let mut cmd = pva_command(common::python().to_str().unwrap(), udp, udp);
-    cmd.arg(common::peer_script("p4p_detector.py"))
-        .args(["runs:p4p:Image", "1"]);
-    let det = Proc::start_peer("p4p detector", cmd, "READY", WAIT);
+    let det = p4p_detector(udp, "runs:p4p:Image", 1);
     consecutive_runs(
         "runs:p4p",
         "runs:p4p:Image",
@@ -253,35 +236,8 @@ fn three_runs_with_simdet_starting_from_a_counter_left_by_earlier_runs() {
 
 #[test]
 fn three_runs_with_pvapy_ad_sim_server_streaming_all_along() {
-    let python = common::python();
-    let script = python.with_file_name("pvapy-ad-sim-server");
-    assert!(
-        script.exists(),
-        "pvapy-ad-sim-server is not beside {}: install pvapy",
-        python.display()
-    );
     let udp = common::free_udp_port();
-    let mut cmd = pva_command(python.to_str().unwrap(), udp, udp);
-    cmd.env("PYTHONUNBUFFERED", "1").arg(&script).args([
-        "-cn",
-        "runs:pvapy:Image",
-        "-nx",
-        "16",
-        "-ny",
-        "16",
-        "-dt",
-        "uint16",
-        "-fps",
-        "50",
-        "-rt",
-        "120",
-        "-std",
-        "0.5",
-        "-rp",
-        "100",
-        "-dc",
-    ]);
-    let det = Proc::start_peer("pvapy-ad-sim-server", cmd, "Published frame id", WAIT);
+    let det = pvapy_ad_sim_server(udp, "runs:pvapy:Image", 50, 120);
     consecutive_runs(
         "runs:pvapy",
         "runs:pvapy:Image",

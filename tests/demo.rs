@@ -124,6 +124,51 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
 }
 
 #[test]
+fn three_demo_runs_go_through_one_bridge_and_detector_whose_counter_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("work");
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["demo", "--runs", "3", "--frames", "50", "--fps", "200"])
+        .args(["--nx", "16", "--ny", "16", "--json", "--quiet", "--keep"])
+        .arg(&keep);
+    bare(&mut cmd);
+    let out = common::run_bounded(cmd, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|_| panic!("not JSON:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(out.status.success(), "{summary:#}\nstderr:\n{stderr}");
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    let runs = summary["runs"].as_array().expect("one summary a run");
+    assert_eq!(runs.len(), 3, "{summary:#}");
+    let mut jobs = Vec::new();
+    for (k, run) in runs.iter().enumerate() {
+        assert_eq!(run["run"], k + 1);
+        assert_eq!(run["finalState"], "DONE", "{run:#}");
+        assert_eq!(run["frames"]["received"], 50, "{run:#}");
+        assert_eq!(run["frames"]["missed"], 0, "{run:#}");
+        let first = 1 + 50 * k as i64;
+        assert_eq!(run["firstFrameId"], first, "the counter goes on");
+        let file = run["results"]["file"].as_str().unwrap();
+        let text = std::fs::read_to_string(file).expect("the results file exists");
+        let ids: Vec<i64> = text
+            .lines()
+            .skip(1)
+            .map(|row| row.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            (first..first + 50).collect::<Vec<_>>(),
+            "run {}",
+            k + 1
+        );
+        jobs.push(run["job"]["id"].as_str().unwrap().to_string());
+    }
+    jobs.dedup();
+    assert_eq!(jobs.len(), 3, "a DM job a run: {jobs:?}");
+}
+
+#[test]
 fn the_demo_refuses_a_work_directory_in_use_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("something"), "").unwrap();

@@ -59,16 +59,25 @@ What runs, all on loopback ports of its own (two demos never meet, and no EPICS 
 Then a summary: the states with their times, frames expected/received/missed, rates, the DM job's
 stages with their exit status, and where the results are.
 
-Exit status: 0 only when the run ended DONE with no frame lost.
+With --runs N the Bluesky side runs N runs one after the other through the same bridge, DM service
+and detector, whose frame counter goes on from run to run (as areaDetector's ArrayCounter does);
+each Request carries firstFrameId, the detector's next uniqueId. Each run is summarised; --json
+then prints {\"ok\": ..., \"runs\": [summary, ...]}. The runs stop at the first that fails.
+
+Exit status: 0 only when every run ended DONE with no frame lost.
 
 Examples:
   pvabridge demo
   pvabridge demo --frames 5000 --fps 1000 --nx 256 --ny 256
+  pvabridge demo --runs 3 --frames 300
   pvabridge demo --keep /tmp/demo --json")]
 pub struct DemoArgs {
-    /// Frames the detector publishes.
+    /// Frames the detector publishes in each run.
     #[arg(long, default_value_t = 500)]
     frames: u64,
+    /// Runs, one after the other, with the detector's counter going on.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    runs: u64,
     /// Frames per second (0: as fast as the workflow takes them).
     #[arg(long, default_value_t = 100.0)]
     fps: f64,
@@ -167,6 +176,10 @@ struct Results {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Summary {
+    /// Which run this was, from 1.
+    run: u64,
+    /// The uniqueId of the run's first frame (the Request's firstFrameId).
+    first_frame_id: i32,
     /// The final state (or the last one seen, when the run did not end).
     final_state: Option<State>,
     /// DONE with no frame lost.
@@ -590,70 +603,129 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         Duration::from_secs(60)
     };
+    if args.runs == 0 {
+        bail!("--runs 0: the demo needs at least one run");
+    }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let work = WorkDir::new(args.keep.as_deref())?;
     let runtime = super::common::runtime()?;
-    let summary = runtime.block_on(async {
-        let display = LiveView::new(args.frames, args.quiet);
+    let summaries = runtime.block_on(async {
         let services = Services::start(work.path(), det_config.clone(), acquisition).await?;
         let dm = services.dm.client()?;
         dm.add_workflow(&demo_workflow(&exe, &services.search_list()))
             .await
             .context("cannot register the demo workflow")?;
-        display.line(&format!(
-            "bridge on {} (slot {PREFIX}), detector on {} ({DATA_CHANNEL}), DM at {}; work directory {}",
-            services.bridge.udp_addr(),
-            services.detector.udp_addr(),
-            services.dm.url(),
-            work.path().display()
-        ));
         let ctx = Context::new(ClientConfig::isolated(services.bridge.udp_addr()))?;
         let slot = HandshakeClient::new(ctx, PREFIX).with_timeout(Duration::from_secs(10));
-        let mut request = RunRequest::new(WORKFLOW);
-        request.run_uid = Some(uuid::Uuid::new_v4().to_string());
-        request.expected_frames = Some(args.frames);
-        request.data_channel = Some(DATA_CHANNEL.into());
-        request.ready_timeout = Some(READY_TIMEOUT);
-        request
-            .args_dict
-            .insert("sample".into(), "simulated spots".into());
-        let played = tokio::select! {
-            played = play_bluesky(&slot, &services.det, &request, acquisition, &display) => played,
-            never = follow(&slot, &display, args.frames) => match never {},
-        };
-        if let Ok(status) = slot.status().await {
-            display.line(&format!("{}: {}", status.state, status.message));
+        let mut summaries = Vec::new();
+        for run in 1..=args.runs {
+            let display = LiveView::new(args.frames, args.quiet);
+            if run == 1 {
+                display.line(&format!(
+                    "bridge on {} (slot {PREFIX}), detector on {} ({DATA_CHANNEL}), DM at {}; work directory {}",
+                    services.bridge.udp_addr(),
+                    services.detector.udp_addr(),
+                    services.dm.url(),
+                    work.path().display()
+                ));
+            }
+            let first_frame_id = services.det.next_id();
+            if args.runs > 1 {
+                display.line(&format!(
+                    "run {run} of {}: frames from uniqueId {first_frame_id}",
+                    args.runs
+                ));
+            }
+            let mut request = RunRequest::new(WORKFLOW);
+            request.run_uid = Some(uuid::Uuid::new_v4().to_string());
+            request.expected_frames = Some(args.frames);
+            request.first_frame_id = Some(first_frame_id);
+            request.data_channel = Some(DATA_CHANNEL.into());
+            request.ready_timeout = Some(READY_TIMEOUT);
+            request
+                .args_dict
+                .insert("sample".into(), "simulated spots".into());
+            let played = tokio::select! {
+                played = play_bluesky(&slot, &services.det, &request, acquisition, &display) => played,
+                never = follow(&slot, &display, args.frames) => match never {},
+            };
+            if let Ok(status) = slot.status().await {
+                display.line(&format!("{}: {}", status.state, status.message));
+            }
+            display.finish();
+            let record = catalog_settled(&services.state_dir).await;
+            let job_id = record
+                .as_ref()
+                .and_then(|r| r.run.as_ref())
+                .and_then(|run| run.job_id.clone());
+            let job = match job_id {
+                Some(id) => dm.get_job(&id).await.ok().map(|job| job_summary(&job)),
+                None => None,
+            };
+            let record = state_file::load(&services.state_dir, PREFIX)?
+                .or(record)
+                .ok_or_else(|| anyhow!("the bridge left no record of the run"))?;
+            let summary = summarize(
+                &args,
+                (run, first_frame_id),
+                &det_config,
+                &work,
+                played,
+                record,
+                job,
+            );
+            let ok = summary.ok;
+            summaries.push(summary);
+            if !ok || run == args.runs {
+                break;
+            }
+            // The next run starts from IDLE.
+            slot.command(Command::Reset).await.context("RESET")?;
+            slot.wait_for_state(&[State::Idle], Duration::from_secs(30))
+                .await
+                .context("waiting for IDLE after RESET")?;
         }
-        display.finish();
-        let record = catalog_settled(&services.state_dir).await;
-        let job_id = record
-            .as_ref()
-            .and_then(|r| r.run.as_ref())
-            .and_then(|run| run.job_id.clone());
-        let job = match job_id {
-            Some(id) => dm.get_job(&id).await.ok().map(|job| job_summary(&job)),
-            None => None,
-        };
         services.stop().await;
-        let record = state_file::load(&work.path().join("bridge-state"), PREFIX)?
-            .or(record)
-            .ok_or_else(|| anyhow!("the bridge left no record of the run"))?;
-        anyhow::Ok(summarize(&args, &det_config, &work, played, record, job))
+        anyhow::Ok(summaries)
     })?;
+    let ok = summaries.len() as u64 == args.runs && summaries.iter().all(|s| s.ok);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let text = match summaries.as_slice() {
+            [one] if args.runs == 1 => serde_json::to_string_pretty(one)?,
+            all => serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "runs": all}))?,
+        };
+        println!("{text}");
     } else {
-        print_text(&summary);
+        for summary in &summaries {
+            if args.runs > 1 {
+                println!("\n=== run {} of {}", summary.run, args.runs);
+            }
+            print_text(summary);
+        }
+        if args.runs > 1 {
+            let verdict = if ok {
+                "every run ended DONE with every frame accounted for".to_string()
+            } else {
+                format!(
+                    "{} of {} runs ended DONE with every frame accounted for",
+                    summaries.iter().filter(|s| s.ok).count(),
+                    args.runs
+                )
+            };
+            println!("\npvabridge demo: {} runs; {verdict}", args.runs);
+        }
     }
-    Ok(if summary.ok {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
+/// Summarise run `run_number` (from 1), whose first frame was `first_frame_id`.
 fn summarize(
     args: &DemoArgs,
+    (run_number, first_frame_id): (u64, i32),
     det: &SimDetConfig,
     work: &WorkDir,
     played: Played,
@@ -700,6 +772,8 @@ fn summarize(
         .or(Some(record.state).filter(|s| s.is_final()));
     let ok = final_state == Some(State::Done) && missed == 0 && received == args.frames;
     Summary {
+        run: run_number,
+        first_frame_id,
         final_state,
         ok,
         message: record.message.clone(),
@@ -755,8 +829,9 @@ fn print_text(s: &Summary) {
     }
     let f = &s.frames;
     println!(
-        "\nFrames: {} expected, {} published, {} received, {} missed{}",
+        "\nFrames: {} expected from uniqueId {}, {} published, {} received, {} missed{}",
         f.expected,
+        s.first_frame_id,
         f.published,
         f.received,
         f.missed,

@@ -154,8 +154,8 @@ impl Proc {
         stdin.flush().expect("flush the peer's stdin");
     }
 
-    /// Wait for a stdout line containing `needle` (lines before it are dropped).
-    pub fn wait_for_stdout(&mut self, needle: &str, limit: Duration) {
+    /// Wait for a stdout line containing `needle` and return it (lines before it are dropped).
+    pub fn wait_for_stdout(&mut self, needle: &str, limit: Duration) -> String {
         let out = self.stdout_lines.get_or_insert_with(|| {
             let out = self.child.stdout.take().expect("stdout");
             let (tx, rx) = mpsc::channel();
@@ -170,7 +170,7 @@ impl Proc {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match out.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
+                Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => {
                     self.seen.extend(self.stderr.try_iter());
@@ -206,4 +206,39 @@ pub fn count(j: &Json, key: &str) -> u64 {
     j[key]
         .as_u64()
         .unwrap_or_else(|| panic!("no count '{key}' in {j}"))
+}
+
+/// pvapy's simulated area detector (`pvapy-ad-sim-server`, beside the peers' Python) serving
+/// 16x16 uint16 frames on `channel` at `fps` for `runtime` seconds, its frames counting from 1,
+/// once it has published its first.
+pub fn pvapy_ad_sim_server(udp: u16, channel: &str, fps: u32, runtime: u32) -> Proc {
+    let python = super::python();
+    let script = python.with_file_name("pvapy-ad-sim-server");
+    assert!(
+        script.exists(),
+        "pvapy-ad-sim-server is not beside {}: install pvapy",
+        python.display()
+    );
+    let mut cmd = pva_command(python.to_str().unwrap(), udp, udp);
+    cmd.env("PYTHONUNBUFFERED", "1").arg(&script).args([
+        "-cn", channel, "-nx", "16", "-ny", "16", "-dt", "uint16", "-std", "0.5", "-rp", "100",
+        "-dc",
+    ]);
+    cmd.args(["-fps", &fps.to_string(), "-rt", &runtime.to_string()]);
+    Proc::start_peer(
+        "pvapy-ad-sim-server",
+        cmd,
+        "Published frame id",
+        Duration::from_secs(60),
+    )
+}
+
+/// The p4p detector (tests/peers/p4p_detector.py) serving `pv` on `udp`, holding frame
+/// `first - 1` (the last of an earlier run) until told on stdin to run.
+pub fn p4p_detector(udp: u16, pv: &str, first: i64) -> Proc {
+    let mut cmd = pva_command(super::python().to_str().unwrap(), udp, udp);
+    cmd.arg(super::peer_script("p4p_detector.py"))
+        .arg(pv)
+        .arg(first.to_string());
+    Proc::start_peer("p4p detector", cmd, "READY", Duration::from_secs(60))
 }

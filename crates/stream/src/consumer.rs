@@ -6,6 +6,11 @@
 //! see. When the backlog is full the receiver waits; with a pipelined monitor the server then
 //! waits too, and what it cannot hold it squashes and counts — the frames this consumer then
 //! misses show as gaps in `uniqueId`.
+//!
+//! The books follow the rules of [`crate::accounting`]: the monitor's first update (the PV's
+//! value from before the subscription) is booked apart as `initial_id`, and the run counts from
+//! the first frame after it, or from [`Origin::Id`] when the run's first number is known. Only
+//! frames new to the books are processed: a duplicate, or the initial value sent again, is not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,7 +100,7 @@ pub struct Report {
     pub client_squashed: u64,
     /// Updates that changed nothing (some servers send them with pipelining): not frames.
     pub empty_updates: u64,
-    /// Frames the processing threads finished.
+    /// Frames the processing threads finished (each frame once: copies are not processed).
     pub processed: u64,
     /// Most frames that waited for processing at once.
     pub max_backlog: usize,

@@ -883,12 +883,7 @@ mod tests {
                 }
             })
             .build();
-        let peer = PeerInfo {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            method: "anonymous".into(),
-            user: String::new(),
-            host: String::new(),
-        };
+        let peer = peer();
         let big = with_value(&pv, 11);
         assert_eq!(
             pv.put(&big, &BitSet::with(1), &peer),
