@@ -7,6 +7,7 @@
 //! consumer.
 
 pub mod accounting;
+pub mod codec;
 pub mod consumer;
 pub mod frame;
 pub mod relay;
