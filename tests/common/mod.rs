@@ -23,6 +23,13 @@ pub fn python_with_bluesky() -> PathBuf {
     python_with(&["p4p", "pvaccess", "bluesky", "ophyd_async"])
 }
 
+/// The Python interpreter with p4p and the reference compressors of areaDetector's codecs (the
+/// PyPI packages lz4, bitshuffle and blosc, with numpy). Panics with a clear message when they
+/// are missing.
+pub fn python_with_codecs() -> PathBuf {
+    python_with(&["p4p", "numpy", "lz4.block", "bitshuffle", "blosc"])
+}
+
 fn python_with(modules: &[&str]) -> PathBuf {
     let candidate = std::env::var_os("PVABRIDGE_PYTHON")
         .map(PathBuf::from)

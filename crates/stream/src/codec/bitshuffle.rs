@@ -146,24 +146,6 @@ pub fn bitunshuffle(src: &[u8], dst: &mut [u8], tmp: &mut [u8], size: usize) {
     unshuffle_bytes(tmp, dst, size);
 }
 
-/// Bitshuffle the whole elements of `src` in groups of 8 (as Blosc does within a block): the
-/// elements past the last multiple of 8, and bytes making no whole element, are copied as they
-/// are.
-pub fn bitshuffle_block(src: &[u8], dst: &mut [u8], tmp: &mut [u8], size: usize) {
-    let n = (src.len() / size) & !7;
-    let bytes = n * size;
-    bitshuffle(&src[..bytes], &mut dst[..bytes], &mut tmp[..bytes], size);
-    dst[bytes..].copy_from_slice(&src[bytes..]);
-}
-
-/// The inverse of [`bitshuffle_block`].
-pub fn bitunshuffle_block(src: &[u8], dst: &mut [u8], tmp: &mut [u8], size: usize) {
-    let n = (src.len() / size) & !7;
-    let bytes = n * size;
-    bitunshuffle(&src[..bytes], &mut dst[..bytes], &mut tmp[..bytes], size);
-    dst[bytes..].copy_from_slice(&src[bytes..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,17 +197,14 @@ mod tests {
         }
 
         #[test]
-        fn blocks_with_a_tail_and_byte_shuffles_invert(
+        fn byte_shuffles_with_a_tail_invert(
             size in 1usize..9,
             len in 0usize..700,
             seed in any::<u64>(),
         ) {
             let mut rng = fastrand::Rng::with_seed(seed);
             let src: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-            let (mut dst, mut tmp, mut back) = (vec![0; len], vec![0; len], vec![0; len]);
-            bitshuffle_block(&src, &mut dst, &mut tmp, size);
-            bitunshuffle_block(&dst, &mut back, &mut tmp, size);
-            prop_assert_eq!(&back, &src);
+            let (mut dst, mut back) = (vec![0; len], vec![0; len]);
             shuffle_bytes(&src, &mut dst, size);
             unshuffle_bytes(&dst, &mut back, size);
             prop_assert_eq!(&back, &src);

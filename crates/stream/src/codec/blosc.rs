@@ -12,7 +12,7 @@
 //! We write LZ4 with byte shuffle (or bitshuffle), unsplit blocks; we read BloscLZ, LZ4 and
 //! LZ4HC, split or not, any shuffle. Snappy, zlib and Zstd frames are refused by name.
 
-use super::bitshuffle::{bitshuffle_block, bitunshuffle_block, shuffle_bytes, unshuffle_bytes};
+use super::bitshuffle::{bitshuffle, bitunshuffle, shuffle_bytes, unshuffle_bytes};
 use super::{blosclz, CodecError};
 
 const HEADER: usize = 16;
@@ -41,6 +41,26 @@ pub enum Shuffle {
     Byte,
     /// Bit planes.
     Bit,
+}
+
+/// Bitshuffle (or unshuffle, as `apply` is) a block as format version 2 does: only when its
+/// elements are a multiple of 8, else the block is left as it is; bytes past the last whole
+/// element are copied.
+fn bit_planes(
+    src: &[u8],
+    dst: &mut [u8],
+    tmp: &mut [u8],
+    size: usize,
+    apply: fn(&[u8], &mut [u8], &mut [u8], usize),
+) {
+    let n = src.len() / size;
+    if !n.is_multiple_of(8) {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let whole = n * size;
+    apply(&src[..whole], &mut dst[..whole], &mut tmp[..whole], size);
+    dst[whole..].copy_from_slice(&src[whole..]);
 }
 
 fn le32(data: &[u8], at: usize) -> Option<usize> {
@@ -89,7 +109,7 @@ pub fn compress(data: &[u8], size: usize, level: u8, shuffle: Shuffle) -> Vec<u8
         match shuffle {
             Shuffle::None => buf.copy_from_slice(src),
             Shuffle::Byte => shuffle_bytes(src, buf, size),
-            Shuffle::Bit => bitshuffle_block(src, buf, &mut tmp[..src.len()], size),
+            Shuffle::Bit => bit_planes(src, buf, &mut tmp[..src.len()], size, bitshuffle),
         }
         let packed = lz4_flex::block::compress(buf);
         if packed.len() < buf.len() {
@@ -226,7 +246,7 @@ pub fn decompress(data: &[u8], expected: usize) -> Result<Vec<u8>, CodecError> {
         if flags & DO_SHUFFLE != 0 && size > 1 {
             unshuffle_bytes(src, dst, size);
         } else if flags & DO_BITSHUFFLE != 0 {
-            bitunshuffle_block(src, dst, &mut tmp[..bsize], size);
+            bit_planes(src, dst, &mut tmp[..bsize], size, bitunshuffle);
         } else {
             dst.copy_from_slice(src);
         }
