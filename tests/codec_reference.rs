@@ -130,3 +130,185 @@ fn frames_the_references_compress_decompress_bit_exactly_with_pvabridge() {
         "pvabridge did not decompress these: {failed:#?}"
     );
 }
+
+/// A line of a child's output, waiting at most `limit`.
+fn line_with(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+    what: &str,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!(
+                "{what} did not say '{needle}' within {limit:?}; it said:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// The lines of a reader, as they come.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+#[test]
+fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_statistics() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let python = common::python_with_codecs();
+    let udp = common::free_udp_port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free TCP port")
+        .port();
+    let mut server = Command::new(&python);
+    server
+        .arg(common::peer_script("p4p_codec_server.py"))
+        .arg("codec:image")
+        .env("EPICS_PVA_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVA_SERVER_PORT", tcp.to_string())
+        .env("EPICS_PVA_BROADCAST_PORT", udp.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut server = common::Running(server.spawn().expect("start the p4p codec server"));
+    let server_out = lines_of(server.0.stdout.take().expect("stdout"));
+    line_with(
+        &server_out,
+        "READY",
+        Duration::from_secs(30),
+        "the p4p codec server",
+    );
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let csv = dir.path().join("stats.csv");
+    let mut consume = Command::new(env!("CARGO_BIN_EXE_pvabridge"));
+    consume
+        .args([
+            "consume",
+            "--pv",
+            "codec:image",
+            "--expected",
+            "33",
+            "--runtime",
+            "60",
+            "--json",
+            "--quiet",
+            "--stats",
+        ])
+        .arg(&csv)
+        .env("RUST_LOG", "info")
+        .env("EPICS_PVA_ADDR_LIST", format!("127.0.0.1:{udp}"))
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVA_NAME_SERVERS", "")
+        .env(
+            "EPICS_PVA_BROADCAST_PORT",
+            common::free_udp_port().to_string(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut consume = common::Running(consume.spawn().expect("start pvabridge consume"));
+    let consume_err = lines_of(consume.0.stderr.take().expect("stderr"));
+    let consume_out = lines_of(consume.0.stdout.take().expect("stdout"));
+    line_with(
+        &consume_err,
+        "connected",
+        Duration::from_secs(30),
+        "pvabridge consume",
+    );
+    writeln!(server.0.stdin.as_mut().expect("stdin"), "go").expect("start the frames");
+    let said = line_with(
+        &server_out,
+        "DONE",
+        Duration::from_secs(30),
+        "the p4p codec server",
+    );
+    let expected: Vec<Json> = said
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(expected.len(), 33, "{said:?}");
+
+    let summary = line_with(
+        &consume_out,
+        "{",
+        Duration::from_secs(60),
+        "pvabridge consume",
+    );
+    let report: Json = serde_json::from_str(summary.last().unwrap()).expect("the JSON summary");
+    assert_eq!(report["received"], 33, "{report}");
+    assert_eq!(report["missed"], 0, "{report}");
+    assert_eq!(
+        report["error_frames"], 3,
+        "the three bad frames are error frames: {report}"
+    );
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for (id, words) in [
+        (31, "lz4 frame: corrupt"),
+        (32, "bslz4 frame: truncated"),
+        (33, "blosc frame: truncated"),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("frame {id}:")) && e.contains(words)),
+            "frame {id}'s reason: {errors:?}"
+        );
+    }
+    assert_eq!(report["processed"], 30, "{report}");
+
+    let text = std::fs::read_to_string(&csv).expect("the statistics file");
+    let mut rows = text.lines();
+    assert_eq!(rows.next(), Some("uniqueId,count,min,max,mean,sum"));
+    let rows: Vec<Vec<f64>> = rows
+        .map(|r| r.split(',').map(|x| x.parse().expect("a number")).collect())
+        .collect();
+    assert_eq!(rows.len(), 30, "one row per good frame:\n{text}");
+    for want in expected.iter().filter(|e| e.get("bad").is_none()) {
+        let id = want["uniqueId"].as_f64().unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r[0] == id)
+            .unwrap_or_else(|| panic!("no row for {want}"));
+        for (k, key) in ["count", "min", "max", "mean", "sum"].iter().enumerate() {
+            let (got, exp) = (row[k + 1], want[key].as_f64().unwrap());
+            assert!(
+                (got - exp).abs() <= 1e-9 * exp.abs().max(1.0),
+                "{key} of {want}: {got}"
+            );
+        }
+    }
+    drop(consume);
+    drop(server);
+}

@@ -40,6 +40,14 @@ pub enum CodecError {
     /// The compressed bytes, or the sizes that go with them, do not make sense.
     #[error("corrupt compressed data: {0}")]
     Corrupt(String),
+    /// The data of a frame compressed with `codec` did not decompress.
+    #[error("{codec} frame: {source}")]
+    InFrame {
+        /// The codec's name.
+        codec: &'static str,
+        /// Why.
+        source: Box<CodecError>,
+    },
     /// The value is not an NTNDArray that can be (de)compressed.
     #[error("{0}")]
     NotAnArray(String),
@@ -288,7 +296,12 @@ pub fn decompress_value(value: &StructValue) -> Result<Option<StructValue>, Code
             )))
         }
     };
-    let raw = codec.decompress(&packed, expected, size)?;
+    let raw = codec
+        .decompress(&packed, expected, size)
+        .map_err(|e| CodecError::InFrame {
+            codec: codec.name(),
+            source: Box::new(e),
+        })?;
     let array = ScalarArray::from_raw(t, Bytes::from(raw), ByteOrder::Little).ok_or_else(|| {
         CodecError::Corrupt(format!(
             "{expected} bytes are not whole {} elements",
