@@ -131,48 +131,6 @@ fn frames_the_references_compress_decompress_bit_exactly_with_pvabridge() {
     );
 }
 
-/// A line of a child's output, waiting at most `limit`.
-fn line_with(
-    lines: &std::sync::mpsc::Receiver<String>,
-    needle: &str,
-    limit: Duration,
-    what: &str,
-) -> Vec<String> {
-    let deadline = std::time::Instant::now() + limit;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return seen;
-                }
-            }
-            Err(_) => panic!(
-                "{what} did not say '{needle}' within {limit:?}; it said:\n{}",
-                seen.join("\n")
-            ),
-        }
-    }
-}
-
-/// The lines of a reader, as they come.
-fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead as _;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(reader)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
 #[test]
 fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_statistics() {
     use std::io::Write as _;
@@ -197,8 +155,8 @@ fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut server = common::Running(server.spawn().expect("start the p4p codec server"));
-    let server_out = lines_of(server.0.stdout.take().expect("stdout"));
-    line_with(
+    let server_out = common::lines_of(server.0.stdout.take().expect("stdout"));
+    common::line_with(
         &server_out,
         "READY",
         Duration::from_secs(30),
@@ -233,16 +191,16 @@ fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut consume = common::Running(consume.spawn().expect("start pvabridge consume"));
-    let consume_err = lines_of(consume.0.stderr.take().expect("stderr"));
-    let consume_out = lines_of(consume.0.stdout.take().expect("stdout"));
-    line_with(
+    let consume_err = common::lines_of(consume.0.stderr.take().expect("stderr"));
+    let consume_out = common::lines_of(consume.0.stdout.take().expect("stdout"));
+    common::line_with(
         &consume_err,
         "connected",
         Duration::from_secs(30),
         "pvabridge consume",
     );
     writeln!(server.0.stdin.as_mut().expect("stdin"), "go").expect("start the frames");
-    let said = line_with(
+    let said = common::line_with(
         &server_out,
         "DONE",
         Duration::from_secs(30),
@@ -255,7 +213,7 @@ fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_
         .collect();
     assert_eq!(expected.len(), 33, "{said:?}");
 
-    let summary = line_with(
+    let summary = common::line_with(
         &consume_out,
         "{",
         Duration::from_secs(60),
