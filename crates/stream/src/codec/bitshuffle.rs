@@ -126,13 +126,32 @@ fn planes_of_bits(bits: &[u8], planes: &mut [u8], n: usize) {
 /// Bitshuffle `src` (whole elements of `size` bytes, a multiple of 8 of them) into `dst`, with
 /// `tmp` as scratch; all three are as long.
 pub fn bitshuffle(src: &[u8], dst: &mut [u8], tmp: &mut [u8], size: usize) {
+    shuffle_with(src, dst, tmp, size, bits_of_planes);
+}
+
+/// [`bitshuffle`] without SIMD, as it runs on processors other than x86_64 (for comparison:
+/// the codec benchmark measures both).
+pub fn bitshuffle_portable(src: &[u8], dst: &mut [u8], tmp: &mut [u8], size: usize) {
+    shuffle_with(src, dst, tmp, size, |planes, out, n| {
+        bits_of_planes_scalar(planes, out, n, 0)
+    });
+}
+
+/// The byte step into `tmp`, then the bit step `bits` into `dst`.
+fn shuffle_with(
+    src: &[u8],
+    dst: &mut [u8],
+    tmp: &mut [u8],
+    size: usize,
+    bits: impl Fn(&[u8], &mut [u8], usize),
+) {
     let n = src.len() / size;
     debug_assert!(n.is_multiple_of(8) && n * size == src.len());
     if n == 0 {
         return;
     }
     shuffle_bytes(src, tmp, size);
-    bits_of_planes(tmp, dst, n);
+    bits(tmp, dst, n);
 }
 
 /// The inverse of [`bitshuffle`].
@@ -191,6 +210,9 @@ mod tests {
             let mut tmp = vec![0; src.len()];
             bitshuffle(&src, &mut dst, &mut tmp, size);
             prop_assert_eq!(&dst, &reference(&src, size));
+            let mut portable = vec![0; src.len()];
+            bitshuffle_portable(&src, &mut portable, &mut tmp, size);
+            prop_assert_eq!(&portable, &dst);
             let mut back = vec![0; src.len()];
             bitunshuffle(&dst, &mut back, &mut tmp, size);
             prop_assert_eq!(&back, &src);
