@@ -83,8 +83,8 @@ fn bits_of_planes_scalar(planes: &[u8], out: &mut [u8], n: usize, from: usize) {
 }
 
 /// The bit step, 16 bytes of a plane at a time: `movemask` gathers the top bit of each byte,
-/// which a shift by one brings down in turn. Measured (BENCHMARKS.md, codec section): about
-/// 3x the portable step on a 2 MiB u16 frame.
+/// which a shift by one brings down in turn. Measured (BENCHMARKS.md, NTNDArray codecs): the
+/// whole bitshuffle of a 2 MiB u16 frame takes 2.9 ms with it against 4.1 ms without.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
 fn bits_of_planes_sse2(planes: &[u8], out: &mut [u8], n: usize) {
