@@ -270,3 +270,104 @@ fn frames_compressed_by_the_references_and_served_by_p4p_give_consume_the_right_
     drop(consume);
     drop(server);
 }
+
+#[test]
+fn pvapy_decompresses_the_frames_simdet_compresses_to_the_same_images() {
+    use std::process::Stdio;
+    use stream::simdet::{FrameOptions, Pattern, SimDet, SimDetConfig};
+    use stream::stats::FrameStats;
+
+    let python = common::python();
+    let config = SimDetConfig {
+        nx: 64,
+        ny: 48,
+        dtype: ScalarType::U16,
+        fps: 10.0,
+        frames: Some(4),
+        runtime: None,
+        start_delay: Duration::ZERO,
+        seed: 1,
+        counter: false,
+    };
+    let mut runs = Vec::new();
+    for codec in Codec::ALL {
+        let udp = common::free_udp_port();
+        let pv = format!("codec:pvapy:{codec}");
+        let mut det = Command::new(env!("CARGO_BIN_EXE_pvabridge"));
+        det.args([
+            "simdet", "--pv", &pv, "--nx", "64", "--ny", "48", "--dtype", "uint16",
+        ])
+        .args([
+            "--pattern",
+            "poisson",
+            "--mean",
+            "10",
+            "--codec",
+            codec.name(),
+        ])
+        .args([
+            "--fps",
+            "10",
+            "--frames",
+            "4",
+            "--start-delay",
+            "4",
+            "--seed",
+            "1",
+            "--quiet",
+        ])
+        .env("EPICS_PVA_AUTO_ADDR_LIST", "NO")
+        .env("EPICS_PVAS_INTF_ADDR_LIST", "127.0.0.1")
+        .env("EPICS_PVAS_SERVER_PORT", "0")
+        .env("EPICS_PVAS_BROADCAST_PORT", udp.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let det = common::Running(det.spawn().expect("start pvabridge simdet"));
+        let mut client = Command::new(&python);
+        client
+            .arg(common::peer_script("pvapy_codec_client.py"))
+            .args([&pv, "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        common::loopback_env(&mut client, udp);
+        let mut client = common::Running(client.spawn().expect("start the pvapy client"));
+        let lines = common::lines_of(client.0.stdout.take().expect("stdout"));
+        runs.push((codec, det, client, lines));
+    }
+    for (codec, _det, _client, lines) in &runs {
+        let options = FrameOptions {
+            pattern: Pattern::Poisson { mean: 10.0 },
+            codec: Some(*codec),
+            codec_level: 5,
+        };
+        let twin = SimDet::with_options(config.clone(), options).expect("the same detector");
+        for id in 1..=4u64 {
+            let said = common::line_with(
+                lines,
+                "uniqueId",
+                Duration::from_secs(40),
+                "the pvapy client",
+            );
+            let got: Json = serde_json::from_str(said.last().unwrap()).expect("a JSON line");
+            assert_eq!(got["uniqueId"], id, "{codec}: {got}");
+            assert_eq!(got["codec"], codec.name(), "{got}");
+            let frame = stream::Frame::from_value(twin.frame(id))
+                .unwrap()
+                .decompressed()
+                .unwrap();
+            let want = FrameStats::of(&frame).unwrap();
+            for (key, value) in [
+                ("count", want.count as f64),
+                ("min", want.min),
+                ("max", want.max),
+                ("sum", want.sum),
+            ] {
+                assert_eq!(
+                    got[key].as_f64(),
+                    Some(value),
+                    "{codec} frame {id}, {key}: {got}"
+                );
+            }
+        }
+    }
+}
