@@ -1,12 +1,15 @@
 //! `pvabridge consume`: monitor a detector stream and account for every frame.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use clap::Args;
 use pva::client::Context;
-use stream::consumer::{consume, ConsumerConfig, Report};
+use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
+use stream::stats::StatsFile;
 use stream::Origin;
 
 use super::common::{duration, positive_duration, runtime, shutdown_signal};
@@ -32,12 +35,22 @@ pvapy's server (pvapy 5.6, pvAccessCPP) re-sends old frames to pipelined monitor
 
 An NTScalar whose value is a counter is accounted the same way (its value as uniqueId).
 
-Exit status: 0, or 1 on errors, or 3 with --require-complete when a frame was missed.
+Compressed frames (areaDetector's codec plugin: codec lz4, bslz4 or blosc) are decompressed on
+the processing threads: statistics and bytes are those of the images. A frame that cannot be
+decompressed (corrupt, truncated, another codec) is an error frame: received, counted in
+error_frames with the reason, never processed.
+
+--stats FILE writes each processed frame's statistics as CSV (uniqueId,count,min,max,mean,sum),
+as `workflow consume` does.
+
+Exit status: 0, or 1 on errors, or 3 with --require-complete when a frame was missed or was an
+error frame.
 
 Examples:
   pvabridge consume --pv sim:det:Image --expected 1000 --require-complete --json
   pvabridge consume --pv 13SIM1:Pva1:Image --first-id 301 --expected 600
-  pvabridge consume --pv relay:Image --stride 3 --runtime 60")]
+  pvabridge consume --pv relay:Image --stride 3 --runtime 60
+  pvabridge consume --pv det:Image --expected 100 --stats stats.csv")]
 pub struct ConsumeArgs {
     /// The PV to monitor.
     #[arg(long, default_value = "sim:det:Image")]
@@ -79,6 +92,9 @@ pub struct ConsumeArgs {
     /// Removed: counting from the first frame received is the default now.
     #[arg(long, hide = true)]
     join: bool,
+    /// Write each processed frame's statistics (uniqueId,count,min,max,mean,sum) to this CSV.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
     /// Time between progress lines when not on a terminal.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
     report_period: Duration,
@@ -115,6 +131,9 @@ fn print_text(r: &Report) {
         id(r.initial_id),
         c.counter_resets
     );
+    if r.error_frames > 0 {
+        println!("{} error frame(s): {}", r.error_frames, r.errors.join("; "));
+    }
     if !r.missed_ranges.is_empty() {
         let ranges: Vec<String> = r
             .missed_ranges
@@ -169,10 +188,22 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             .first_id
             .map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
     };
+    let stats = match &args.stats {
+        Some(path) => Some(Arc::new(StatsFile::create(path).map_err(|e| anyhow!(e))?)),
+        None => None,
+    };
+    let hooks = Hooks {
+        process: stats.clone().map(|file| {
+            Arc::new(move |frame: &stream::Frame| {
+                file.write(frame);
+            }) as stream::consumer::ProcessFn
+        }),
+        ..Hooks::default()
+    };
     let report = runtime()?.block_on(async {
         let ctx = Context::from_env()?;
         let progress = Progress::new("consume", args.expected, args.quiet);
-        let report = consume(&ctx, &config, report_every, shutdown_signal(), |p| {
+        let report = consume_with(&ctx, &config, hooks, report_every, shutdown_signal(), |p| {
             progress.update(
                 p.accounted,
                 &format!(
@@ -185,15 +216,18 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         progress.finish();
         anyhow::Ok(report?)
     })?;
+    if let Some(file) = &stats {
+        file.finish().map_err(|e| anyhow!(e))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_text(&report);
     }
-    if args.require_complete && report.counts.missed > 0 {
+    if args.require_complete && (report.counts.missed > 0 || report.error_frames > 0) {
         eprintln!(
-            "pvabridge consume: {} frame(s) missed on '{}'",
-            report.counts.missed, report.pv
+            "pvabridge consume: {} frame(s) missed and {} error frame(s) on '{}'",
+            report.counts.missed, report.error_frames, report.pv
         );
         return Ok(ExitCode::from(3));
     }

@@ -9,7 +9,8 @@ use clap::Args;
 use pva::client::Context;
 use pva::server::{Server, StaticSource};
 use pva::ServerConfig;
-use stream::relay::{relay, RelayConfig, RelayReport};
+use stream::codec::Codec;
+use stream::relay::{relay_transcoding, RelayConfig, RelayReport, Transcode};
 
 use super::common::{duration, positive_duration, runtime, shutdown_signal};
 use super::streaming::Progress;
@@ -27,11 +28,17 @@ subscribed). Those consumers account with
 `pvabridge consume --stride N`.
 
 Frames are not copied: the pixel bytes received upstream are what every consumer is sent.
+
+--codec lz4|bslz4|blosc compresses an uncompressed upstream once for all consumers, laid out as
+areaDetector's codec plugin does (frames already compressed pass as they are); --decompress
+serves decompressed frames to consumers that cannot decompress (a frame that does not decompress
+is not relayed, and is counted in transcode_errors).
 The relay runs until the upstream ends, --runtime, or Ctrl-C / SIGTERM; then it prints its summary.
 
 Examples:
   pvabridge relay --from 13SIM1:Pva1:Image --as bl:Image
   pvabridge relay --from sim:det:Image --as sim:dist --distribute 4 --json
+  pvabridge relay --from 13SIM1:Pva1:Image --as bl:Image:bslz4 --codec bslz4
 Use EPICS_PVAS_BROADCAST_PORT / EPICS_PVAS_SERVER_PORT to serve on other ports than the client
 searches (EPICS_PVA_ADDR_LIST, EPICS_PVA_BROADCAST_PORT) when both run on one host.")]
 pub struct RelayArgs {
@@ -47,6 +54,15 @@ pub struct RelayArgs {
     /// Upstream monitor queue size.
     #[arg(long, default_value_t = 64)]
     queue_size: u32,
+    /// Compress frames with this codec (lz4, bslz4, blosc) once for all consumers.
+    #[arg(long, value_name = "NAME", conflicts_with = "decompress")]
+    codec: Option<Codec>,
+    /// Compression level, 0-9 (Blosc only; 0 stores the data as is).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=9))]
+    codec_level: u8,
+    /// Serve frames decompressed.
+    #[arg(long)]
+    decompress: bool,
     /// Stop after this long (seconds, or 30s, 5m, 1h).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     runtime: Option<Duration>,
@@ -77,6 +93,12 @@ fn print_text(r: &RelayReport) {
             String::new()
         }
     );
+    if r.transcode_errors > 0 {
+        println!(
+            "{} frame(s) could not be decompressed and were not relayed",
+            r.transcode_errors
+        );
+    }
     for c in &r.consumers {
         println!(
             "consumer {} ({}): {} posted, {} dropped{}",
@@ -132,7 +154,12 @@ pub fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let progress = Progress::new("relay", None, args.quiet);
-        let report = relay(&ctx, source, &config, report_every, stop, |p| {
+        let transcode = match (args.codec, args.decompress) {
+            (Some(codec), _) => Transcode::Compress(codec, args.codec_level),
+            (None, true) => Transcode::Decompress,
+            (None, false) => Transcode::None,
+        };
+        let report = relay_transcoding(&ctx, source, &config, transcode, report_every, stop, |p| {
             progress.update(
                 p.relayed,
                 &format!(

@@ -13,8 +13,9 @@ use pva_codec::nt::{set_time_stamp, NtScalar, TimeStamp};
 use pva_codec::{ScalarType, Status, Value};
 use serde_json::json;
 use stream::ad_sim::{self, Acquisition, AdSim, AdSimConfig};
+use stream::codec::Codec;
 use stream::relay::ConsumerShare;
-use stream::simdet::{Published, SimDet, SimDetConfig};
+use stream::simdet::{FrameOptions, Pattern, Published, SimDet, SimDetConfig};
 
 use super::common::{duration, runtime, shutdown_signal};
 use super::streaming::Progress;
@@ -27,6 +28,14 @@ Frames are NTNDArray values like areaDetector's NDPluginPva sends: uniqueId coun
 dataTimeStamp and timeStamp, dimension, compressedSize/uncompressedSize, and the attributes
 ColorMode, FrameRate and TotalFrames. The pixels (spots moving over noise) are made ahead of time
 from --seed, so generation never limits the rate.
+
+--pattern poisson --mean M fills every pixel with Poisson counts of mean M instead, like a
+photon-counting detector: compression ratios are then those of real frames.
+
+--codec lz4|bslz4|blosc compresses each frame as it is published (once for all consumers), laid
+out as areaDetector's codec plugin does (the compressed bytes as ubyteValue, codec.name, the
+element type in codec.parameters, compressedSize/uncompressedSize): pvapy, areaDetector and
+`pvabridge consume` decompress it. --codec-level (0-9) sets Blosc's level (0: stored).
 
 With --fps 0 the detector goes as fast as its slowest consumer takes frames, losing none.
 After the last frame it keeps serving until every consumer has left (at most --linger seconds).
@@ -52,6 +61,7 @@ Examples:
   pvabridge simdet --pv bl:det:Image --trigger bl:det:Acquire --frames 100 --fps 50
   pvabridge simdet --start-id 301 --frames 300   (a detector whose counter went on from a run)
   pvabridge simdet --ad-prefix 13SIM1: --frames 100 --fps 50
+  pvabridge simdet --pattern poisson --mean 10 --codec bslz4 --fps 100 --frames 1000
 Ports come from EPICS_PVAS_SERVER_PORT / EPICS_PVA_SERVER_PORT and EPICS_PVAS_BROADCAST_PORT /
 EPICS_PVA_BROADCAST_PORT.")]
 pub struct SimDetArgs {
@@ -90,6 +100,18 @@ pub struct SimDetArgs {
         allow_negative_numbers = true
     )]
     start_id: i32,
+    /// Pixel pattern: spots (moving spots over noise) or poisson (counts of mean --mean).
+    #[arg(long, value_name = "NAME", default_value = "spots", value_parser = ["spots", "poisson"])]
+    pattern: String,
+    /// Mean count per pixel of --pattern poisson.
+    #[arg(long, value_name = "COUNTS", default_value_t = 10.0)]
+    mean: f64,
+    /// Compress each frame as areaDetector's codec plugin does: lz4, bslz4 or blosc.
+    #[arg(long, value_name = "NAME")]
+    codec: Option<Codec>,
+    /// Compression level, 0-9 (Blosc only; 0 stores the data as is).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=9))]
+    codec_level: u8,
     /// Publish an NTScalar double counting 1, 2, 3 ... instead of frames (plain update rates).
     #[arg(long)]
     ntscalar: bool,
@@ -136,7 +158,15 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
     };
     let linger = args.linger;
     let server_config = ServerConfig::from_env()?;
-    let det = Arc::new(SimDet::new(config)?);
+    let options = FrameOptions {
+        pattern: match args.pattern.as_str() {
+            "poisson" => Pattern::Poisson { mean: args.mean },
+            _ => Pattern::Spots,
+        },
+        codec: args.codec,
+        codec_level: args.codec_level,
+    };
+    let det = Arc::new(SimDet::with_options(config, options)?);
     runtime()?.block_on(async move {
         let source = Arc::new(StaticSource::new());
         source.add(args.pv.clone(), det.pv().clone());
@@ -202,8 +232,18 @@ pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
             );
         } else {
             println!(
-                "published {} frames in {:.3} s: {:.1} frames/s, {:.1} MB/s",
-                published.frames, published.elapsed_s, published.fps, published.mb_per_s
+                "published {} frames in {:.3} s: {:.1} frames/s, {:.1} MB/s{}",
+                published.frames,
+                published.elapsed_s,
+                published.fps,
+                published.mb_per_s,
+                match args.codec {
+                    Some(codec) if published.wire_bytes > 0 => format!(
+                        ", {codec}: {:.2}x smaller on the wire",
+                        published.bytes as f64 / published.wire_bytes as f64
+                    ),
+                    _ => String::new(),
+                }
             );
             for s in &consumers {
                 println!(

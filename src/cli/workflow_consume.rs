@@ -4,12 +4,10 @@
 //! [`super::workflow_report`]), serves its `Stats` PV, and ends once acquisition is over and every
 //! expected frame is accounted for.
 
-use std::fs::File;
-use std::io::{BufWriter, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -18,7 +16,7 @@ use coordinator::{HandshakeClient, RunRequest, State};
 use pva::client::Context;
 use serde::Serialize;
 use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
-use stream::stats::FrameStats;
+use stream::stats::StatsFile;
 use stream::{Frame, Origin};
 use tokio::sync::watch;
 
@@ -122,78 +120,6 @@ pub struct StageSummary {
     pub rows: u64,
 }
 
-/// The statistics file: one CSV row per processed frame, written by the processing threads.
-struct ResultsFile {
-    path: PathBuf,
-    out: Mutex<BufWriter<File>>,
-    rows: AtomicU64,
-    error: Mutex<Option<String>>,
-}
-
-impl ResultsFile {
-    fn create(dir: &Path) -> anyhow::Result<ResultsFile> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the results directory {}", dir.display()))?;
-        let path = dir.join(RESULTS_FILE);
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut out = BufWriter::new(file);
-        writeln!(out, "{}", FrameStats::CSV_HEADER)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        let path = std::path::absolute(&path).unwrap_or(path);
-        Ok(ResultsFile {
-            path,
-            out: Mutex::new(out),
-            rows: AtomicU64::new(0),
-            error: Mutex::new(None),
-        })
-    }
-
-    /// Write the frame's row and return its statistics; the first failure is kept for the end.
-    fn write(&self, frame: &Frame) -> Option<FrameStats> {
-        let Some(stats) = FrameStats::of(frame) else {
-            self.fail(format!(
-                "frame {} has no numeric data to take statistics of",
-                frame.meta.unique_id
-            ));
-            return None;
-        };
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        match writeln!(out, "{}", stats.csv_row()) {
-            Ok(()) => {
-                self.rows.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(err) => self.fail(format!("cannot write {}: {err}", self.path.display())),
-        }
-        Some(stats)
-    }
-
-    fn fail(&self, message: String) {
-        self.error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(message);
-    }
-
-    /// Flush the file; the rows written, or the first failure.
-    fn finish(&self) -> anyhow::Result<u64> {
-        if let Some(message) = self
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            bail!(message);
-        }
-        self.out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .flush()
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        Ok(self.rows.load(Ordering::Relaxed))
-    }
-}
-
 /// Follows the slot until acquisition is over: `Ok` with DRAINING or PROCESSING (or DONE), or
 /// the reason the run ended otherwise.
 fn watch_acquisition(
@@ -286,7 +212,8 @@ pub async fn run(
     let first_id = args
         .first_id
         .or_else(|| request.as_ref().and_then(|r| r.first_frame_id));
-    let results = Arc::new(ResultsFile::create(&args.results)?);
+    let results =
+        Arc::new(StatsFile::create(&args.results.join(RESULTS_FILE)).map_err(|e| anyhow!(e))?);
     let serve_prefix = args
         .serve_prefix
         .clone()
@@ -366,7 +293,7 @@ pub async fn run(
     let report = report.with_context(|| format!("the stream on {channel} failed"))?;
     books.finish(&report);
     let state = acquisition_outcome(&mut acquisition.clone()).await;
-    let rows = results.finish()?;
+    let rows = results.finish().map_err(|e| anyhow!(e))?;
     reporting.finish().await?;
     let state = state.map_err(|reason| {
         anyhow!(
@@ -380,7 +307,7 @@ pub async fn run(
         "{} frames received, {missed} missed{}; statistics of {rows} frames in {}",
         report.counts.received,
         expected.map_or(String::new(), |n| format!(" of {n}")),
-        results.path.display()
+        results.path().display()
     );
     slot.set_workflow_message(&message)
         .await
@@ -389,7 +316,7 @@ pub async fn run(
         handshake: slot.prefix().to_string(),
         state,
         stream: report,
-        results: results.path.clone(),
+        results: results.path().to_path_buf(),
         rows,
     };
     if args.json {

@@ -26,6 +26,13 @@ pub fn python_with_bluesky() -> PathBuf {
     python_with(&["p4p", "pvaccess", "bluesky", "ophyd_async"])
 }
 
+/// The Python interpreter with p4p and the reference compressors of areaDetector's codecs (the
+/// PyPI packages lz4, bitshuffle and blosc, with numpy). Panics with a clear message when they
+/// are missing.
+pub fn python_with_codecs() -> PathBuf {
+    python_with(&["p4p", "numpy", "lz4.block", "bitshuffle", "blosc"])
+}
+
 fn python_with(modules: &[&str]) -> PathBuf {
     let candidate = std::env::var_os("PVABRIDGE_PYTHON")
         .map(PathBuf::from)
@@ -170,4 +177,47 @@ pub fn resident_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .expect("resident pages");
     pages * 4096
+}
+
+/// Wait at most `limit` for a line containing `needle` from `lines`; the lines seen, that one
+/// last. Panics with what `what` said otherwise.
+pub fn line_with(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+    what: &str,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!(
+                "{what} did not say '{needle}' within {limit:?}; it said:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// The lines of a reader, as they come.
+pub fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }

@@ -13,7 +13,7 @@
 //! frames new to the books are processed: a duplicate, or the initial value sent again, is not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::TrySendError;
@@ -110,8 +110,15 @@ pub struct Report {
     pub last_id: Option<i64>,
     /// Missed frame numbers as `[first, last]` ranges (the first 20).
     pub missed_ranges: Vec<[i64; 2]>,
-    /// Bytes of frame data received.
+    /// Bytes of frame data received, as images (decompressed size for compressed frames).
     pub bytes: u64,
+    /// Bytes of frame data as they came over the wire (less than `bytes` when compressed).
+    pub wire_bytes: u64,
+    /// Frames received that could not be decompressed (corrupt or truncated data, an unknown
+    /// codec): booked as received, never processed.
+    pub error_frames: u64,
+    /// Why, for the first few error frames.
+    pub errors: Vec<String>,
     /// From the first frame to the last, seconds.
     pub elapsed_s: f64,
     /// Frames per second between the first and the last frame.
@@ -189,22 +196,60 @@ struct Workers {
     tx: Option<crossbeam_channel::Sender<Frame>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     processed: Arc<AtomicU64>,
+    errors: Arc<ErrorFrames>,
+}
+
+/// Most error messages a report keeps.
+const KEPT_ERRORS: usize = 5;
+
+/// Frames that could not be decompressed: a count and the first reasons.
+#[derive(Default)]
+struct ErrorFrames {
+    count: AtomicU64,
+    first: Mutex<Vec<String>>,
+}
+
+impl ErrorFrames {
+    fn book(&self, unique_id: i64, why: &crate::codec::CodecError) {
+        if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!("frame {unique_id} is an error frame: {why}");
+        }
+        let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.len() < KEPT_ERRORS {
+            first.push(format!("frame {unique_id}: {why}"));
+        }
+    }
+
+    fn take(&self) -> (u64, Vec<String>) {
+        let first = std::mem::take(&mut *self.first.lock().unwrap_or_else(PoisonError::into_inner));
+        (self.count.load(Ordering::Relaxed), first)
+    }
 }
 
 impl Workers {
     fn start(config: &ConsumerConfig, step: Option<ProcessFn>) -> Workers {
         let (tx, rx) = crossbeam_channel::bounded::<Frame>(config.backlog.max(1));
         let processed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(ErrorFrames::default());
         let threads = (0..config.threads.max(1))
             .map(|i| {
                 let rx = rx.clone();
                 let processed = processed.clone();
+                let errors = errors.clone();
                 let work = config.process_time;
                 let step = step.clone();
                 std::thread::Builder::new()
                     .name(format!("process-{i}"))
                     .spawn(move || {
                         for frame in rx {
+                            let id = frame.meta.unique_id;
+                            let frame = match frame.decompressed() {
+                                Ok(frame) => frame,
+                                Err(why) => {
+                                    errors.book(id, &why);
+                                    continue;
+                                }
+                            };
                             if !work.is_zero() {
                                 std::thread::sleep(work);
                             }
@@ -222,6 +267,7 @@ impl Workers {
             tx: Some(tx),
             threads,
             processed,
+            errors,
         }
     }
 
@@ -249,13 +295,13 @@ impl Workers {
         }
     }
 
-    /// Let the threads finish the backlog; returns frames processed.
-    fn finish(mut self) -> u64 {
+    /// Let the threads finish the backlog; returns frames processed, and the error frames.
+    fn finish(mut self) -> (u64, (u64, Vec<String>)) {
         self.tx.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.processed.load(Ordering::Relaxed)
+        (self.processed.load(Ordering::Relaxed), self.errors.take())
     }
 }
 
@@ -292,6 +338,7 @@ pub async fn consume_with(
     let mut ledger = Ledger::new(config.origin, config.stride);
     let mut latency = Latency::new();
     let mut bytes = 0u64;
+    let mut wire_bytes = 0u64;
     let mut max_backlog = 0usize;
     let mut first_at: Option<Instant> = None;
     let mut last_at = Instant::now();
@@ -379,7 +426,8 @@ pub async fn consume_with(
                 }
                 first_at.get_or_insert(now);
                 last_at = now;
-                bytes += frame.meta.payload_bytes;
+                bytes += image_bytes(&frame.meta);
+                wire_bytes += frame.meta.payload_bytes;
                 latency.record(
                     frame
                         .meta
@@ -407,7 +455,7 @@ pub async fn consume_with(
     workers.give_all(&mut batch);
     let client_squashed = monitor.squashed();
     drop(monitor);
-    let processed = workers.finish();
+    let (processed, (error_frames, errors)) = workers.finish();
     ledger.close(config.expected);
     let counts = ledger.counts();
     let span = first_at.map_or(Duration::ZERO, |f| last_at - f);
@@ -427,12 +475,24 @@ pub async fn consume_with(
         last_id,
         missed_ranges: ledger.missed_ranges(20),
         bytes,
+        wire_bytes,
+        error_frames,
+        errors,
         elapsed_s: span.as_secs_f64(),
         fps,
         mb_per_s,
         latency: latency.summary(),
         ended_by,
     })
+}
+
+/// Bytes of a frame as an image: `uncompressedSize` when it came compressed.
+fn image_bytes(meta: &crate::frame::FrameMeta) -> u64 {
+    if meta.uncompressed_size > 0 && meta.uncompressed_size != meta.compressed_size {
+        meta.uncompressed_size as u64
+    } else {
+        meta.payload_bytes
+    }
 }
 
 /// Sleep until `deadline`, or forever without one.

@@ -144,6 +144,20 @@ fn is_numeric(t: ScalarType) -> bool {
 }
 
 impl Frame {
+    /// The frame with its data decompressed when it came compressed (an areaDetector codec
+    /// named in `codec.name`), else the frame as it is. The facts are read again from the
+    /// decompressed value, so sizes and element type are those of the image.
+    pub fn decompressed(self) -> Result<Frame, crate::codec::CodecError> {
+        match crate::codec::decompress_value(&self.value)? {
+            None => Ok(self),
+            Some(value) => Ok(Frame {
+                meta: FrameMeta::from_value(&value)
+                    .map_err(|e| crate::codec::CodecError::NotAnArray(e.to_string()))?,
+                value,
+            }),
+        }
+    }
+
     /// Read a received value as a frame.
     pub fn from_value(value: StructValue) -> Result<Frame, FrameError> {
         Ok(Frame {

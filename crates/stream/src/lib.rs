@@ -8,6 +8,7 @@
 
 pub mod accounting;
 pub mod ad_sim;
+pub mod codec;
 pub mod consumer;
 pub mod frame;
 pub mod relay;

@@ -18,6 +18,7 @@ use pva_codec::{BitSet, StructValue};
 use serde::Serialize;
 
 use crate::accounting::{Counts, Ledger, Origin};
+use crate::codec::{self, Codec};
 use crate::frame::FrameMeta;
 use crate::StreamError;
 
@@ -86,6 +87,8 @@ pub struct RelayReport {
     pub relayed: u64,
     /// Distributing: frames that found no consumer (fewer subscribed than asked for).
     pub undelivered: u64,
+    /// Frames that could not be decompressed (with [`Transcode::Decompress`]): not relayed.
+    pub transcode_errors: u64,
     /// Every consumer, in order of subscription.
     pub consumers: Vec<ConsumerShare>,
     /// Seconds the relay ran.
@@ -105,12 +108,78 @@ pub struct RelayProgress {
     pub dropped: u64,
 }
 
+/// What a relay does to the frames it passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transcode {
+    /// Pass them on as they are.
+    #[default]
+    None,
+    /// Compress uncompressed NTNDArray frames once for all consumers (at this level);
+    /// compressed frames and other values pass as they are.
+    Compress(Codec, u8),
+    /// Decompress compressed frames for consumers that cannot; a frame that does not
+    /// decompress is not relayed (counted in `transcode_errors`).
+    Decompress,
+}
+
+impl Transcode {
+    /// The value to relay and its changed members, or why it cannot be.
+    fn apply(
+        self,
+        value: StructValue,
+        mut changed: BitSet,
+    ) -> Result<(StructValue, BitSet), codec::CodecError> {
+        let out = match self {
+            Transcode::None => return Ok((value, changed)),
+            Transcode::Compress(c, level) => {
+                let is_array = FrameMeta::from_value(&value).is_ok_and(|m| !m.sizes.is_empty());
+                if codec::codec_name(&value).is_some() || !is_array {
+                    return Ok((value, changed));
+                }
+                codec::compress_value(&value, c, level)?
+            }
+            Transcode::Decompress => match codec::decompress_value(&value)? {
+                Some(v) => v,
+                None => return Ok((value, changed)),
+            },
+        };
+        if !changed.get(0) {
+            for bit in codec::changed_bits(&out).iter() {
+                changed.set(bit);
+            }
+        }
+        Ok((out, changed))
+    }
+}
+
 /// Run a relay: monitor `config.from` with `ctx`, serve it as `config.as_name` through
 /// `source` (which a running server serves), until the upstream ends or `stop` resolves.
 pub async fn relay(
     ctx: &Context,
     source: Arc<StaticSource>,
     config: &RelayConfig,
+    report_every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+    progress: impl FnMut(&RelayProgress),
+) -> Result<RelayReport, StreamError> {
+    relay_transcoding(
+        ctx,
+        source,
+        config,
+        Transcode::None,
+        report_every,
+        stop,
+        progress,
+    )
+    .await
+}
+
+/// [`relay`], compressing or decompressing frames on the way (see [`Transcode`]).
+pub async fn relay_transcoding(
+    ctx: &Context,
+    source: Arc<StaticSource>,
+    config: &RelayConfig,
+    transcode: Transcode,
     report_every: Duration,
     stop: impl std::future::Future<Output = ()>,
     mut progress: impl FnMut(&RelayProgress),
@@ -131,6 +200,7 @@ pub async fn relay(
     let mut relayed = 0u64;
     let mut undelivered = 0u64;
     let mut upstream_initial_id = None;
+    let mut transcode_errors = 0u64;
     // Distributing starts once enough consumers are subscribed, then goes on among those left.
     let mut distributing = false;
     let mut ticker = tokio::time::interval(report_every);
@@ -157,6 +227,20 @@ pub async fn relay(
                 let unpublished = meta
                     .as_ref()
                     .is_some_and(|m| m.unique_id == 0 && m.payload_bytes == 0);
+                let update = match transcode.apply(update.value, update.changed) {
+                    Ok((value, changed)) => pva::client::Update {
+                        value,
+                        changed,
+                        ..update
+                    },
+                    Err(why) => {
+                        transcode_errors += 1;
+                        if transcode_errors == 1 {
+                            tracing::warn!("not relayed: {why}");
+                        }
+                        continue;
+                    }
+                };
                 let Some(served) = &pv else {
                     // The first value (the upstream's from before the subscription, often the
                     // empty one a detector holds before its first frame) is not a frame of the
@@ -218,6 +302,7 @@ pub async fn relay(
         upstream_squashed,
         relayed,
         undelivered,
+        transcode_errors,
         consumers: pv
             .map(|p| p.subscriber_stats())
             .unwrap_or_default()

@@ -15,6 +15,7 @@ use pva_codec::nt::{NdArrayFrame, NdAttribute, NtNdArray, NtScalar, TimeStamp};
 use pva_codec::{BitSet, PodArray, ScalarArray, ScalarType, StructValue, UnionValue, Value};
 use serde::Serialize;
 
+use crate::codec::Codec;
 use crate::StreamError;
 
 /// Memory the pre-made frames may take together.
@@ -92,6 +93,32 @@ impl SimDetConfig {
     }
 }
 
+/// What the pixels look like.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Pattern {
+    /// Spots moving round a circle over low noise, scaled to the type.
+    #[default]
+    Spots,
+    /// Independent Poisson counts of this mean in every pixel, like a photon-counting detector
+    /// (Eiger, Pilatus) at low flux: compression ratios are those of real detector frames.
+    Poisson {
+        /// Mean count per pixel.
+        mean: f64,
+    },
+}
+
+/// How frames are made and sent, besides their size and rate.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FrameOptions {
+    /// What the pixels look like.
+    pub pattern: Pattern,
+    /// Compress every frame as it is published (once for all consumers), as areaDetector's
+    /// codec plugin does.
+    pub codec: Option<Codec>,
+    /// Compression level (0-9; Blosc only).
+    pub codec_level: u8,
+}
+
 /// What the detector has published.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct Published {
@@ -105,6 +132,8 @@ pub struct Published {
     pub fps: f64,
     /// Megabytes (10^6) of pixel data per second.
     pub mb_per_s: f64,
+    /// Bytes of frame data as sent (less than `bytes` when compressed).
+    pub wire_bytes: u64,
 }
 
 impl Published {
@@ -118,6 +147,7 @@ impl Published {
             elapsed_s: secs,
             fps: per_s(frames as f64),
             mb_per_s: per_s(bytes as f64 / 1e6),
+            wire_bytes: bytes,
         }
     }
 }
@@ -132,13 +162,34 @@ pub struct SimDet {
     pv: SharedPv,
     /// The `uniqueId` of the next frame, as its 32 bits.
     next_id: AtomicU32,
+    options: FrameOptions,
 }
 
 impl SimDet {
     /// Make the frames and the PV (holding an empty NTNDArray, `uniqueId` 0, until the first
     /// frame).
     pub fn new(config: SimDetConfig) -> Result<SimDet, StreamError> {
+        SimDet::with_options(config, FrameOptions::default())
+    }
+
+    /// [`SimDet::new`], with a pixel pattern and a codec.
+    pub fn with_options(
+        config: SimDetConfig,
+        options: FrameOptions,
+    ) -> Result<SimDet, StreamError> {
         config.validate()?;
+        if let Pattern::Poisson { mean } = options.pattern {
+            if !(mean.is_finite() && mean > 0.0 && mean <= 1e6) {
+                return Err(StreamError::Config(format!(
+                    "--mean {mean}: a Poisson mean must be above 0 and at most 1e6"
+                )));
+            }
+        }
+        if options.codec.is_some() && (config.counter || config.dtype == ScalarType::Bool) {
+            return Err(StreamError::Config(
+                "--codec compresses numeric NTNDArray frames: not with --ntscalar or bool".into(),
+            ));
+        }
         if config.counter {
             let template = NtScalar::new(ScalarType::F64).create();
             let mut changed = BitSet::new();
@@ -154,6 +205,7 @@ impl SimDet {
                 pool: Vec::new(),
                 template,
                 changed,
+                options,
             });
         }
         let mut pool_len = (POOL_BYTES / config.frame_bytes().max(1)).clamp(1, POOL_FRAMES);
@@ -161,7 +213,7 @@ impl SimDet {
             pool_len = pool_len.min(n.max(1) as usize);
         }
         let pool: Vec<ScalarArray> = (0..pool_len)
-            .map(|i| make_frame(&config, i, pool_len))
+            .map(|i| make_frame(&config, options.pattern, i, pool_len))
             .collect();
         let nt = NtNdArray::new();
         let mut first =
@@ -174,7 +226,15 @@ impl SimDet {
         let template = nt.build_value(first)?;
         let desc = template.desc().clone();
         let mut changed = BitSet::new();
-        for member in ["value", "uniqueId", "dataTimeStamp", "timeStamp"] {
+        for member in [
+            "value",
+            "uniqueId",
+            "dataTimeStamp",
+            "timeStamp",
+            "codec",
+            "compressedSize",
+            "uncompressedSize",
+        ] {
             if let Some(bit) = desc.bit_of(member) {
                 changed.set(bit);
             }
@@ -186,6 +246,7 @@ impl SimDet {
             pool,
             template,
             changed,
+            options,
         })
     }
 
@@ -209,8 +270,20 @@ impl SimDet {
         self.next_id.load(Ordering::Relaxed) as i32
     }
 
-    /// The frame numbered `unique_id` as a value.
+    /// The frame numbered `unique_id` as it is published: compressed when a codec is set.
     pub fn frame(&self, unique_id: i32) -> StructValue {
+        let v = self.raw_frame(unique_id);
+        match self.options.codec {
+            // A frame of the pool is a numeric NTNDArray (checked in `with_options`).
+            Some(codec) => {
+                crate::codec::compress_value(&v, codec, self.options.codec_level).unwrap_or(v)
+            }
+            None => v,
+        }
+    }
+
+    /// The frame numbered `unique_id` as a value, uncompressed.
+    fn raw_frame(&self, unique_id: i32) -> StructValue {
         let mut v = self.template.clone();
         if self.pool.is_empty() {
             // The counter: a double holds every int32 exactly.
@@ -252,6 +325,7 @@ impl SimDet {
         let start = Instant::now();
         let mut next_report = start + Duration::from_secs(1);
         let mut published = 0u64;
+        let mut wire_bytes = 0u64;
         let mut last = start;
         loop {
             if stop.load(Ordering::Relaxed)
@@ -276,6 +350,10 @@ impl SimDet {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed) as i32;
             let value = self.frame(id);
+            wire_bytes += match value.get("compressedSize") {
+                Some(Value::I64(n)) if self.options.codec.is_some() => *n as u64,
+                _ => frame_bytes as u64,
+            };
             if published == 0 {
                 // Subscribers hold an empty value or another run's frame: the first frame of a
                 // run carries every member.
@@ -290,7 +368,10 @@ impl SimDet {
                 next_report += Duration::from_secs(1);
             }
         }
-        Published::new(published, frame_bytes, last - start)
+        Published {
+            wire_bytes,
+            ..Published::new(published, frame_bytes, last - start)
+        }
     }
 }
 
@@ -302,11 +383,69 @@ fn stamp(v: &mut StructValue, member: &str, ts: TimeStamp) {
     }
 }
 
-/// Frame `index` of `count`: spots moving round a circle over low noise, scaled to the type.
-fn make_frame(config: &SimDetConfig, index: usize, count: usize) -> ScalarArray {
-    let (nx, ny) = (config.nx, config.ny);
+/// Frame `index` of `count` in `pattern`.
+fn make_frame(config: &SimDetConfig, pattern: Pattern, index: usize, count: usize) -> ScalarArray {
     let mut rng =
         fastrand::Rng::with_seed(config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    match pattern {
+        Pattern::Spots => spots(config, &mut rng, index, count),
+        Pattern::Poisson { mean } => poisson(config, &mut rng, mean),
+    }
+}
+
+/// Poisson counts of `mean` in every pixel, by the inverse of the distribution function
+/// (one uniform number per pixel), as the element type (saturating at its largest value).
+fn poisson(config: &SimDetConfig, rng: &mut fastrand::Rng, mean: f64) -> ScalarArray {
+    let top = (mean + 12.0 * mean.sqrt() + 12.0).ceil() as usize;
+    let mut cdf = Vec::with_capacity(top);
+    // Built up in logs so that large means do not underflow.
+    let (mut log_p, mut total) = (-mean, 0.0);
+    for k in 0..top {
+        if k > 0 {
+            log_p += mean.ln() - (k as f64).ln();
+        }
+        total += log_p.exp();
+        cdf.push(total);
+    }
+    let counts: Vec<f64> = (0..config.nx * config.ny)
+        .map(|_| {
+            let u = rng.f64();
+            cdf.partition_point(|&c| c < u).min(top - 1) as f64
+        })
+        .collect();
+    counts_as(&counts, config.dtype)
+}
+
+/// Counts as the element type, saturating.
+fn counts_as(counts: &[f64], t: ScalarType) -> ScalarArray {
+    fn ints<T: pva_codec::Element>(counts: &[f64], f: impl Fn(f64) -> T) -> PodArray<T> {
+        PodArray::from_vec(counts.iter().map(|&c| f(c)).collect())
+    }
+    match t {
+        ScalarType::Bool => ScalarArray::Bool(counts.iter().map(|&c| c > 0.0).collect()),
+        ScalarType::I8 => ScalarArray::I8(ints(counts, |c| c as i8)),
+        ScalarType::U8 => ScalarArray::U8(ints(counts, |c| c as u8)),
+        ScalarType::I16 => ScalarArray::I16(ints(counts, |c| c as i16)),
+        ScalarType::U16 => ScalarArray::U16(ints(counts, |c| c as u16)),
+        ScalarType::I32 => ScalarArray::I32(ints(counts, |c| c as i32)),
+        ScalarType::U32 => ScalarArray::U32(ints(counts, |c| c as u32)),
+        ScalarType::I64 => ScalarArray::I64(ints(counts, |c| c as i64)),
+        ScalarType::U64 => ScalarArray::U64(ints(counts, |c| c as u64)),
+        ScalarType::F32 => ScalarArray::F32(ints(counts, |c| c as f32)),
+        ScalarType::F64 => ScalarArray::F64(ints(counts, |c| c)),
+        // Refused by validate().
+        ScalarType::String => ScalarArray::String(Vec::new()),
+    }
+}
+
+/// Spots moving round a circle over low noise (frame `index` of `count`), scaled to the type.
+fn spots(
+    config: &SimDetConfig,
+    rng: &mut fastrand::Rng,
+    index: usize,
+    count: usize,
+) -> ScalarArray {
+    let (nx, ny) = (config.nx, config.ny);
     let mut img: Vec<f32> = (0..nx * ny).map(|_| rng.f32() * 0.08).collect();
     let sigma = ((nx.min(ny) as f32) / 40.0).max(1.0);
     let reach = (3.0 * sigma).ceil() as isize;
@@ -411,6 +550,37 @@ mod tests {
         };
         let max = px.iter().max().unwrap();
         assert!(max > 1000, "spots stand out of the noise: {max}");
+    }
+
+    #[test]
+    fn poisson_frames_have_the_mean_and_compressed_frames_decompress_to_them() {
+        let options = FrameOptions {
+            pattern: Pattern::Poisson { mean: 10.0 },
+            codec: Some(Codec::Bslz4),
+            codec_level: 5,
+        };
+        let det = SimDet::with_options(config(ScalarType::U16), options).unwrap();
+        let sent = Frame::from_value(det.frame(2)).unwrap();
+        assert_eq!(crate::codec::codec_name(&sent.value), Some("bslz4"));
+        assert!(
+            sent.meta.payload_bytes < sent.meta.uncompressed_size as u64 / 2,
+            "{:?}",
+            sent.meta
+        );
+        let image = sent.decompressed().unwrap();
+        let raw = Frame::from_value(det.raw_frame(2)).unwrap();
+        assert_eq!(image.data(), raw.data());
+        assert_eq!(image.meta.element, Some(ScalarType::U16));
+        let stats = crate::stats::FrameStats::of(&image).unwrap();
+        assert!((stats.mean - 10.0).abs() < 0.3, "{stats:?}");
+        assert!(SimDet::with_options(
+            config(ScalarType::U16),
+            FrameOptions {
+                pattern: Pattern::Poisson { mean: -1.0 },
+                ..options
+            }
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Per-frame statistics (min, max, mean, sum of the pixels): the processing step of the demo
 //! workflow, and a small example of work done on frames as they stream.
 
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use pva_codec::{PodArray, ScalarArray, Value};
 use serde::Serialize;
 
@@ -57,6 +63,86 @@ impl FrameStats {
             "{},{},{},{},{},{}",
             self.unique_id, self.count, self.min, self.max, self.mean, self.sum
         )
+    }
+}
+
+/// A statistics CSV file: the header, then one [`FrameStats::csv_row`] per frame written, from
+/// any number of processing threads. Failures are kept, and the first is returned at the end.
+pub struct StatsFile {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+    rows: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+impl StatsFile {
+    /// Create `path` (and its directory) and write the header.
+    pub fn create(path: &Path) -> Result<StatsFile, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+        }
+        let file =
+            File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        writeln!(out, "{}", FrameStats::CSV_HEADER)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(StatsFile {
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            out: Mutex::new(out),
+            rows: AtomicU64::new(0),
+            error: Mutex::new(None),
+        })
+    }
+
+    /// The file's path (absolute when it could be made so).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write the frame's row and return its statistics; the first failure is kept for
+    /// [`StatsFile::finish`].
+    pub fn write(&self, frame: &Frame) -> Option<FrameStats> {
+        let Some(stats) = FrameStats::of(frame) else {
+            self.fail(format!(
+                "frame {} has no numeric data to take statistics of",
+                frame.meta.unique_id
+            ));
+            return None;
+        };
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        match writeln!(out, "{}", stats.csv_row()) {
+            Ok(()) => {
+                self.rows.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => self.fail(format!("cannot write {}: {err}", self.path.display())),
+        }
+        Some(stats)
+    }
+
+    fn fail(&self, message: String) {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(message);
+    }
+
+    /// Flush the file; the rows written, or the first failure.
+    pub fn finish(&self) -> Result<u64, String> {
+        if let Some(message) = self
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(message);
+        }
+        self.out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        Ok(self.rows.load(Ordering::Relaxed))
     }
 }
 
