@@ -279,9 +279,15 @@ impl Service {
     /// container: no EPICS variables, default ports).
     fn pvabridge(&self, ns: &common::netns::Netns, args: &[String]) -> std::process::Command {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_pvabridge"));
+        // In the image, pvabridge is in /usr/local/bin: here, its build directory stands there
+        // (the DM service's stages run `pvabridge workflow consume`).
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_pvabridge")).parent().unwrap();
         cmd.args(args)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env(
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -399,10 +405,111 @@ fn the_services_start_as_compose_starts_them_and_their_health_commands_succeed()
             .is_file(),
         "the DM service's data is in the directory the user names"
     );
+    // A run through the deployment ends DONE, Bluesky's side on a thread inside its host.
+    let outcome = run_through_the_deployment(&ns);
+    assert_eq!(
+        outcome,
+        Ok((coordinator::State::Done, 10, 0)),
+        "a run through the deployment:\n{}",
+        services
+            .iter()
+            .map(|s| format!(
+                "--- {}:\n{}",
+                s.name,
+                std::fs::read_to_string(&s.log).unwrap_or_default()
+            ))
+            .collect::<String>()
+    );
     // A health command can fail: without its server, the bridge's does.
     drop(running);
     let (ok, said) = by_name("bridge").healthy(&ns);
     assert!(!ok, "healthy without a bridge: {said}");
+}
+
+/// Play Bluesky's side of one run of 10 frames against the deployment in `ns`, as the example
+/// plan does with default EPICS configuration: START with the registered workflow, READY,
+/// ACQ_STARTED, an acquisition of the ADSimDetector, ACQ_DONE; the final state and the frames the
+/// bridge counted.
+fn run_through_the_deployment(ns: &common::netns::Netns) -> Result<(coordinator::State, i64, i64), String> {
+    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use pva::client::Context;
+
+    const FRAMES: i32 = 10;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                ns.enter_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let wait = Duration::from_secs(30);
+                    let run = async {
+                        let config = pva::ClientConfig::from_lookup(&|_| None)
+                            .map_err(|e| e.to_string())?;
+                        let ctx = Context::new(config).map_err(|e| e.to_string())?;
+                        let put = |pv: &'static str, field: &'static str, value: i32| {
+                            let ctx = ctx.clone();
+                            async move {
+                                ctx.put(pv)
+                                    .set(field, value)
+                                    .timeout(Duration::from_secs(10))
+                                    .exec()
+                                    .await
+                                    .map_err(|e| format!("put {pv}: {e}"))
+                            }
+                        };
+                        put("bl:det:cam1:NumImages", "value", FRAMES).await?;
+                        let slot = HandshakeClient::new(ctx.clone(), "bl:wf1:")
+                            .with_timeout(Duration::from_secs(10));
+                        let mut request = RunRequest::new("stream-stats");
+                        request.expected_frames = Some(FRAMES as u64);
+                        request.data_channel = Some("bl:det:Pva1:Image".into());
+                        request.run_uid = Some("uid-compose".into());
+                        slot.start(&request).await.map_err(|e| e.to_string())?;
+                        let ready = slot.wait_for_state(&[State::Ready], wait).await;
+                        if ready != Ok(State::Ready) {
+                            return Err(format!("not READY: {ready:?}"));
+                        }
+                        slot.command(Handshake::AcqStarted)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        put("bl:det:cam1:Acquire", "value.index", 1).await?;
+                        let deadline = tokio::time::Instant::now() + wait;
+                        loop {
+                            let acquiring = ctx
+                                .get("bl:det:cam1:Acquire_RBV")
+                                .timeout(Duration::from_secs(10))
+                                .exec()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if acquiring.get("value.index").and_then(|v| v.as_i64()) == Some(0) {
+                                break;
+                            }
+                            if tokio::time::Instant::now() > deadline {
+                                return Err("the detector never finished".into());
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        slot.command(Handshake::AcqDone)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let end = slot
+                            .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let status = slot.status().await.map_err(|e| e.to_string())?;
+                        Ok((end, status.frames_received, status.frames_missed))
+                    };
+                    tokio::time::timeout(Duration::from_secs(90), run)
+                        .await
+                        .unwrap_or_else(|_| Err("the run did not end within 90 s".into()))
+                })
+            })
+            .join()
+            .expect("the Bluesky thread")
+    })
 }
 
 #[test]
