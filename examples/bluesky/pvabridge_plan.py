@@ -9,12 +9,16 @@ PVI -- a device for a detector with an areaDetector-like ``Acquire`` trigger (``
     RE(streaming_run(slot, detector, workflow="stream-stats", frames=100,
                      data_channel="bl:det:Image"))
 
-The plan opens a Bluesky run, writes the run request (with the run's uid) to ``Request``, puts
-START, waits for READY (the DM workflow has subscribed to the detector), puts ACQ_STARTED,
-triggers the detector and waits for it to finish, puts ACQ_DONE, waits for a final state, records
-the bridge's frame counts in the run, and closes the run: ``success`` when the bridge says DONE.
+The plan opens a Bluesky run, writes the run request (with the run's uid, and the run's metadata
+for the DM run catalog) to ``Request``, puts START, waits for READY (the DM workflow has subscribed
+to the detector), puts ACQ_STARTED, triggers the detector and waits until it finishes or the
+workflow ends acquisition itself (State leaves ACQUIRING: the detector is then stopped), puts
+ACQ_DONE (a no-op when the workflow came first), waits for a final state, records the bridge's
+frame counts in the run, and closes the run: ``success`` when the bridge says DONE. The PVs are
+described in docs/handshake.md.
 """
 
+import asyncio
 import json
 
 import bluesky.plan_stubs as bps
@@ -126,6 +130,31 @@ def _wait_for_state(slot, wanted, timeout):
     return wait
 
 
+def _acquire(slot, detector, timeout):
+    """A coroutine factory for ``bps.wait_for``: wait until the detector has taken its frames
+    (Acquire reads 0 again) or the workflow ended acquisition (State left ACQUIRING); in the
+    second case stop the detector."""
+
+    async def acquire():
+        taken = asyncio.ensure_future(wait_for_value(detector.acquire, 0, timeout=timeout))
+
+        async def left_acquiring():
+            async for state in observe_value(slot.state, done_timeout=timeout):
+                if state != HandshakeState.ACQUIRING:
+                    return
+
+        ended = asyncio.ensure_future(left_acquiring())
+        done, pending = await asyncio.wait({taken, ended}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+        if ended in done:
+            await detector.acquire.set(0)
+
+    return acquire
+
+
 def wait_for_state(slot, wanted, timeout):
     """Plan: wait until the slot is in one of ``wanted`` and return that state."""
     yield from bps.wait_for([_wait_for_state(slot, set(wanted), timeout)])
@@ -142,6 +171,7 @@ def streaming_run(
     ready_timeout=30.0,
     run_timeout=300.0,
     md=None,
+    experiment_name=None,
 ):
     """Plan: one streaming run of DM workflow ``workflow`` through the bridge slot ``slot``.
 
@@ -161,15 +191,17 @@ def streaming_run(
         "dataChannel": data_channel,
         "readyTimeout": ready_timeout,
         "argsDict": dict(args_dict or {}),
+        "metadata": dict(metadata, uid=uid),
     }
+    if experiment_name:
+        request["experimentName"] = experiment_name
     yield from bps.mv(slot.request, json.dumps(request))
     yield from bps.mv(slot.command, HandshakeCommand.START)
     yield from wait_for_state(slot, {HandshakeState.READY}, ready_timeout + 10.0)
     yield from bps.mv(slot.command, HandshakeCommand.ACQ_STARTED)
     yield from bps.mv(detector.acquire, 1)
-    yield from bps.wait_for(
-        [lambda: wait_for_value(detector.acquire, 0, timeout=run_timeout)]
-    )
+    yield from bps.wait_for([_acquire(slot, detector, run_timeout)])
+    # Succeeds as a no-op when the workflow ended acquisition first.
     yield from bps.mv(slot.command, HandshakeCommand.ACQ_DONE)
     final = yield from wait_for_state(slot, FINAL_STATES, run_timeout)
     yield from bps.create(name="primary")
