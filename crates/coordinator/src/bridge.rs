@@ -284,9 +284,10 @@ fn make_hooks(
     events: &mpsc::UnboundedSender<Event>,
     shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
-    // Applies a workflow input that may be refused, and shows the state it led to before the
-    // put returns.
-    let apply = |what: &'static str| {
+    // Applies an input that may be refused. For a command (`at_once`), the state it led to is
+    // shown before the put returns; other inputs show with the slot's next round, after the
+    // record is saved.
+    let apply = |what: &'static str, at_once: bool| {
         let machine = machine.clone();
         let events = events.clone();
         let prefix = prefix.to_string();
@@ -294,7 +295,7 @@ fn make_hooks(
         move |step: &dyn Fn(&mut Machine) -> Result<Vec<Action>, String>| {
             let mut machine = lock(&machine);
             let result = step(&mut machine);
-            if let Some(pvs) = shown.get() {
+            if let Some(pvs) = shown.get().filter(|_| at_once) {
                 pvs.show_state(machine.state());
             }
             drop(machine);
@@ -311,7 +312,7 @@ fn make_hooks(
         }
     };
     let command = {
-        let apply = apply("command");
+        let apply = apply("command", true);
         let prefix = prefix.to_string();
         move |command: Command| {
             apply(&|m| m.command(command, now()).map_err(|e| e.to_string()))?;
@@ -320,7 +321,7 @@ fn make_hooks(
         }
     };
     let workflow_command = {
-        let apply = apply("workflow command");
+        let apply = apply("workflow command", true);
         let prefix = prefix.to_string();
         move |command| {
             apply(&|m| {
@@ -332,15 +333,15 @@ fn make_hooks(
         }
     };
     let ready = {
-        let apply = apply("Ready");
+        let apply = apply("Ready", true);
         move |ready| apply(&|m| m.set_ready(ready, now()))
     };
     let report = {
-        let apply = apply("Report");
+        let apply = apply("Report", false);
         move |report: MemberReport| apply(&|m| m.report(report.clone(), now()))
     };
     let feed = {
-        let apply = apply("input");
+        let apply = apply("input", false);
         move |input: Input| apply(&|m| Ok(m.handle(input.clone(), now())))
     };
     let request = {
