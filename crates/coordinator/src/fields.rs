@@ -459,35 +459,21 @@ pub fn access_rules<P: AsRef<str>>(
     acquisition_user: &str,
     workflow_user: &str,
 ) -> Result<AccessRules, AccessError> {
-    let mut rules = AccessRules::new();
-    for (side, user, writer) in [
-        ("acquisition", acquisition_user, Writer::Bluesky),
-        ("workflow", workflow_user, Writer::Workflow),
-    ] {
-        if user.is_empty() {
-            return Err(AccessError {
-                file: None,
-                line: None,
-                problem: format!("the {side} user name is empty"),
-            });
-        }
-        let pvs: Vec<String> = prefixes
+    let writes = |writer: Writer| -> Vec<&'static str> {
+        FIELDS
             .iter()
-            .flat_map(|prefix| {
-                FIELDS
-                    .iter()
-                    .filter(move |f| f.writer == writer)
-                    .filter_map(|f| f.suffix)
-                    .map(move |suffix| {
-                        glob::Pattern::escape(&format!("{}{suffix}", prefix.as_ref()))
-                    })
-            })
-            .collect();
-        let pvs: Vec<&str> = pvs.iter().map(String::as_str).collect();
-        let user = glob::Pattern::escape(user);
-        rules.allow(&format!("{side} writes"), &pvs, &[user.as_str()], &[])?;
-    }
-    Ok(rules)
+            .filter(|f| f.writer == writer)
+            .filter_map(|f| f.suffix)
+            .collect()
+    };
+    let (bluesky, workflow) = (writes(Writer::Bluesky), writes(Writer::Workflow));
+    pva::server::writer_rules(
+        prefixes,
+        &[
+            ("acquisition", acquisition_user, &bluesky),
+            ("workflow", workflow_user, &workflow),
+        ],
+    )
 }
 
 impl SlotView {
