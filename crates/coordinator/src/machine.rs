@@ -10,8 +10,8 @@
 //! epoch, given with every input, so that the machine is deterministic under test and its saved
 //! [`SlotRecord`] keeps meaning after a restart.
 //!
-//! Beside it: `record.rs` (what a slot saves), `view.rs` (what the PVs show) and `catalog.rs`
-//! (what goes to the DM run catalog).
+//! Beside it: `transitions.rs` (the legal transitions as data), `record.rs` (what a slot
+//! saves), `view.rs` (what the PVs show) and `catalog.rs` (what goes to the DM run catalog).
 
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ use crate::state::{Command, State, WorkflowCommand};
 mod catalog;
 #[path = "record.rs"]
 mod record;
+#[path = "transitions.rs"]
+pub mod transitions;
 #[path = "view.rs"]
 mod view;
 
@@ -543,6 +545,10 @@ impl Machine {
 
     fn go(&mut self, to: State, message: String, now: f64, out: &mut Vec<Action>) {
         let from = self.record.state;
+        debug_assert!(
+            transitions::is_legal(from, to),
+            "{from} -> {to} is not in the transition table"
+        );
         self.record.state = to;
         self.record.state_since = now;
         self.record.message = message.clone();
