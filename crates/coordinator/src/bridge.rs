@@ -284,9 +284,9 @@ fn make_hooks(
     events: &mpsc::UnboundedSender<Event>,
     shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
-    // Applies an input that may be refused. For a command (`at_once`), the state it led to is
-    // shown before the put returns; other inputs show with the slot's next round, after the
-    // record is saved.
+    // Applies an input that may be refused. For a command (`at_once`), what it led to (State,
+    // Message, Status, ...) is shown before the put returns; other inputs show with the slot's
+    // next round, after the record is saved.
     let apply = |what: &'static str, at_once: bool| {
         let machine = machine.clone();
         let events = events.clone();
@@ -296,7 +296,7 @@ fn make_hooks(
             let mut machine = lock(&machine);
             let result = step(&mut machine);
             if let Some(pvs) = shown.get().filter(|_| at_once) {
-                pvs.show_state(machine.state());
+                pvs.show_now(&machine.view(now()));
             }
             drop(machine);
             match result {
