@@ -430,7 +430,9 @@ fn the_services_start_as_compose_starts_them_and_their_health_commands_succeed()
 /// plan does with default EPICS configuration: START with the registered workflow, READY,
 /// ACQ_STARTED, an acquisition of the ADSimDetector, ACQ_DONE; the final state and the frames the
 /// bridge counted.
-fn run_through_the_deployment(ns: &common::netns::Netns) -> Result<(coordinator::State, i64, i64), String> {
+fn run_through_the_deployment(
+    ns: &common::netns::Netns,
+) -> Result<(coordinator::State, i64, i64), String> {
     use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
     use pva::client::Context;
 
@@ -446,8 +448,8 @@ fn run_through_the_deployment(ns: &common::netns::Netns) -> Result<(coordinator:
                 runtime.block_on(async {
                     let wait = Duration::from_secs(30);
                     let run = async {
-                        let config = pva::ClientConfig::from_lookup(&|_| None)
-                            .map_err(|e| e.to_string())?;
+                        let config =
+                            pva::ClientConfig::from_lookup(&|_| None).map_err(|e| e.to_string())?;
                         let ctx = Context::new(config).map_err(|e| e.to_string())?;
                         let put = |pv: &'static str, field: &'static str, value: i32| {
                             let ctx = ctx.clone();

@@ -17,6 +17,16 @@ use serde_json::{json, Value};
 /// The bound of each whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 
+/// `pvabridge workflow ARGS --handshake PREFIX` as a DM stage runs it; its output.
+async fn workflow_command(udp: u16, prefix: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Process::new(BINARY);
+    cmd.arg("workflow").args(args).args(["--handshake", prefix]);
+    loopback(&mut cmd, udp);
+    tokio::task::spawn_blocking(move || common::run_bounded(cmd, WAIT))
+        .await
+        .unwrap()
+}
+
 /// Run a p4p peer script with `args` against the bridge (and more UDP ports to search); its
 /// JSON output.
 async fn p4p(script: &str, args: &[&str], udp_ports: &[u16]) -> Value {
@@ -102,6 +112,7 @@ fn a_workflow_failing_the_run_fails_it_with_the_reason_and_its_job_is_stopped() 
                     "01-STREAM",
                     "pvabridge workflow ready --handshake $handshakePrefix \
                      && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
+                     && sleep 0.5 \
                      && pvabridge workflow fail --handshake $handshakePrefix --message 'the sample moved out of the beam' \
                      && sleep 30",
                 )],
@@ -116,7 +127,28 @@ fn a_workflow_failing_the_run_fails_it_with_the_reason_and_its_job_is_stopped() 
             slot.wait_for_state(&[State::Ready], WAIT).await,
             Ok(State::Ready)
         );
+        // Before ACQ_STARTED the workflow may withdraw its readiness, and give it again.
+        let off = workflow_command(run.udp, "wf:fail:", &["ready", "--off"]).await;
+        assert!(
+            off.status.success(),
+            "{}",
+            String::from_utf8_lossy(&off.stderr)
+        );
+        assert_eq!(slot.state().await.unwrap(), State::WaitReady);
+        let on = workflow_command(run.udp, "wf:fail:", &["ready"]).await;
+        assert!(
+            on.status.success(),
+            "{}",
+            String::from_utf8_lossy(&on.stderr)
+        );
+        assert_eq!(slot.state().await.unwrap(), State::Ready);
         slot.command(Command::AcqStarted).await.unwrap();
+        // Afterwards withdrawing is refused in one line.
+        let late = workflow_command(run.udp, "wf:fail:", &["ready", "--off"]).await;
+        let err = String::from_utf8_lossy(&late.stderr);
+        assert!(!late.status.success());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("only before ACQ_STARTED"), "{err}");
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", run.bridge.log());
         let status = slot.status().await.unwrap();

@@ -7,35 +7,20 @@ Every wait is bounded; an error prints {"error": "..."} and exits 1.
 """
 import json
 import sys
-import time
 
 from p4p.client.thread import Context, RemoteError
 
-FINAL = {"DONE", "FAILED", "ABORTED", "TIMEOUT"}
+from p4p_slot import FINAL, Slot, run
 
 
 def main(prefix, request):
     ctx = Context("pva")
-    pv = lambda suffix: prefix + suffix
-    seen = []
+    slot = Slot(ctx, prefix)
+    pv = slot.pv
+    seen = slot.seen
 
-    def state():
-        value = ctx.get(pv("State"), timeout=5.0)
-        name = value.raw.value.choices[value.raw.value.index]
-        if not seen or seen[-1] != name:
-            seen.append(name)
-        return name
-
-    def wait_for(wanted, limit=30.0):
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            name = state()
-            if name in wanted:
-                return name
-            if name in FINAL:
-                raise RuntimeError("run ended in %s waiting for %s" % (name, wanted))
-            time.sleep(0.05)
-        raise RuntimeError("timed out waiting for %s (last %s)" % (wanted, seen[-1:]))
+    def wait_for(wanted):
+        return slot.wait_until(lambda name: name in wanted, wanted)
 
     pvi = ctx.get(pv("PVI"), timeout=5.0)
     entries = pvi.value.todict()
@@ -67,8 +52,4 @@ def main(prefix, request):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1], sys.argv[2])
-    except Exception as err:  # one line for the test's assertion message
-        print(json.dumps({"error": "%s: %s" % (type(err).__name__, err)}))
-        sys.exit(1)
+    run(main, sys.argv[1], sys.argv[2])

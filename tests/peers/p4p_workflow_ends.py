@@ -7,33 +7,18 @@ Every wait is bounded; an error prints {"error": "..."} and exits 1.
 """
 import json
 import sys
-import time
 
 from p4p.client.thread import Context
 
-FINAL = {"DONE", "FAILED", "ABORTED", "TIMEOUT"}
+from p4p_slot import FINAL, Slot, run
 
 
 def main(prefix, request):
     ctx = Context("pva")
-    pv = lambda suffix: prefix + suffix
-    seen = []
-
-    def state():
-        value = ctx.get(pv("State"), timeout=5.0)
-        name = value.raw.value.choices[value.raw.value.index]
-        if not seen or seen[-1] != name:
-            seen.append(name)
-        return name
-
-    def wait_until(done, what, limit=30.0):
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            name = state()
-            if done(name):
-                return name
-            time.sleep(0.02)
-        raise RuntimeError("timed out waiting for %s (last %s)" % (what, seen[-1:]))
+    slot = Slot(ctx, prefix)
+    pv = slot.pv
+    wait_until = slot.wait_until
+    seen = slot.seen
 
     ctx.put(pv("Request"), {"value": request}, timeout=5.0)
     ctx.put(pv("Command"), {"value": "START"}, timeout=5.0)
@@ -54,8 +39,4 @@ def main(prefix, request):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1], sys.argv[2])
-    except Exception as err:  # one line for the test's assertion message
-        print(json.dumps({"error": "%s: %s" % (type(err).__name__, err)}))
-        sys.exit(1)
+    run(main, sys.argv[1], sys.argv[2])

@@ -320,9 +320,10 @@ fn make_hooks(
     events: &mpsc::UnboundedSender<Event>,
     shown: &Arc<OnceLock<HandshakePvs>>,
 ) -> PutHooks {
-    // Applies a workflow input that may be refused, and saves and shows the state it led to
-    // before the put returns.
-    let apply = |what: &'static str| {
+    // Applies an input that may be refused and saves the record it led to. For a command
+    // (`at_once`), what it led to (State, Message, Status, ...) is shown before the put returns;
+    // other inputs show with the slot's next round.
+    let apply = |what: &'static str, at_once: bool| {
         let machine = machine.clone();
         let record_file = record_file.clone();
         let events = events.clone();
@@ -332,8 +333,8 @@ fn make_hooks(
             let mut machine = lock(&machine);
             let result = step(&mut machine);
             record_file.save(machine.record());
-            if let Some(pvs) = shown.get() {
-                pvs.show_keeping_heartbeat(&machine.view(now()));
+            if let Some(pvs) = shown.get().filter(|_| at_once) {
+                pvs.show_now(&machine.view(now()));
             }
             drop(machine);
             match result {
@@ -349,7 +350,7 @@ fn make_hooks(
         }
     };
     let command = {
-        let apply = apply("command");
+        let apply = apply("command", true);
         let prefix = prefix.to_string();
         move |command: Command| {
             apply(&|m| m.command(command, now()).map_err(|e| e.to_string()))?;
@@ -358,7 +359,7 @@ fn make_hooks(
         }
     };
     let workflow_command = {
-        let apply = apply("workflow command");
+        let apply = apply("workflow command", true);
         let prefix = prefix.to_string();
         move |command| {
             apply(&|m| {
@@ -370,15 +371,15 @@ fn make_hooks(
         }
     };
     let ready = {
-        let apply = apply("Ready");
+        let apply = apply("Ready", true);
         move |ready| apply(&|m| m.set_ready(ready, now()))
     };
     let report = {
-        let apply = apply("Report");
+        let apply = apply("Report", false);
         move |report: MemberReport| apply(&|m| m.report(report.clone(), now()))
     };
     let feed = {
-        let apply = apply("input");
+        let apply = apply("input", false);
         move |input: Input| apply(&|m| Ok(m.handle(input.clone(), now())))
     };
     let request = {

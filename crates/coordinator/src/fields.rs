@@ -132,6 +132,17 @@ pub enum Writer {
     Workflow,
 }
 
+impl Writer {
+    /// How the writer reads in docs/handshake.md.
+    pub fn name(self) -> &'static str {
+        match self {
+            Writer::Coordinator => "coordinator",
+            Writer::Bluesky => "Bluesky",
+            Writer::Workflow => "workflow",
+        }
+    }
+}
+
 /// One field of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
@@ -448,35 +459,21 @@ pub fn access_rules<P: AsRef<str>>(
     acquisition_user: &str,
     workflow_user: &str,
 ) -> Result<AccessRules, AccessError> {
-    let mut rules = AccessRules::new();
-    for (side, user, writer) in [
-        ("acquisition", acquisition_user, Writer::Bluesky),
-        ("workflow", workflow_user, Writer::Workflow),
-    ] {
-        if user.is_empty() {
-            return Err(AccessError {
-                file: None,
-                line: None,
-                problem: format!("the {side} user name is empty"),
-            });
-        }
-        let pvs: Vec<String> = prefixes
+    let writes = |writer: Writer| -> Vec<&'static str> {
+        FIELDS
             .iter()
-            .flat_map(|prefix| {
-                FIELDS
-                    .iter()
-                    .filter(move |f| f.writer == writer)
-                    .filter_map(|f| f.suffix)
-                    .map(move |suffix| {
-                        glob::Pattern::escape(&format!("{}{suffix}", prefix.as_ref()))
-                    })
-            })
-            .collect();
-        let pvs: Vec<&str> = pvs.iter().map(String::as_str).collect();
-        let user = glob::Pattern::escape(user);
-        rules.allow(&format!("{side} writes"), &pvs, &[user.as_str()], &[])?;
-    }
-    Ok(rules)
+            .filter(|f| f.writer == writer)
+            .filter_map(|f| f.suffix)
+            .collect()
+    };
+    let (bluesky, workflow) = (writes(Writer::Bluesky), writes(Writer::Workflow));
+    pva::server::writer_rules(
+        prefixes,
+        &[
+            ("acquisition", acquisition_user, &bluesky),
+            ("workflow", workflow_user, &workflow),
+        ],
+    )
 }
 
 impl SlotView {
@@ -594,6 +591,35 @@ mod tests {
         );
         let err = read_status(&StructValue::new(desc)).unwrap_err();
         assert!(err.contains("state is not of type NTEnum"), "{err}");
+    }
+
+    #[test]
+    fn docs_handshake_md_lists_every_field_with_its_type_and_writer() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/handshake.md");
+        let docs = std::fs::read_to_string(path).expect("docs/handshake.md");
+        for field in FIELDS {
+            if let Some(suffix) = field.suffix {
+                let row = format!(
+                    "| `P {suffix}` | {} | {} |",
+                    field.kind.name(),
+                    field.writer.name()
+                );
+                assert!(docs.contains(&row), "docs/handshake.md lacks the row {row}");
+            }
+        }
+        let status = docs
+            .split("`Status` (`pvabridge:handshake/Status:1.0`) has the members")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the Status paragraph");
+        for (_, member) in status_members() {
+            assert!(
+                status.contains(&format!("`{member}`")),
+                "{member} is not in {status}"
+            );
+        }
+        let rows = docs.lines().filter(|l| l.starts_with("| `P ")).count();
+        assert_eq!(rows, FIELDS.iter().filter(|f| f.suffix.is_some()).count());
     }
 
     #[test]

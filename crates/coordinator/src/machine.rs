@@ -9,24 +9,35 @@
 //! pushed: [`Machine::dm_query`] says what to ask DM next. Time is wall-clock seconds since the
 //! epoch, given with every input, so that the machine is deterministic under test and its saved
 //! [`SlotRecord`] keeps meaning after a restart.
+//!
+//! Beside it: `transitions.rs` (the legal transitions as data), `record.rs` (what a slot
+//! saves), `view.rs` (what the PVs show) and `catalog.rs` (what goes to the DM run catalog).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dm::{ExperimentRun, JobStatus, ProcessingJob};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::members::{stage_rows, MemberReport, StageRow};
-use crate::request::{RunRequest, PREFIX_ARG, RUN_ID_ARG};
+use crate::members::MemberReport;
+use crate::request::RunRequest;
 use crate::state::{Command, State, WorkflowCommand};
+
+#[path = "catalog.rs"]
+mod catalog;
+#[path = "record.rs"]
+mod record;
+#[path = "transitions.rs"]
+pub mod transitions;
+#[path = "view.rs"]
+mod view;
+
+pub use record::{CatalogStatus, Run, SlotRecord, Transition};
+pub use view::SlotView;
 
 /// How many times stopping a DM job is tried before the bridge gives up on it.
 const MAX_STOP_ATTEMPTS: u32 = 3;
 /// Seconds between attempts to stop a DM job.
 const STOP_RETRY_SECS: f64 = 2.0;
-/// Lines of a failed child process's stdErr that Message shows.
-const STDERR_TAIL_LINES: usize = 3;
 
 /// How long each wait may last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,250 +96,6 @@ impl Default for MachineConfig {
             stop_job_on_timeout: false,
         }
     }
-}
-
-/// One entry of a run's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Transition {
-    /// The state entered.
-    pub state: State,
-    /// When (seconds since the epoch).
-    pub at: f64,
-    /// Why.
-    pub message: String,
-}
-
-/// Where the run's metadata is with the DM run catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "status")]
-pub enum CatalogStatus {
-    /// Not sent yet.
-    Pending,
-    /// Accepted by the catalog.
-    Sent,
-    /// Refused or unreachable; the reason.
-    Failed {
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// Requests sent to DM whose answers have not come back (not saved: after a restart nothing
-/// is in flight).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct InFlight {
-    start: bool,
-    stop: bool,
-    send: bool,
-}
-
-/// The current run of a slot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Run {
-    /// The bridge's id of the run, passed to the DM job as `pvabridgeRunId`.
-    pub run_id: String,
-    /// What Bluesky asked for.
-    pub request: RunRequest,
-    /// When START was accepted.
-    pub started_at: f64,
-    /// When the run reached a final state.
-    pub ended_at: Option<f64>,
-    /// The DM job, once DM named it.
-    pub job_id: Option<String>,
-    /// The DM job as last seen.
-    pub job: Option<ProcessingJob>,
-    /// DM no longer knows the job: stop following it.
-    pub job_lost: bool,
-    /// The workflow said it is ready (`Ready`).
-    pub ready: bool,
-    /// Frames the workflow has processed, as it put on `Progress`.
-    pub progress: u64,
-    /// The workflow's last `WorkflowMessage`.
-    #[serde(default)]
-    pub workflow_message: String,
-    /// The consumers' books, by member number, as they reported them on `Report`.
-    #[serde(default)]
-    pub members: BTreeMap<u32, MemberReport>,
-    /// The processing timeout was reached and the job left running: DM is no longer polled.
-    #[serde(default)]
-    pub unfollowed: bool,
-    /// When progress last changed.
-    pub progress_at: f64,
-    /// Frames expected but never accounted for, known once draining ended.
-    pub frames_missed: Option<u64>,
-    /// Every state entered, in order.
-    pub history: Vec<Transition>,
-    /// The DM job must be stopped (abort or timeout).
-    pub stop_wanted: bool,
-    /// Attempts made to stop it.
-    pub stop_attempts: u32,
-    /// Not before this time is stopping tried again.
-    pub next_stop_at: f64,
-    /// Since when DM has not answered polls.
-    pub dm_unreachable_since: Option<f64>,
-    /// What the last poll that DM did not answer failed with.
-    pub dm_error: Option<String>,
-    /// DM gave no clear answer to the start (this error), so it may have made the job: the
-    /// job is looked for by the run's id instead of being started again.
-    pub start_unconfirmed: Option<String>,
-    /// Where the run's metadata is with the run catalog.
-    pub catalog: CatalogStatus,
-    #[serde(skip)]
-    in_flight: InFlight,
-}
-
-impl Run {
-    fn new(run_id: String, request: RunRequest, now: f64) -> Run {
-        Run {
-            run_id,
-            request,
-            started_at: now,
-            ended_at: None,
-            job_id: None,
-            job: None,
-            job_lost: false,
-            ready: false,
-            progress: 0,
-            workflow_message: String::new(),
-            members: BTreeMap::new(),
-            unfollowed: false,
-            progress_at: now,
-            frames_missed: None,
-            history: Vec::new(),
-            stop_wanted: false,
-            stop_attempts: 0,
-            next_stop_at: now,
-            dm_unreachable_since: None,
-            dm_error: None,
-            start_unconfirmed: None,
-            catalog: CatalogStatus::Pending,
-            in_flight: InFlight::default(),
-        }
-    }
-
-    /// DM answered a poll or a search: any outage is over.
-    fn dm_answered(&mut self) {
-        self.dm_unreachable_since = None;
-        self.dm_error = None;
-    }
-
-    fn job_is_final(&self) -> bool {
-        self.job.as_ref().is_some_and(|job| job.status.is_final())
-    }
-
-    fn reached_draining(&self) -> bool {
-        self.history.iter().any(|t| t.state == State::Draining)
-    }
-
-    /// Whether the workflow is ready: every consumer member ready, once members report;
-    /// the `Ready` PV before that.
-    pub fn is_ready(&self) -> bool {
-        if self.members.is_empty() {
-            return self.ready;
-        }
-        self.members.len() as u64 >= u64::from(self.request.consumer_count())
-            && self.members.values().all(|m| m.ready)
-    }
-
-    /// Frames processed: the sum of the members' processed counts once members report, the
-    /// `Progress` PV before that.
-    pub fn processed(&self) -> u64 {
-        if self.members.is_empty() {
-            return self.progress;
-        }
-        self.members.values().map(|m| m.processed).sum()
-    }
-
-    /// Frames received: the sum of the members' received counts once members report, the
-    /// `Progress` PV before that.
-    pub fn received(&self) -> u64 {
-        if self.members.is_empty() {
-            return self.progress;
-        }
-        self.members.values().map(|m| m.received).sum()
-    }
-
-    /// Frames missed: expected minus received once draining ended, the members' own missed
-    /// counts before that.
-    pub fn missed(&self) -> u64 {
-        self.frames_missed
-            .unwrap_or_else(|| self.members.values().map(|m| m.missed).sum())
-    }
-
-    /// The PVs the members serve, as they reported them, in member order.
-    pub fn workflow_pvs(&self) -> Vec<String> {
-        self.members
-            .values()
-            .flat_map(|m| m.pvs.iter().cloned())
-            .collect()
-    }
-
-    fn frames_summary(&self) -> String {
-        let processed = self.processed();
-        match self.request.expected_frames {
-            Some(expected) => format!(
-                "{processed} of {expected} frames accounted for, {} missed",
-                expected.saturating_sub(self.received())
-            ),
-            None => format!("{processed} frames accounted for"),
-        }
-    }
-
-    /// Why the job failed: DM's errorMessage, or else the failed stage's last child process
-    /// (its exit status and the tail of its stdErr), where a real DM keeps the reason.
-    fn failure_reason(job: &ProcessingJob) -> String {
-        if let Some(message) = job.error_message.as_ref().filter(|m| !m.trim().is_empty()) {
-            return message.clone();
-        }
-        let child = job.stage.as_ref().and_then(|stage| {
-            job.workflow
-                .as_ref()?
-                .stages
-                .get(stage)?
-                .child_processes
-                .as_ref()?
-                .values()
-                .max_by_key(|c| c.child_process_number)
-        });
-        let Some(child) = child else {
-            return "DM gave no reason".into();
-        };
-        let status = child.exit_status.map_or_else(
-            || "no exit status".to_string(),
-            |s| format!("exit status {s}"),
-        );
-        let lines: Vec<&str> = child.std_err.trim().lines().collect();
-        let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ");
-        if tail.is_empty() {
-            format!(
-                "child process {} ended with {status}, nothing on stdErr",
-                child.child_process_number
-            )
-        } else {
-            format!(
-                "child process {} ended with {status}; stdErr: {tail}",
-                child.child_process_number
-            )
-        }
-    }
-}
-
-/// Everything a slot must remember across a restart of the bridge: its state file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SlotRecord {
-    /// The PV prefix of the slot.
-    pub prefix: String,
-    /// Where the slot is.
-    pub state: State,
-    /// Since when (seconds since the epoch).
-    pub state_since: f64,
-    /// What happened last, in words.
-    pub message: String,
-    /// The current run; `None` in IDLE.
-    pub run: Option<Run>,
 }
 
 /// Something the runtime must do for the machine.
@@ -458,49 +225,6 @@ pub type CommandRefused = Refused<Command>;
 
 /// The workflow's command refused.
 pub type WorkflowCommandRefused = Refused<WorkflowCommand>;
-
-/// What the PVs of a slot show, derived from the machine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlotView {
-    /// `State`.
-    pub state: State,
-    /// `Message`.
-    pub message: String,
-    /// `Workflow`.
-    pub workflow: String,
-    /// `Owner`: the DM job's owner.
-    pub owner: String,
-    /// `JobId`.
-    pub job_id: String,
-    /// `JobStatus`.
-    pub job_status: String,
-    /// `StageId`.
-    pub stage_id: String,
-    /// `RunTime`: seconds the DM job has run.
-    pub run_time: f64,
-    /// `FramesExpected`.
-    pub frames_expected: i64,
-    /// `FramesReceived`: what the consumers received (the workflow's progress without them).
-    pub frames_received: i64,
-    /// `FramesMissed`.
-    pub frames_missed: i64,
-    /// The Bluesky run uid, if the request gave one.
-    pub run_uid: String,
-    /// The request of the current run as JSON (empty in IDLE).
-    pub request: String,
-    /// `Ready`: derived from the members once they report.
-    pub ready: bool,
-    /// `Progress`: frames processed (the members' sum once they report).
-    pub progress: i64,
-    /// `WorkflowMessage`.
-    pub workflow_message: String,
-    /// `WorkflowPVs`.
-    pub workflow_pvs: Vec<String>,
-    /// `Members`: one row per member, in member order.
-    pub members: Vec<MemberReport>,
-    /// `Stages`: the DM job's stages.
-    pub stages: Vec<StageRow>,
-}
 
 /// The handshake state machine of one slot.
 #[derive(Debug, Clone)]
@@ -819,70 +543,12 @@ impl Machine {
         }
     }
 
-    /// What the PVs show at `now`.
-    pub fn view(&self, now: f64) -> SlotView {
-        let run = self.run();
-        let job = run.and_then(|r| r.job.as_ref());
-        let run_time = job
-            .and_then(|job| {
-                job.run_time.or_else(|| {
-                    (job.status == JobStatus::Running)
-                        .then_some(job.start_time)
-                        .flatten()
-                        .map(|start| (now - start).max(0.0))
-                })
-            })
-            .unwrap_or(0.0);
-        let as_long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        SlotView {
-            state: self.record.state,
-            message: self.message_at(now),
-            workflow: run.map(|r| r.request.workflow.clone()).unwrap_or_default(),
-            owner: job.map(|j| j.owner.clone()).unwrap_or_default(),
-            job_id: run.and_then(|r| r.job_id.clone()).unwrap_or_default(),
-            job_status: job.map(|j| j.status.to_string()).unwrap_or_default(),
-            stage_id: job.and_then(|j| j.stage.clone()).unwrap_or_default(),
-            run_time,
-            frames_expected: run
-                .and_then(|r| r.request.expected_frames)
-                .map_or(0, as_long),
-            frames_received: run.map_or(0, |r| as_long(r.received())),
-            frames_missed: run.map_or(0, |r| as_long(r.missed())),
-            run_uid: run
-                .and_then(|r| r.request.run_uid.clone())
-                .unwrap_or_default(),
-            request: run.map(|r| r.request.to_json()).unwrap_or_default(),
-            ready: run.is_some_and(Run::is_ready),
-            progress: run.map_or(0, |r| as_long(r.processed())),
-            workflow_message: run.map(|r| r.workflow_message.clone()).unwrap_or_default(),
-            workflow_pvs: run.map(Run::workflow_pvs).unwrap_or_default(),
-            members: run
-                .map(|r| r.members.values().cloned().collect())
-                .unwrap_or_default(),
-            stages: job.map(stage_rows).unwrap_or_default(),
-        }
-    }
-
-    /// `Message`: what happened last, and while an active run gets no answer from DM, since
-    /// when and why.
-    fn message_at(&self, now: f64) -> String {
-        let message = &self.record.message;
-        let outage = self
-            .run()
-            .filter(|_| self.record.state.is_active())
-            .and_then(|run| run.dm_unreachable_since.zip(run.dm_error.as_ref()));
-        match outage {
-            Some((since, error)) => format!(
-                "{message}; DM unreachable for {:.0} s (the run fails after {:.0} s): {error}",
-                (now - since).max(0.0),
-                secs(self.config.timeouts.dm_lost)
-            ),
-            None => message.clone(),
-        }
-    }
-
     fn go(&mut self, to: State, message: String, now: f64, out: &mut Vec<Action>) {
         let from = self.record.state;
+        debug_assert!(
+            transitions::is_legal(from, to),
+            "{from} -> {to} is not in the transition table"
+        );
         self.record.state = to;
         self.record.state_since = now;
         self.record.message = message.clone();
@@ -1360,67 +1026,6 @@ impl Machine {
         Action::SendRun {
             run_id: run.run_id.clone(),
             run: Box::new(self.catalog_entry(run)),
-        }
-    }
-
-    /// The run as the DM run catalog records it, in DM's shape: the experiment, `runId` =
-    /// `uid_` + the first 8 characters of the run uid (the bridge's run id without one), and
-    /// `metadata` = the Request's metadata plus the handshake's record under `handshake`.
-    fn catalog_entry(&self, run: &Run) -> ExperimentRun {
-        let request = &run.request;
-        let mut durations = Map::new();
-        for pair in run.history.windows(2) {
-            let spent = pair[1].at - pair[0].at;
-            let entry = durations
-                .entry(pair[0].state.name())
-                .or_insert_with(|| Value::from(0.0));
-            *entry = Value::from(entry.as_f64().unwrap_or(0.0) + spent);
-        }
-        let history: Vec<Value> = run
-            .history
-            .iter()
-            .map(|t| json!({"state": t.state.name(), "at": t.at, "message": t.message}))
-            .collect();
-        let job = run.job.as_ref();
-        let handshake = json!({
-            PREFIX_ARG: self.record.prefix,
-            RUN_ID_ARG: run.run_id,
-            "workflow": request.workflow,
-            "runUid": request.run_uid,
-            "finalState": self.record.state.name(),
-            "message": self.record.message,
-            "request": request,
-            "startTime": run.started_at,
-            "endTime": run.ended_at,
-            "history": history,
-            "secondsInState": durations,
-            "frames": {
-                "expected": request.expected_frames,
-                "received": run.received(),
-                "processed": run.processed(),
-                "missed": run.frames_missed,
-            },
-            "members": run.members.values().collect::<Vec<_>>(),
-            "workflowPVs": run.workflow_pvs(),
-            "workflowMessage": run.workflow_message,
-            "jobId": run.job_id,
-            "jobStatus": job.map(|j| j.status.to_string()),
-            "stages": job.map(stage_rows).unwrap_or_default(),
-            "job": job,
-        });
-        let mut metadata = request.metadata.clone().unwrap_or_default();
-        metadata.insert("handshake".into(), handshake);
-        ExperimentRun {
-            id: None,
-            experiment_name: request
-                .experiment_name
-                .clone()
-                .unwrap_or_else(|| self.config.experiment.clone()),
-            run_id: match &request.run_uid {
-                Some(uid) => ExperimentRun::run_id_for_uid(uid),
-                None => run.run_id.clone(),
-            },
-            metadata,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Deterministic tests of the state machine: every transition, ABORT from every active state,
 //! every timeout, RESET, restarts, and that a final state is always reached.
 
+use super::transitions::{self, Cause};
 use super::*;
 use proptest::prelude::*;
 
@@ -1212,4 +1213,111 @@ proptest! {
             );
         }
     }
+}
+
+/// A machine in `state`, set up so that `cause` can act there, and the time.
+fn in_state_for(state: State, cause: Cause) -> (Machine, f64) {
+    match (state, cause) {
+        (State::Idle, _) => {
+            let mut m = machine();
+            m.handle(Input::Request(request_json()), T0);
+            (m, T0)
+        }
+        (State::WaitReady, Cause::ReadyStageReached) => {
+            let mut m = machine();
+            let request = r#"{"workflow":"w","readyStage":"02-RUN"}"#;
+            m.handle(Input::Request(request.into()), T0);
+            m.command(Command::Start, T0).unwrap();
+            m.handle(
+                Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+                T0,
+            );
+            (m, T0)
+        }
+        (State::Processing, Cause::Timeout) => at_with(
+            machine_with_processing_timeout(60.0, false),
+            State::Processing,
+        ),
+        (State::Done, _) => {
+            let (mut m, now) = at(State::Processing);
+            m.handle(
+                Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+                now,
+            );
+            (m, now)
+        }
+        (State::Failed, _) => {
+            let (mut m, now) = at(State::Acquiring);
+            m.workflow_command(WorkflowCommand::Fail, now).unwrap();
+            (m, now)
+        }
+        (State::Aborted, _) => {
+            let (mut m, now) = at(State::Acquiring);
+            m.command(Command::Abort, now).unwrap();
+            (m, now)
+        }
+        (State::Timeout, _) => {
+            let (mut m, now) = at(State::Ready);
+            m.handle(Input::Tick, now + 10_000.0);
+            (m, now + 10_000.0)
+        }
+        (state, _) => at(state),
+    }
+}
+
+/// Apply `cause` to `m` at `now` (a refused command is a test failure).
+fn apply(m: &mut Machine, cause: Cause, now: f64) {
+    let poll = |m: &mut Machine, job: Box<ProcessingJob>| {
+        m.handle(Input::JobPolled(JobPoll::Seen(job)), now);
+    };
+    match cause {
+        Cause::Start => drop(m.command(Command::Start, now).unwrap()),
+        Cause::AcqStarted => drop(m.command(Command::AcqStarted, now).unwrap()),
+        Cause::AcqDone => drop(m.command(Command::AcqDone, now).unwrap()),
+        Cause::Abort => drop(m.command(Command::Abort, now).unwrap()),
+        Cause::Reset => drop(m.command(Command::Reset, now).unwrap()),
+        Cause::EndAcquisition => {
+            drop(
+                m.workflow_command(WorkflowCommand::EndAcquisition, now)
+                    .unwrap(),
+            );
+        }
+        Cause::WorkflowFail => drop(m.workflow_command(WorkflowCommand::Fail, now).unwrap()),
+        Cause::ReadyOn => drop(m.set_ready(true, now).unwrap()),
+        Cause::ReadyOff => drop(m.set_ready(false, now).unwrap()),
+        Cause::ReadyStageReached => poll(m, job("j1", JobStatus::Running, "02-RUN")),
+        Cause::JobNamed => {
+            m.handle(
+                Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+                now,
+            );
+        }
+        Cause::StartRefused => {
+            m.handle(Input::JobStarted(Err(DmFailure::Refused("no".into()))), now);
+        }
+        Cause::NoJobFound => drop(m.handle(Input::JobFound(Ok(None)), now)),
+        Cause::AllFramesIn => drop(m.handle(Input::Progress(5), now)),
+        Cause::JobFailed => poll(m, failed_job("j1", "boom")),
+        Cause::JobAborted => poll(m, job("j1", JobStatus::Aborted, "02")),
+        Cause::JobDone => poll(m, job("j1", JobStatus::Done, "02")),
+        Cause::JobLost => drop(m.handle(Input::JobPolled(JobPoll::NotFound("gone".into())), now)),
+        Cause::DmLost => {
+            let lost = Timeouts::default().dm_lost.as_secs_f64();
+            m.handle(Input::JobFound(Err("down".into())), now);
+            m.handle(Input::JobFound(Err("down".into())), now + lost);
+        }
+        Cause::Timeout => drop(m.handle(Input::Tick, now + 10_000.0)),
+    }
+}
+
+#[test]
+fn every_row_of_the_transition_table_is_what_the_machine_does() {
+    for &(from, cause, to) in transitions::TRANSITIONS {
+        let (mut m, now) = in_state_for(from, cause);
+        assert_eq!(m.state(), from, "set-up for {from} {cause:?}");
+        apply(&mut m, cause, now + 1.0);
+        assert_eq!(m.state(), to, "{from} --{cause:?}--> {to}: {}", m.message());
+    }
+    assert!(!transitions::is_legal(State::Idle, State::Done));
+    assert!(!transitions::is_legal(State::Draining, State::Timeout));
 }

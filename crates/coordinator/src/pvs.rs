@@ -389,9 +389,9 @@ impl HandshakePvs {
         post_if_changed(self.pv(Id::Status), fields::status_value(view, heartbeat));
     }
 
-    /// Post what changed between the PVs and `view`, keeping the heartbeat they show: what a
-    /// command's put does before it returns, so that State, Message and Status agree at once.
-    pub fn show_keeping_heartbeat(&self, view: &SlotView) {
+    /// Show `view` at once, keeping the heartbeat shown: for a command's put, so that when it
+    /// returns, State, Message and Status already show what it did.
+    pub fn show_now(&self, view: &SlotView) {
         let heartbeat = self
             .pv(Id::Heartbeat)
             .current()
@@ -401,8 +401,8 @@ impl HandshakePvs {
         self.show(view, heartbeat);
     }
 
-    /// Show `state` on the State PV (if it shows another). The bridge calls this while it holds
-    /// the slot's machine, so that the PV never shows an older state than one already shown.
+    /// Show `state` on the State PV (if it shows another). The bridge shows while it holds the
+    /// slot's machine, so that the PV never shows an older state than one already shown.
     fn show_state(&self, state: State) {
         let pv = self.pv(Id::State);
         let state_now = pv.current().get("value.index").and_then(Value::as_i64);

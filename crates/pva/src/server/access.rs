@@ -537,24 +537,17 @@ impl AccessPolicy for AccessRules {
     }
 }
 
-/// The PVs of a handshake prefix each side writes (see the design's handshake table).
-const ACQUISITION_PVS: [&str; 2] = ["Command", "Request"];
-const WORKFLOW_PVS: [&str; 3] = ["Ready", "Progress", "WorkflowMessage"];
-
-/// The default rules of the handshake PV sets under `prefixes`: `Command` and `Request`
-/// writable by `acquisition_user` only, `Ready`, `Progress` and `WorkflowMessage` by
-/// `workflow_user` only, from any host; every other PV read-only. The names are taken
-/// literally (no patterns).
-pub fn handshake_rules<P: AsRef<str>>(
+/// Rules that let each side write its own PVs and nothing else: for each `(side, user,
+/// suffixes)`, the PVs prefix + suffix under every prefix are writable (put and RPC) by `user`
+/// alone, from any host; every other PV stays read-only. Names and users are taken literally (no
+/// patterns). The handshake's defaults are built this way from its field table
+/// (`coordinator::fields::access_rules`).
+pub fn writer_rules<P: AsRef<str>>(
     prefixes: &[P],
-    acquisition_user: &str,
-    workflow_user: &str,
+    sides: &[(&str, &str, &[&str])],
 ) -> Result<AccessRules, AccessError> {
     let mut rules = AccessRules::new();
-    for (side, user, names) in [
-        ("acquisition", acquisition_user, &ACQUISITION_PVS[..]),
-        ("workflow", workflow_user, &WORKFLOW_PVS[..]),
-    ] {
+    for (side, user, suffixes) in sides {
         if user.is_empty() {
             return Err(AccessError {
                 file: None,
@@ -565,7 +558,7 @@ pub fn handshake_rules<P: AsRef<str>>(
         let pvs: Vec<String> = prefixes
             .iter()
             .flat_map(|prefix| {
-                names
+                suffixes
                     .iter()
                     .map(move |n| Pattern::escape(&format!("{}{n}", prefix.as_ref())))
             })
@@ -811,7 +804,11 @@ hosts = ["@local"]
 
     #[test]
     fn handshake_defaults_split_the_writers() {
-        let rules = handshake_rules(&["bdp:wf[1]:", "bdp:wf2:"], "bluesky", "dm*").unwrap();
+        let sides: [(&str, &str, &[&str]); 2] = [
+            ("acquisition", "bluesky", &["Command", "Request"]),
+            ("workflow", "dm*", &["Ready", "Progress", "WorkflowMessage"]),
+        ];
+        let rules = writer_rules(&["bdp:wf[1]:", "bdp:wf2:"], &sides).unwrap();
         let acq = peer("bluesky", "ws", "10.0.0.1");
         let wf = peer("dm*", "compute", "10.0.0.2");
         let other = peer("dmuser", "compute", "10.0.0.2");
@@ -834,7 +831,7 @@ hosts = ["@local"]
         }
         assert_eq!(put(&rules, &wf, "bdp:wf2:Ready"), Ok(()), "every prefix");
         assert!(put(&rules, &acq, "bdp:wf2:Ready").is_err());
-        assert!(handshake_rules(&["p:"], "", "dm").is_err());
+        assert!(writer_rules(&["p:"], &[("acquisition", "", &["Command"])]).is_err());
         let e = AccessRules::new()
             .allow("r", &["p:*"], &["@ops"], &[])
             .unwrap_err();

@@ -27,9 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{self, ServerConfig};
-pub use access::{
-    handshake_rules, AccessDenied, AccessError, AccessPolicy, AccessRules, WriteKind,
-};
+pub use access::{writer_rules, AccessDenied, AccessError, AccessPolicy, AccessRules, WriteKind};
 pub use limits::ServerLimits;
 pub use proto::ConnLimits;
 pub use shared_pv::{
@@ -64,10 +62,13 @@ pub struct Server {
 /// ```no_run
 /// # async fn demo(sources: Vec<std::sync::Arc<dyn pva::server::Source>>) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use pva::server::{handshake_rules, Server, ServerLimits, ServerOptions};
+/// use pva::server::{writer_rules, Server, ServerLimits, ServerOptions};
 /// let options = ServerOptions {
 ///     limits: ServerLimits { max_connections_per_host: 16, ..ServerLimits::default() },
-///     access: Some(Arc::new(handshake_rules(&["bdp:wf1:"], "bluesky", "dmuser")?)),
+///     access: Some(Arc::new(writer_rules(
+///         &["bdp:wf1:"],
+///         &[("acquisition", "bluesky", &["Command", "Request"])],
+///     )?)),
 /// };
 /// let server = Server::start_with(pva::ServerConfig::from_env()?, sources, options).await?;
 /// # Ok(()) }
