@@ -48,6 +48,9 @@ pub struct Timeouts {
     /// After a final state: for the DM job's final snapshot before the run metadata is sent
     /// without it.
     pub finish: Duration,
+    /// From READY to DRAINING: a consumer member silent this long (no `Report`) is lost; its
+    /// frames that it never reported count missed.
+    pub member_silence: Duration,
 }
 
 impl Default for Timeouts {
@@ -58,6 +61,7 @@ impl Default for Timeouts {
             arm: Duration::from_secs(600),
             acquire: Duration::from_secs(3600),
             drain_idle: Duration::from_secs(10),
+            member_silence: Duration::from_secs(3),
             processing: None,
             dm_lost: Duration::from_secs(120),
             finish: Duration::from_secs(30),
@@ -151,6 +155,12 @@ pub struct Run {
     /// The consumers' books, by member number, as they reported them on `Report`.
     #[serde(default)]
     pub members: BTreeMap<u32, MemberReport>,
+    /// When each member last reported.
+    #[serde(default)]
+    pub member_seen: BTreeMap<u32, f64>,
+    /// Members lost during the run (silent too long), with why.
+    #[serde(default)]
+    pub lost_members: BTreeMap<u32, String>,
     /// The processing timeout was reached and the job left running: DM is no longer polled.
     #[serde(default)]
     pub unfollowed: bool,
@@ -193,6 +203,8 @@ impl Run {
             progress: 0,
             workflow_message: String::new(),
             members: BTreeMap::new(),
+            member_seen: BTreeMap::new(),
+            lost_members: BTreeMap::new(),
             unfollowed: false,
             progress_at: now,
             frames_missed: None,
@@ -252,9 +264,24 @@ impl Run {
 
     /// Frames missed: expected minus received once draining ended, the members' own missed
     /// counts before that.
+    /// Once draining ended it follows the members' later reports (a member's received count
+    /// may lag its processed one by a progress period), so that received + missed = expected.
     pub fn missed(&self) -> u64 {
-        self.frames_missed
-            .unwrap_or_else(|| self.members.values().map(|m| m.missed).sum())
+        match (self.frames_missed, self.request.expected_frames) {
+            (Some(_), Some(expected)) => {
+                expected.saturating_sub(self.received().max(self.processed()))
+            }
+            (Some(missed), None) => missed,
+            (None, _) => self.members.values().map(|m| m.missed).sum(),
+        }
+    }
+
+    /// `; member K lost: why` for each member lost during the run, for Message.
+    fn lost_summary(&self) -> String {
+        self.lost_members
+            .iter()
+            .map(|(k, why)| format!("; member {k} lost: {why}"))
+            .collect()
     }
 
     /// The PVs the members serve, as they reported them, in member order.
@@ -717,7 +744,12 @@ impl Machine {
             ));
         }
         let processed_before = run.processed();
-        run.members.insert(report.member, report);
+        let member = report.member;
+        run.member_seen.insert(member, now);
+        if let Some(why) = run.lost_members.remove(&member) {
+            tracing::warn!("member {member} reports again after it was lost ({why})");
+        }
+        run.members.insert(member, report);
         if run.processed() != processed_before {
             run.progress_at = now;
         }
@@ -725,10 +757,14 @@ impl Machine {
         if state == State::WaitReady && run.is_ready() {
             self.go(
                 State::Ready,
-                "every consumer is ready".into(),
+                format!("every consumer is ready ({consumers} of {consumers})"),
                 now,
                 &mut out,
             );
+        } else if state == State::WaitReady && consumers > 1 {
+            let ready = run.members.values().filter(|m| m.ready).count();
+            self.record.message =
+                format!("waiting for the workflow's consumers: {ready} of {consumers} ready");
         }
         self.check_drained(now, &mut out);
         self.check_deadlines(now, &mut out);
@@ -866,7 +902,8 @@ impl Machine {
     /// `Message`: what happened last, and while an active run gets no answer from DM, since
     /// when and why.
     fn message_at(&self, now: f64) -> String {
-        let message = &self.record.message;
+        let lost = self.run().map(Run::lost_summary).unwrap_or_default();
+        let message = &format!("{}{lost}", self.record.message);
         let outage = self
             .run()
             .filter(|_| self.record.state.is_active())
@@ -1234,7 +1271,44 @@ impl Machine {
         }
     }
 
+    /// From READY to DRAINING, a member of a group silent for `member_silence` is lost: Message
+    /// names it, and the frames it never reported count missed when draining ends (expected
+    /// minus the group's received), so nothing is counted twice and nobody waits for it. A
+    /// member that reported after acquisition ended has finished, not died: it stops reporting.
+    fn check_members(&mut self, now: f64) {
+        let state = self.record.state;
+        let draining_since = (state == State::Draining).then_some(self.record.state_since);
+        let silence = secs(self.config.timeouts.member_silence);
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if !matches!(state, State::Ready | State::Acquiring | State::Draining) {
+            return;
+        }
+        let newly: Vec<(u32, f64)> = run
+            .member_seen
+            .iter()
+            .filter(|(k, seen)| {
+                now - **seen >= silence
+                    && draining_since.is_none_or(|since| **seen < since)
+                    && !run.lost_members.contains_key(k)
+            })
+            .map(|(k, seen)| (*k, *seen))
+            .collect();
+        for (member, seen) in newly {
+            let received = run.members.get(&member).map_or(0, |m| m.received);
+            let why = format!(
+                "no report for {:.0} s (in {state}, {received} frames received); \
+                 the frames it was given and never reported count missed",
+                now - seen
+            );
+            tracing::warn!("member {member} lost: {why}");
+            run.lost_members.insert(member, why);
+        }
+    }
+
     fn check_deadlines(&mut self, now: f64, out: &mut Vec<Action>) {
+        self.check_members(now);
         let timeouts = self.config.timeouts;
         let since = self.record.state_since;
         let Some(run) = self.run() else {
@@ -1398,9 +1472,10 @@ impl Machine {
                 "expected": request.expected_frames,
                 "received": run.received(),
                 "processed": run.processed(),
-                "missed": run.frames_missed,
+                "missed": run.frames_missed.map(|_| run.missed()),
             },
             "members": run.members.values().collect::<Vec<_>>(),
+            "lostMembers": run.lost_members,
             "workflowPVs": run.workflow_pvs(),
             "workflowMessage": run.workflow_message,
             "jobId": run.job_id,
