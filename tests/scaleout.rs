@@ -1,7 +1,9 @@
 //! One run, many consumers: four `pvabridge workflow consume --member K/4` processes, started by
 //! one DM stage, share a detector stream behind `pvabridge relay --distribute 4`. The run is READY
 //! once all four are, its books are the group's sums, and every frame is booked by exactly one
-//! member (checked by uniqueId in the members' statistics files). With one member killed during
+//! member (checked by uniqueId in the members' statistics files). The same with the members asking
+//! the detector's own (pvabridge) server for their shares (`--distributor`, pvDatabase's data
+//! distributor) instead of a relay. With one member killed during
 //! acquisition the run ends FAILED (the stage fails when a member does), Message names the lost
 //! member, and FramesReceived + FramesMissed still equal the frames expected.
 
@@ -35,8 +37,9 @@ struct Group {
 
 impl Group {
     /// Start everything; the stage starts the members (their pids in `DIR/mK.pid`) and fails
-    /// when any of them fails.
-    async fn start(name: &str, bridge_options: &[&str]) -> Group {
+    /// when any of them fails. The members read the relay's channel, or with `pydistributor`
+    /// ask the detector's server itself for their shares (pvDatabase's data distributor).
+    async fn start(name: &str, bridge_options: &[&str], pydistributor: bool) -> Group {
         let dir = tempfile::tempdir().unwrap();
         let ports = [
             common::free_udp_port(),
@@ -87,9 +90,14 @@ impl Group {
             .map(|k| k.to_string())
             .collect::<Vec<_>>()
             .join(" ");
+        let share = if pydistributor {
+            "--distributor 'trigger:uniqueId;updates:1'"
+        } else {
+            ""
+        };
         let command = format!(
             "for k in {members}; do \
-               '{BINARY}' workflow consume --handshake $handshakePrefix --member $k/{MEMBERS} \
+               '{BINARY}' workflow consume --handshake $handshakePrefix --member $k/{MEMBERS} {share} \
                  --results '{d}/m'$k --drain-timeout 3s --progress-period 200ms --json \
                  > '{d}/m'$k.json 2> '{d}/m'$k.log & echo $! > '{d}/m'$k.pid; \
              done; st=0; \
@@ -119,7 +127,7 @@ impl Group {
         let slot = slot(bridge_udp, &prefix).with_timeout(WAIT);
         let mut request = RunRequest::new(name);
         request.expected_frames = Some(FRAMES);
-        request.data_channel = Some(dist_pv);
+        request.data_channel = Some(if pydistributor { det_pv } else { dist_pv });
         request.run_uid = Some(format!("uid-{name}"));
         request.consumers = Some(MEMBERS);
         slot.start(&request).await.unwrap();
@@ -132,6 +140,53 @@ impl Group {
             slot,
             dir,
         }
+    }
+
+    /// DONE, the sums right, and by ids every frame booked by exactly one member.
+    async fn done_with_every_frame_once(&self) {
+        let end = self.slot.wait_for_state(&[State::Done], WAIT).await;
+        assert_eq!(end, Ok(State::Done), "{}", self.log());
+        let status = self.slot.status().await.unwrap();
+        assert_eq!(status.frames_expected, FRAMES as i64);
+        assert_eq!(status.frames_received, FRAMES as i64, "{}", status.message);
+        assert_eq!(status.frames_missed, 0);
+        assert_eq!(status.progress, FRAMES as i64);
+        assert_eq!(
+            status.workflow_pvs.len(),
+            MEMBERS as usize,
+            "{:?}",
+            status.workflow_pvs
+        );
+
+        // By ids: every frame booked by exactly one member, and each member had a share.
+        let mut seen = BTreeMap::<i64, u32>::new();
+        for k in 0..MEMBERS {
+            let ids = self.member_ids(k);
+            assert!(!ids.is_empty(), "member {k} got no frame");
+            let summary: Value = serde_json::from_str(
+                std::fs::read_to_string(self.path(&format!("m{k}.json")))
+                    .unwrap()
+                    .trim(),
+            )
+            .unwrap();
+            assert_eq!(
+                summary["stream"]["received"],
+                ids.len() as u64,
+                "member {k}"
+            );
+            for id in ids {
+                if let Some(other) = seen.insert(id, k) {
+                    panic!("frame {id} booked by members {other} and {k}");
+                }
+            }
+        }
+        let ids: BTreeSet<i64> = seen.keys().copied().collect();
+        let first = *ids.first().unwrap();
+        assert_eq!(
+            ids,
+            (first..first + FRAMES as i64).collect(),
+            "every frame once"
+        );
     }
 
     fn log(&self) -> String {
@@ -216,58 +271,25 @@ impl Group {
 #[test]
 fn four_members_share_a_run_and_book_every_frame_exactly_once() {
     run_test(Duration::from_secs(80), async {
-        let group = Group::start("all", &[]).await;
+        let group = Group::start("all", &[], false).await;
         group.acquire(async {}).await;
-        let end = group.slot.wait_for_state(&[State::Done], WAIT).await;
-        assert_eq!(end, Ok(State::Done), "{}", group.log());
-        let status = group.slot.status().await.unwrap();
-        assert_eq!(status.frames_expected, FRAMES as i64);
-        assert_eq!(status.frames_received, FRAMES as i64, "{}", status.message);
-        assert_eq!(status.frames_missed, 0);
-        assert_eq!(status.progress, FRAMES as i64);
-        assert_eq!(
-            status.workflow_pvs.len(),
-            MEMBERS as usize,
-            "{:?}",
-            status.workflow_pvs
-        );
+        group.done_with_every_frame_once().await;
+    });
+}
 
-        // By ids: every frame booked by exactly one member, and each member had a share.
-        let mut seen = BTreeMap::<i64, u32>::new();
-        for k in 0..MEMBERS {
-            let ids = group.member_ids(k);
-            assert!(!ids.is_empty(), "member {k} got no frame");
-            let summary: Value = serde_json::from_str(
-                std::fs::read_to_string(group.path(&format!("m{k}.json")))
-                    .unwrap()
-                    .trim(),
-            )
-            .unwrap();
-            assert_eq!(
-                summary["stream"]["received"],
-                ids.len() as u64,
-                "member {k}"
-            );
-            for id in ids {
-                if let Some(other) = seen.insert(id, k) {
-                    panic!("frame {id} booked by members {other} and {k}");
-                }
-            }
-        }
-        let ids: BTreeSet<i64> = seen.keys().copied().collect();
-        let first = *ids.first().unwrap();
-        assert_eq!(
-            ids,
-            (first..first + FRAMES as i64).collect(),
-            "every frame once"
-        );
+#[test]
+fn four_members_asking_the_detectors_server_for_their_shares_book_every_frame_once() {
+    run_test(Duration::from_secs(80), async {
+        let group = Group::start("pyd", &[], true).await;
+        group.acquire(async {}).await;
+        group.done_with_every_frame_once().await;
     });
 }
 
 #[test]
 fn a_member_killed_during_acquisition_is_named_and_its_frames_count_missed() {
     run_test(Duration::from_secs(80), async {
-        let group = Group::start("kill", &["--member-silence", "1s"]).await;
+        let group = Group::start("kill", &["--member-silence", "1s"], false).await;
         let victim = group.member_pid(2).await;
         group
             .acquire(async {

@@ -168,6 +168,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         origin: args
             .first_id
             .map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
+        distributor: None,
     };
     let report = runtime()?.block_on(async {
         let ctx = Context::from_env()?;

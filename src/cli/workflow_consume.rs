@@ -56,11 +56,13 @@ given, whatever the detector's counter says. Missed = expected - received at the
 
 A run with several consumers (the Request's consumers N) has N members, each started with
 --member K/N (or PVABRIDGE_MEMBER=K/N in its environment, as a DM stage or a batch job array sets
-it), each behind a distributor (`pvabridge relay --distribute N`, or a pvDatabase/pvapy server's
-_[pydistributor=...] request option) that gives it its share of the frames. A member books the
-frames it received and serves its Stats under PREFIX wf:K:; the bridge is READY once all N are,
-sums their books, and counts missed the frames no member received (expected minus the sum). A
-member that stops reporting is named lost in Message. A member exits 0 unless something failed.
+it), each behind a distributor that gives it its share of the frames: `pvabridge relay
+--distribute N`, or the data channel's own server when each member asks for its share with
+--distributor (pvDatabase's _[pydistributor=...] option, which pvabridge and pvapy servers
+have). A member books the frames it received and serves its Stats under PREFIX wf:K:; the bridge
+is READY once all N are, sums their books, and counts missed the frames no member received
+(expected minus the sum). A member that stops reporting is named lost in Message. A member exits
+0 unless something failed. See docs/scale-out.md.
   for k in 0 1 2 3; do pvabridge workflow consume --handshake $handshakePrefix --member $k/4 & done; wait
 
 Exit status: 0 when every frame came; 3 when frames were lost; 1 when the run ended (ABORTED,
@@ -95,8 +97,13 @@ pub struct ConsumeArgs {
     member: Member,
     /// Time each frame costs to process, in milliseconds (a sleep per frame before its
     /// statistics; what makes a scaling measurement show on a small machine).
-    #[arg(long, value_name = "MS", default_value = "0", value_parser = milliseconds)]
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = milliseconds, allow_negative_numbers = true)]
     process_time: Duration,
+    /// Ask the channel's server for this member's share with pvDatabase's data distributor
+    /// (a pvapy or pvDatabase server, or any pvabridge server), e.g. `trigger:uniqueId;updates:1`
+    /// (keys group, set, trigger, updates, mode).
+    #[arg(long, value_name = "SPEC", value_parser = distributor_spec)]
+    distributor: Option<String>,
     /// Prefix of the PVs this stage serves (default: the handshake prefix + `wf:`, or + `wf:K:`
     /// for member K of a group of several).
     #[arg(long, value_name = "PREFIX")]
@@ -146,6 +153,10 @@ fn member(text: &str) -> Result<Member, String> {
         Some(n) if k >= n => Err(format!("member {k} of {n}: K counts from 0 to N-1")),
         _ => Ok(Member { k, n }),
     }
+}
+
+fn distributor_spec(text: &str) -> Result<String, String> {
+    pva::server::distributor::DistributorRequest::parse(text).map(|_| text.to_string())
 }
 
 fn milliseconds(text: &str) -> Result<Duration, String> {
@@ -401,6 +412,7 @@ pub async fn run(
         backlog: args.backlog.max(1),
         origin: first_id.map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
         process_time: args.process_time,
+        distributor: args.distributor.clone(),
         ..ConsumerConfig::default()
     };
     let progress = Progress::new("workflow consume", expected, args.quiet);
