@@ -316,8 +316,8 @@ fn a_member_killed_during_acquisition_is_named_and_its_frames_count_missed() {
                 status.message
             );
         }
-        // The group's books add up: what the members reported plus what no member reported.
-        assert!(status.frames_missed > 0, "{}", status.message);
+        // The group's books add up: what the members reported plus what no member reported
+        // (the frames the killed member got after its last report, often some, may be none).
         assert_eq!(
             status.frames_received + status.frames_missed,
             FRAMES as i64,
@@ -330,11 +330,10 @@ fn a_member_killed_during_acquisition_is_named_and_its_frames_count_missed() {
                 assert!(survivors.insert(id), "frame {id} booked twice");
             }
         }
-        let last = *survivors.last().unwrap();
         assert!(survivors.len() as i64 <= status.frames_received);
-        assert!(
-            group.member_ids(2).iter().all(|id| *id < last),
-            "member 2 got frames after it died"
-        );
+        // Once it was gone the relay gave the others every frame: the run's tail is whole.
+        let last = *survivors.last().unwrap();
+        let tail: BTreeSet<i64> = (last - 9..=last).collect();
+        assert!(tail.is_subset(&survivors), "the last frames: {survivors:?}");
     });
 }
