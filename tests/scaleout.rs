@@ -5,7 +5,8 @@
 //! the detector's own (pvabridge) server for their shares (`--distributor`, pvDatabase's data
 //! distributor) instead of a relay. With one member killed during
 //! acquisition the run ends FAILED (the stage fails when a member does), Message names the lost
-//! member, and FramesReceived + FramesMissed still equal the frames expected.
+//! member, and FramesReceived + FramesMissed still equal the frames expected. And members on two
+//! hosts (network namespaces), with default configuration.
 
 mod common;
 
@@ -336,4 +337,187 @@ fn a_member_killed_during_acquisition_is_named_and_its_frames_count_missed() {
         let tail: BTreeSet<i64> = (last - 9..=last).collect();
         assert!(tail.is_subset(&survivors), "the last frames: {survivors:?}");
     });
+}
+
+/// Members on two hosts (network namespaces made here), everything with default configuration:
+/// the bridge (with its embedded DM), the detector, the relay and members 0 and 1 on host A;
+/// members 2 and 3 on host B, which A's stage starts there (`ip netns exec`, as a site's stage
+/// would start them with ssh or its batch system). They find the bridge and the relay by the
+/// broadcast of their host's network.
+#[test]
+fn members_on_two_hosts_share_a_run() {
+    use common::netns::{link, Netns};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (a, b) = (Netns::new(), Netns::new());
+    link(&a, "10.207.1.1/24", &b, "10.207.1.2/24");
+    let mut serve = a.command(BINARY);
+    serve
+        .args([
+            "serve",
+            "--json",
+            "--prefix",
+            "so2:",
+            "--poll-period",
+            "0.2",
+        ])
+        .arg("--embedded-dm")
+        .arg(path("dm"));
+    let mut bridge = a.spawn(serve, &path("bridge.log"));
+    let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
+    let mut simdet = a.command(BINARY);
+    simdet.args([
+        "simdet",
+        "--pv",
+        "so2:det:Image",
+        "--trigger",
+        "so2:det:Acquire",
+    ]);
+    simdet.args([
+        "--nx",
+        "8",
+        "--ny",
+        "8",
+        "--fps",
+        "60",
+        "--frames",
+        &FRAMES.to_string(),
+    ]);
+    let _detector = a.spawn(simdet, &path("simdet.log"));
+    let mut relay = a.command(BINARY);
+    relay.args([
+        "relay",
+        "--from",
+        "so2:det:Image",
+        "--as",
+        "so2:dist",
+        "--quiet",
+    ]);
+    relay.args(["--distribute", &MEMBERS.to_string()]);
+    let _relay = a.spawn(relay, &path("relay.log"));
+
+    let d = dir.path().display();
+    let member = |k: u32, host: &str| {
+        format!(
+            "{host} '{BINARY}' workflow consume --handshake $handshakePrefix --member {k}/{MEMBERS} \
+             --results '{d}/m{k}' --drain-timeout 3s --progress-period 200ms \
+             > '{d}/m{k}.json' 2> '{d}/m{k}.log' & pids=\"$pids $!\"; "
+        )
+    };
+    let on_b = format!("ip netns exec {}", b.name());
+    let command = format!(
+        "{}{}{}{}st=0; for p in $pids; do wait $p || st=$?; done; exit $st",
+        member(0, ""),
+        member(1, ""),
+        member(2, &on_b),
+        member(3, &on_b)
+    );
+    let logs = || {
+        ["bridge.log", "relay.log", "m2.log", "m3.log"]
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(path(n)).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                a.enter_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(60), async {
+                        let dm = dm_client(
+                            info["dmUrl"].as_str().unwrap(),
+                            Path::new(info["dmLoginFile"].as_str().unwrap()),
+                        );
+                        dm.add_workflow(&Workflow {
+                            name: "hosts".into(),
+                            stages: BTreeMap::from([(
+                                "01-CONSUME".to_string(),
+                                Stage {
+                                    command,
+                                    ..Stage::default()
+                                },
+                            )]),
+                            ..Workflow::default()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
+                        let ctx = Context::new(config).unwrap();
+                        let slot = HandshakeClient::new(ctx.clone(), "so2:").with_timeout(WAIT);
+                        let mut request = RunRequest::new("hosts");
+                        request.expected_frames = Some(FRAMES);
+                        request.data_channel = Some("so2:dist".into());
+                        request.consumers = Some(MEMBERS);
+                        slot.start(&request).await.map_err(|e| e.to_string())?;
+                        let ready = slot.wait_for_state(&[State::Ready], WAIT).await;
+                        if ready != Ok(State::Ready) {
+                            return Err(format!("not READY: {ready:?}"));
+                        }
+                        slot.command(Handshake::AcqStarted)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        ctx.put("so2:det:Acquire")
+                            .set("value", 1i32)
+                            .exec()
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let deadline = tokio::time::Instant::now() + WAIT;
+                        loop {
+                            let acquire = ctx.get("so2:det:Acquire").exec().await;
+                            let value = acquire.map_err(|e| e.to_string())?;
+                            if value.get("value").and_then(|v| v.as_i64()) == Some(0) {
+                                break;
+                            }
+                            if tokio::time::Instant::now() > deadline {
+                                return Err("the detector never finished".into());
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        slot.command(Handshake::AcqDone)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let end = slot.wait_for_state(&[State::Done], WAIT).await;
+                        let status = slot.status().await.map_err(|e| e.to_string())?;
+                        Ok((end, status.frames_received, status.frames_missed))
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("the run did not end in time".into()))
+                })
+            })
+            .join()
+            .expect("the Bluesky thread")
+    });
+    assert_eq!(
+        outcome,
+        Ok((Ok(State::Done), FRAMES as i64, 0)),
+        "{}",
+        logs()
+    );
+    // Each host's members had their share, and every frame was booked once.
+    let mut seen = BTreeSet::new();
+    for k in 0..MEMBERS {
+        let csv = path(&format!("m{k}")).join("frame-stats.csv");
+        let rows = std::fs::read_to_string(&csv).unwrap_or_default();
+        let ids: Vec<i64> = rows
+            .lines()
+            .skip(1)
+            .filter_map(|row| row.split(',').next()?.parse().ok())
+            .collect();
+        assert!(!ids.is_empty(), "member {k} got no frame\n{}", logs());
+        for id in ids {
+            assert!(seen.insert(id), "frame {id} booked twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, FRAMES);
 }
