@@ -1,12 +1,12 @@
 //! One run, many consumers: four `pvabridge workflow consume --member K/4` processes, started by
 //! one DM stage, share a detector stream behind `pvabridge relay --distribute 4`. The run is READY
 //! once all four are, its books are the group's sums, and every frame is booked by exactly one
-//! member (checked by uniqueId in the members' statistics files). The same with the members asking
-//! the detector's own (pvabridge) server for their shares (`--distributor`, pvDatabase's data
-//! distributor) instead of a relay. With one member killed during
-//! acquisition the run ends FAILED (the stage fails when a member does), Message names the lost
-//! member, and FramesReceived + FramesMissed still equal the frames expected. And members on two
-//! hosts (network namespaces), with default configuration.
+//! member (checked by uniqueId in the members' statistics files). The same with the members
+//! asking the detector's own (pvabridge) server for their shares (`--distributor`, pvDatabase's
+//! data distributor) instead of a relay. With one member killed during acquisition the run ends
+//! FAILED (the stage fails when a member does), Message names the lost member, and
+//! FramesReceived + FramesMissed still equal the frames expected. And members on two hosts
+//! (network namespaces), with default configuration.
 
 mod common;
 
