@@ -675,7 +675,7 @@ fn summarize(
                 .collect()
         })
         .unwrap_or_default();
-    let received = run.map_or(0, |r| r.progress);
+    let received = run.map_or(0, |r| r.received());
     let missed = run
         .and_then(|r| r.frames_missed)
         .unwrap_or_else(|| args.frames.saturating_sub(received));
