@@ -99,7 +99,7 @@ impl Group {
         let command = format!(
             "for k in {members}; do \
                '{BINARY}' workflow consume --handshake $handshakePrefix --member $k/{MEMBERS} {share} \
-                 --results '{d}/m'$k --drain-timeout 3s --progress-period 200ms --json \
+                 --results '{d}/m'$k --drain-timeout 3s --progress-period 200ms --max-wait 60s --json \
                  > '{d}/m'$k.json 2> '{d}/m'$k.log & echo $! > '{d}/m'$k.pid; \
              done; st=0; \
              for k in {members}; do wait $(cat '{d}/m'$k.pid) || st=$?; done; exit $st"
@@ -269,6 +269,17 @@ impl Group {
     }
 }
 
+/// The members are the DM job's children, which outlive the bridge: a failed test stops them too.
+impl Drop for Group {
+    fn drop(&mut self) {
+        for k in 0..MEMBERS {
+            if let Ok(pid) = std::fs::read_to_string(self.path(&format!("m{k}.pid"))) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
 #[test]
 fn four_members_share_a_run_and_book_every_frame_exactly_once() {
     run_test(Duration::from_secs(80), async {
@@ -401,7 +412,7 @@ fn members_on_two_hosts_share_a_run() {
     let member = |k: u32, host: &str| {
         format!(
             "{host} '{BINARY}' workflow consume --handshake $handshakePrefix --member {k}/{MEMBERS} \
-             --results '{d}/m{k}' --drain-timeout 3s --progress-period 200ms \
+             --results '{d}/m{k}' --drain-timeout 3s --progress-period 200ms --max-wait 60s \
              > '{d}/m{k}.json' 2> '{d}/m{k}.log' & pids=\"$pids $!\"; "
         )
     };
