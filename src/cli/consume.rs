@@ -187,6 +187,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         origin: args
             .first_id
             .map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
+        distributor: None,
     };
     let stats = match &args.stats {
         Some(path) => Some(Arc::new(StatsFile::create(path).map_err(|e| anyhow!(e))?)),

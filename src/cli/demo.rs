@@ -338,6 +338,7 @@ fn timeouts(acquisition: Duration) -> Timeouts {
         processing: Some(Duration::from_secs(60)),
         dm_lost: Duration::from_secs(30),
         finish: Duration::from_secs(10),
+        member_silence: Duration::from_secs(3),
     }
 }
 

@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// the job runs on unless --stop-job-on-timeout.
     #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     processing_timeout: Option<Duration>,
+    /// Time a consumer member may stay silent (no Report) from READY to the end of acquisition
+    /// before it is named lost in Message; its unreported frames then count missed. Keep it a
+    /// few of the members' --progress-period.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = positive_duration)]
+    member_silence: Duration,
     /// Stop the DM job when --processing-timeout is reached.
     #[arg(long, requires = "processing_timeout")]
     stop_job_on_timeout: bool,
@@ -187,6 +192,7 @@ impl ServeArgs {
             processing: self.processing_timeout,
             dm_lost: self.dm_lost_timeout,
             finish: self.finish_timeout,
+            member_silence: self.member_silence,
         })
     }
 

@@ -52,6 +52,17 @@ before the subscription, such as the last frame of the previous run) is booked a
 counted; the run counts from the first frame after it, or from --first-id / firstFrameId when
 given, whatever the detector's counter says. Missed = expected - received at the end.
 
+A run with several consumers (the Request's consumers N) has N members, each started with
+--member K/N (or PVABRIDGE_MEMBER=K/N in its environment, as a DM stage or a batch job array sets
+it), each behind a distributor that gives it its share of the frames: `pvabridge relay
+--distribute N`, or the data channel's own server when each member asks for its share with
+--distributor (pvDatabase's _[pydistributor=...] option, which pvabridge and pvapy servers
+have). A member books the frames it received and serves its Stats under PREFIX wf:K:; the bridge
+is READY once all N are, sums their books, and counts missed the frames no member received
+(expected minus the sum). A member that stops reporting is named lost in Message. A member exits
+0 unless something failed. See docs/scale-out.md.
+  for k in 0 1 2 3; do pvabridge workflow consume --handshake $handshakePrefix --member $k/4 & done; wait
+
 Exit status: 0 when every frame came; 3 when frames were lost; 1 when the run ended (ABORTED,
 FAILED, TIMEOUT) or anything failed.")]
 pub struct ConsumeArgs {
@@ -78,11 +89,21 @@ pub struct ConsumeArgs {
     /// Time between reports to the bridge (and updates of Stats).
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = positive_duration)]
     progress_period: Duration,
-    /// This consumer's member number among the run's consumers (0 for a single one).
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    member: u32,
+    /// This consumer's place among the run's consumers: K, or K/N (N must then be the
+    /// Request's `consumers`); 0 for a single one.
+    #[arg(long, value_name = "K[/N]", env = MEMBER_ENV, default_value = "0", value_parser = member)]
+    member: Member,
+    /// Time each frame costs to process, in milliseconds (a sleep per frame before its
+    /// statistics; what makes a scaling measurement show on a small machine).
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = milliseconds, allow_negative_numbers = true)]
+    process_time: Duration,
+    /// Ask the channel's server for this member's share with pvDatabase's data distributor
+    /// (a pvapy or pvDatabase server, or any pvabridge server), e.g. `trigger:uniqueId;updates:1`
+    /// (keys group, set, trigger, updates, mode).
+    #[arg(long, value_name = "SPEC", value_parser = distributor_spec)]
+    distributor: Option<String>,
     /// Prefix of the PVs this stage serves (default: the handshake prefix + `wf:`, or + `wf:K:`
-    /// for member K > 0).
+    /// for member K of a group of several).
     #[arg(long, value_name = "PREFIX")]
     serve_prefix: Option<String>,
     /// UDP port on which this stage's PVs are searched (0 picks a free one, so that a stage on
@@ -102,6 +123,46 @@ pub struct ConsumeArgs {
     /// No progress lines on stderr.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// The environment variable that gives `--member` (K or K/N) when the option is absent: what a
+/// DM stage or a batch job array sets for each member it starts.
+pub const MEMBER_ENV: &str = "PVABRIDGE_MEMBER";
+
+/// `--member K[/N]`: the member's number and, when given, the size of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member {
+    k: u32,
+    n: Option<u32>,
+}
+
+fn member(text: &str) -> Result<Member, String> {
+    let number = |t: &str, what: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{what} must be a whole number, not '{t}' (give K or K/N)"))
+    };
+    let (k, n) = match text.split_once('/') {
+        Some((k, n)) => (number(k, "K")?, Some(number(n, "N")?)),
+        None => (number(text, "K")?, None),
+    };
+    match n {
+        Some(0) => Err("N must be 1 or more".into()),
+        Some(n) if k >= n => Err(format!("member {k} of {n}: K counts from 0 to N-1")),
+        _ => Ok(Member { k, n }),
+    }
+}
+
+fn distributor_spec(text: &str) -> Result<String, String> {
+    pva::server::distributor::DistributorRequest::parse(text).map(|_| text.to_string())
+}
+
+fn milliseconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .ok_or_else(|| format!("'{text}' is not a number of milliseconds (0 or more)"))
 }
 
 /// What a consume stage did, printed at the end (`--json`).
@@ -212,19 +273,42 @@ pub async fn run(
     let first_id = args
         .first_id
         .or_else(|| request.as_ref().and_then(|r| r.first_frame_id));
+    let consumers = request.as_ref().map_or(1, RunRequest::consumer_count);
+    let Member { k, n } = args.member;
+    if let Some(n) = n.filter(|n| *n != consumers) {
+        bail!("--member {k}/{n}: the run's Request has consumers {consumers}, not {n}",);
+    }
+    if k >= consumers {
+        bail!(
+            "--member {k}: the run has {consumers} consumer(s), numbered 0 to {}",
+            consumers - 1
+        );
+    }
+    // In a group each member gets a share of the frames: which ones is the distributor's
+    // choice, so a member books what it received and the bridge books the group's missed
+    // frames (expected minus the members' received).
+    let group = consumers > 1;
+    let (expected, first_id) = if group {
+        (None, None)
+    } else {
+        (expected, first_id)
+    };
     let results =
         Arc::new(StatsFile::create(&args.results.join(RESULTS_FILE)).map_err(|e| anyhow!(e))?);
-    let serve_prefix = args
-        .serve_prefix
-        .clone()
-        .unwrap_or_else(|| match args.member {
-            0 => format!("{}wf:", slot.prefix()),
-            k => format!("{}wf:{k}:", slot.prefix()),
-        });
+    let serve_prefix = args.serve_prefix.clone().unwrap_or_else(|| {
+        if group || k > 0 {
+            format!("{}wf:{k}:", slot.prefix())
+        } else {
+            format!("{}wf:", slot.prefix())
+        }
+    });
     let books = Arc::new(Books::default());
+    if group {
+        books.set_group_member();
+    }
     let reporting = Reporting::start(
         slot.clone(),
-        args.member,
+        k,
         (&serve_prefix, args.serve_udp_port),
         progress_period,
         books.clone(),
@@ -254,6 +338,8 @@ pub async fn run(
         threads: args.threads,
         backlog: args.backlog.max(1),
         origin: first_id.map_or(Origin::FirstReceived, |id| Origin::Id(id.into())),
+        process_time: args.process_time,
+        distributor: args.distributor.clone(),
         ..ConsumerConfig::default()
     };
     let progress = Progress::new("workflow consume", expected, args.quiet);
@@ -302,13 +388,22 @@ pub async fn run(
             expected.map_or("?".into(), |n| n.to_string())
         )
     })?;
-    let missed = report.counts.missed;
-    let message = format!(
-        "{} frames received, {missed} missed{}; statistics of {rows} frames in {}",
-        report.counts.received,
-        expected.map_or(String::new(), |n| format!(" of {n}")),
-        results.path().display()
-    );
+    let missed = if group { 0 } else { report.counts.missed };
+    let message = if group {
+        format!(
+            "member {k} of {consumers}: {} frames received (the group's missed frames are the \
+             bridge's books); statistics of {rows} frames in {}",
+            report.counts.received,
+            results.path().display()
+        )
+    } else {
+        format!(
+            "{} frames received, {missed} missed{}; statistics of {rows} frames in {}",
+            report.counts.received,
+            expected.map_or(String::new(), |n| format!(" of {n}")),
+            results.path().display()
+        )
+    };
     slot.set_workflow_message(&message)
         .await
         .with_context(|| format!("cannot set {}WorkflowMessage", slot.prefix()))?;

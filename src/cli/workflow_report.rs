@@ -30,6 +30,7 @@ pub struct Books {
 
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
+    group: bool,
     ready: bool,
     received: u64,
     missed: u64,
@@ -51,6 +52,12 @@ impl Books {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// This member is one of a group sharing the stream: the frames it was not given are not
+    /// its missed ones (the bridge books the group's), so it reports none missed.
+    pub fn set_group_member(&self) {
+        self.edit(|s| s.group = true);
     }
 
     /// The subscription is in place.
@@ -98,8 +105,9 @@ impl Books {
         MemberReport {
             member,
             ready: s.ready,
-            received: s.received,
-            missed: s.missed,
+            // The receiver's count follows at the progress period; a frame processed was received.
+            received: s.received.max(s.processed),
+            missed: if s.group { 0 } else { s.missed },
             duplicates: s.duplicates,
             processed: s.processed,
             first_id: s.first_id.unwrap_or(-1),
@@ -121,7 +129,7 @@ impl Books {
             sum: 0.0,
         });
         let _ = v.set("received", long(s.received));
-        let _ = v.set("missed", long(s.missed));
+        let _ = v.set("missed", long(if s.group { 0 } else { s.missed }));
         let _ = v.set("processed", long(s.processed));
         let _ = v.set("fps", s.fps);
         let _ = v.set("uniqueId", last.unique_id);

@@ -59,6 +59,9 @@ pub struct Timeouts {
     /// After a final state: for the DM job's final snapshot before the run metadata is sent
     /// without it.
     pub finish: Duration,
+    /// From READY to DRAINING: a consumer member silent this long (no `Report`) is lost; its
+    /// frames that it never reported count missed.
+    pub member_silence: Duration,
 }
 
 impl Default for Timeouts {
@@ -69,6 +72,7 @@ impl Default for Timeouts {
             arm: Duration::from_secs(600),
             acquire: Duration::from_secs(3600),
             drain_idle: Duration::from_secs(10),
+            member_silence: Duration::from_secs(3),
             processing: None,
             dm_lost: Duration::from_secs(120),
             finish: Duration::from_secs(30),
@@ -441,7 +445,12 @@ impl Machine {
             ));
         }
         let processed_before = run.processed();
-        run.members.insert(report.member, report);
+        let member = report.member;
+        run.member_seen.insert(member, now);
+        if let Some(why) = run.lost_members.remove(&member) {
+            tracing::warn!("member {member} reports again after it was lost ({why})");
+        }
+        run.members.insert(member, report);
         if run.processed() != processed_before {
             run.progress_at = now;
         }
@@ -449,10 +458,14 @@ impl Machine {
         if state == State::WaitReady && run.is_ready() {
             self.go(
                 State::Ready,
-                "every consumer is ready".into(),
+                format!("every consumer is ready ({consumers} of {consumers})"),
                 now,
                 &mut out,
             );
+        } else if state == State::WaitReady && consumers > 1 {
+            let ready = run.members.values().filter(|m| m.ready).count();
+            self.record.message =
+                format!("waiting for the workflow's consumers: {ready} of {consumers} ready");
         }
         self.check_drained(now, &mut out);
         self.check_deadlines(now, &mut out);
@@ -900,7 +913,44 @@ impl Machine {
         }
     }
 
+    /// From READY to DRAINING, a member of a group silent for `member_silence` is lost: Message
+    /// names it, and the frames it never reported count missed when draining ends (expected
+    /// minus the group's received), so nothing is counted twice and nobody waits for it. A
+    /// member that reported after acquisition ended has finished, not died: it stops reporting.
+    fn check_members(&mut self, now: f64) {
+        let state = self.record.state;
+        let draining_since = (state == State::Draining).then_some(self.record.state_since);
+        let silence = secs(self.config.timeouts.member_silence);
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        if !matches!(state, State::Ready | State::Acquiring | State::Draining) {
+            return;
+        }
+        let newly: Vec<(u32, f64)> = run
+            .member_seen
+            .iter()
+            .filter(|(k, seen)| {
+                now - **seen >= silence
+                    && draining_since.is_none_or(|since| **seen < since)
+                    && !run.lost_members.contains_key(k)
+            })
+            .map(|(k, seen)| (*k, *seen))
+            .collect();
+        for (member, seen) in newly {
+            let received = run.members.get(&member).map_or(0, |m| m.received);
+            let why = format!(
+                "no report for {:.0} s (in {state}, {received} frames received); \
+                 the frames it was given and never reported count missed",
+                now - seen
+            );
+            tracing::warn!("member {member} lost: {why}");
+            run.lost_members.insert(member, why);
+        }
+    }
+
     fn check_deadlines(&mut self, now: f64, out: &mut Vec<Action>) {
+        self.check_members(now);
         let timeouts = self.config.timeouts;
         let since = self.record.state_since;
         let Some(run) = self.run() else {

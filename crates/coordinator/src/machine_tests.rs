@@ -516,6 +516,53 @@ fn members_reports_give_ready_progress_and_the_frame_counts() {
 }
 
 #[test]
+fn a_silent_member_is_named_lost_and_its_frames_count_missed() {
+    let mut m = machine();
+    m.handle(
+        Input::Request(r#"{"workflow":"w","expectedFrames":12,"consumers":3}"#.into()),
+        T0,
+    );
+    m.command(Command::Start, T0).unwrap();
+    m.handle(
+        Input::JobStarted(Ok(job("j1", JobStatus::Running, "01"))),
+        T0,
+    );
+    m.report(report(0, true, 0, 0, 0), T0 + 1.0).unwrap();
+    assert!(
+        m.view(T0 + 1.0).message.contains("1 of 3 ready"),
+        "{}",
+        m.view(T0 + 1.0).message
+    );
+    m.report(report(1, true, 0, 0, 0), T0 + 1.0).unwrap();
+    m.report(report(2, true, 0, 0, 0), T0 + 1.0).unwrap();
+    assert_eq!(m.state(), State::Ready);
+    assert!(m.view(T0 + 1.0).message.contains("3 of 3"));
+    m.command(Command::AcqStarted, T0 + 1.5).unwrap();
+    m.report(report(1, true, 2, 0, 2), T0 + 2.0).unwrap();
+    m.report(report(0, true, 3, 0, 3), T0 + 4.5).unwrap();
+    m.report(report(2, true, 3, 0, 3), T0 + 4.5).unwrap();
+    assert!(!m.view(T0 + 4.5).message.contains("lost"));
+    m.report(report(0, true, 4, 0, 4), T0 + 5.0).unwrap();
+    let message = m.view(T0 + 5.0).message;
+    assert!(
+        message.contains("member 1 lost: no report for 3 s"),
+        "{message}"
+    );
+    assert!(!message.contains("member 0 lost"), "{message}");
+    m.command(Command::AcqDone, T0 + 5.0).unwrap();
+    m.report(report(0, true, 4, 0, 4), T0 + 5.5).unwrap();
+    m.report(report(2, true, 4, 0, 4), T0 + 5.5).unwrap();
+    // The members that finished stop reporting in DRAINING: they are not lost.
+    let idle = Timeouts::default().drain_idle.as_secs_f64();
+    m.handle(Input::Tick, T0 + 5.5 + idle);
+    let view = m.view(T0 + 5.5 + idle);
+    assert_eq!(view.state, State::Processing);
+    assert_eq!((view.frames_received, view.frames_missed), (10, 2));
+    assert!(!view.message.contains("member 0 lost"), "{}", view.message);
+    assert!(view.message.contains("member 1 lost"), "{}", view.message);
+}
+
+#[test]
 fn a_failure_without_error_message_names_the_stage_exit_status_and_stderr_tail() {
     let (mut m, now) = at(State::Acquiring);
     let mut failed = job("j1", JobStatus::Failed, "02-RUN");

@@ -77,6 +77,12 @@ pub struct Run {
     /// The consumers' books, by member number, as they reported them on `Report`.
     #[serde(default)]
     pub members: BTreeMap<u32, MemberReport>,
+    /// When each member last reported.
+    #[serde(default)]
+    pub member_seen: BTreeMap<u32, f64>,
+    /// Members lost during the run (silent too long), with why.
+    #[serde(default)]
+    pub lost_members: BTreeMap<u32, String>,
     /// The processing timeout was reached and the job left running: DM is no longer polled.
     #[serde(default)]
     pub unfollowed: bool,
@@ -119,6 +125,8 @@ impl Run {
             progress: 0,
             workflow_message: String::new(),
             members: BTreeMap::new(),
+            member_seen: BTreeMap::new(),
+            lost_members: BTreeMap::new(),
             unfollowed: false,
             progress_at: now,
             frames_missed: None,
@@ -177,10 +185,25 @@ impl Run {
     }
 
     /// Frames missed: expected minus received once draining ended, the members' own missed
-    /// counts before that.
+    /// counts before that. Once draining ended it follows the members' later reports (a
+    /// member's received count may lag its processed one by a progress period), so that
+    /// received + missed = expected.
     pub fn missed(&self) -> u64 {
-        self.frames_missed
-            .unwrap_or_else(|| self.members.values().map(|m| m.missed).sum())
+        match (self.frames_missed, self.request.expected_frames) {
+            (Some(_), Some(expected)) => {
+                expected.saturating_sub(self.received().max(self.processed()))
+            }
+            (Some(missed), None) => missed,
+            (None, _) => self.members.values().map(|m| m.missed).sum(),
+        }
+    }
+
+    /// `; member K lost: why` for each member lost during the run, for Message.
+    pub fn lost_summary(&self) -> String {
+        self.lost_members
+            .iter()
+            .map(|(k, why)| format!("; member {k} lost: {why}"))
+            .collect()
     }
 
     /// The PVs the members serve, as they reported them, in member order.

@@ -97,7 +97,8 @@ impl Machine {
     /// `Message`: what happened last, and while an active run gets no answer from DM, since
     /// when and why.
     fn message_at(&self, now: f64) -> String {
-        let message = &self.record.message;
+        let lost = self.run().map(Run::lost_summary).unwrap_or_default();
+        let message = &format!("{}{lost}", self.record.message);
         let outage = self
             .run()
             .filter(|_| self.record.state.is_active())

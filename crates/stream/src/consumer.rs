@@ -48,6 +48,10 @@ pub struct ConsumerConfig {
     /// Where the run's first frame comes from (default: the first that arrives after the
     /// monitor's initial value).
     pub origin: Origin,
+    /// Ask the server for a share of the frames with pvDatabase's data distributor: the
+    /// `pydistributor` option's value (`trigger:uniqueId;updates:1`, see
+    /// [`pva::server::distributor`]).
+    pub distributor: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -63,6 +67,7 @@ impl Default for ConsumerConfig {
             process_time: Duration::ZERO,
             stride: 1,
             origin: Origin::FirstReceived,
+            distributor: None,
         }
     }
 }
@@ -332,8 +337,14 @@ pub async fn consume_with(
     let mut monitor = ctx
         .monitor(&config.pv)
         .queue_size(config.queue_size)
-        .pipeline(config.pipeline)
-        .exec()?;
+        .pipeline(config.pipeline);
+    if let Some(spec) = &config.distributor {
+        monitor = monitor.request(format!(
+            "field(_[{}={spec}])",
+            pva::server::distributor::OPTION
+        ));
+    }
+    let mut monitor = monitor.exec()?;
     let workers = Workers::start(config, hooks.process.take());
     let mut ledger = Ledger::new(config.origin, config.stride);
     let mut latency = Latency::new();

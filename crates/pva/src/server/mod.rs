@@ -7,6 +7,7 @@
 
 pub mod access;
 mod conn;
+pub mod distributor;
 pub mod limits;
 pub mod proto;
 pub mod select;

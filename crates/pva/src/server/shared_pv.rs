@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pva_codec::{BitSet, Status, StructValue, Value};
 
+use super::distributor::{DistributorRequest, Distributors};
 use super::source::PeerInfo;
 use super::wake::Wakeup;
 
@@ -84,6 +85,9 @@ pub struct SubscribeOptions {
     /// Only changes that touch one of these bits are queued (a monitor's field selection), so
     /// that updates outside it neither reach the client nor take its queue; all when `None`.
     pub interest: Option<BitSet>,
+    /// The subscriber's share of the updates (its pvRequest's `pydistributor` option), instead
+    /// of every update.
+    pub distributor: Option<DistributorRequest>,
 }
 
 /// A subscription's counters, shared with its PV so they outlive the subscriber.
@@ -242,6 +246,8 @@ struct PvState {
     next_id: u64,
     /// The id of the subscriber that got the last distributed update.
     last_turn: u64,
+    /// The subscribers that asked for a share (`pydistributor`) and whose turn it is.
+    distributors: Distributors,
 }
 
 impl PvState {
@@ -249,6 +255,7 @@ impl PvState {
     fn live(&mut self) -> Vec<Arc<Subscription>> {
         let mut live = Vec::with_capacity(self.subscribers.len());
         let departed = &mut self.departed;
+        let distributors = &mut self.distributors;
         self.subscribers.retain(|s| match s.sub.upgrade() {
             Some(sub) => {
                 live.push(sub);
@@ -259,9 +266,28 @@ impl PvState {
                     departed.pop_front();
                 }
                 departed.push_back(s.counters.stats(false));
+                distributors.leave(s.counters.id);
                 false
             }
         });
+        live
+    }
+
+    /// Queue the current value, `changed`, for every subscriber it is for: all of them, but
+    /// those that asked for a share only in their turn. Returns the live subscriptions.
+    fn deliver(&mut self, changed: &BitSet) -> Vec<Arc<Subscription>> {
+        let live = self.live();
+        let turn = if self.distributors.is_empty() {
+            Vec::new()
+        } else {
+            self.distributors.route(&self.value)
+        };
+        for sub in &live {
+            let id = sub.counters.id;
+            if !self.distributors.distributes_to(id) || turn.contains(&id) {
+                sub.push(&self.value, changed);
+            }
+        }
         live
     }
 }
@@ -330,6 +356,7 @@ impl SharedPvBuilder {
                 departed: VecDeque::new(),
                 next_id: 1,
                 last_turn: 0,
+                distributors: Distributors::default(),
             }),
             room: Arc::default(),
             on_put: self.on_put,
@@ -379,11 +406,7 @@ impl SharedPv {
         let live = {
             let mut st = self.lock();
             st.value = value;
-            let live = st.live();
-            for sub in &live {
-                sub.push(&st.value, &changed);
-            }
-            live
+            st.deliver(&changed)
         };
         // The last reference to a subscription may be here: drop it outside the lock.
         drop(live);
@@ -469,11 +492,7 @@ impl SharedPv {
             if changed.is_empty() {
                 return;
             }
-            let live = st.live();
-            for sub in &live {
-                sub.push(&st.value, &changed);
-            }
-            live
+            st.deliver(&changed)
         };
         drop(live);
     }
@@ -501,7 +520,11 @@ impl SharedPv {
         wake: impl Into<Wakeup>,
         options: SubscribeOptions,
     ) -> Arc<Subscription> {
-        let SubscribeOptions { peer, interest } = options;
+        let SubscribeOptions {
+            peer,
+            interest,
+            distributor,
+        } = options;
         let mut st = self.lock();
         let counters = Arc::new(Counters {
             id: st.next_id,
@@ -518,6 +541,9 @@ impl SharedPv {
             self.0.room.clone(),
         ));
         sub.push(&st.value, &BitSet::with(0));
+        if let Some(request) = &distributor {
+            st.distributors.join(counters.id, request);
+        }
         st.subscribers.push(Subscriber {
             sub: Arc::downgrade(&sub),
             counters,

@@ -13,6 +13,7 @@ use pva_codec::{AnyValue, BitSet, FieldDesc, Message, PvRequest, Status, Value};
 
 use super::{Channel, Out, ServerConn, DEFAULT_QUEUE_SIZE};
 use crate::server::access::{AccessPolicy, WriteKind};
+use crate::server::distributor::DistributorRequest;
 use crate::server::select::Selection;
 use crate::server::shared_pv::{SubscribeOptions, Subscription};
 use crate::server::source::PeerInfo;
@@ -278,6 +279,11 @@ impl ServerConn {
                     .clamp(1, self.limits.max_queue_size);
                 let pipeline = subcmd & SUB_PIPELINE != 0 || request.pipeline();
                 let interest = selection.as_ref().map(|s| s.interest().clone());
+                let distributor = match DistributorRequest::from_pv_request(&request) {
+                    Some(Ok(share)) => Some(share),
+                    Some(Err(why)) => return fail(&why),
+                    None => None,
+                };
                 OpKind::Monitor(MonitorOp {
                     sub: ch.pv.subscribe_with(
                         queue,
@@ -285,6 +291,7 @@ impl ServerConn {
                         SubscribeOptions {
                             peer: Some(self.peer.addr),
                             interest,
+                            distributor,
                         },
                     ),
                     pipeline,
