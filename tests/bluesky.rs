@@ -135,10 +135,12 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
             .unwrap_or_else(|| panic!("run {uid} is not in the DM run catalog"));
         assert_eq!(entry.metadata["handshake"]["finalState"], "DONE");
         assert_eq!(entry.metadata["handshake"]["request"]["runUid"], uid);
-        // The plan's run metadata reached the catalog beside the handshake's record.
+        // The run's start document (the plan's md in it) reached the catalog beside the
+        // handshake's record.
         assert_eq!(entry.metadata["uid"], uid);
         assert_eq!(entry.metadata["workflow"], workflow.name.as_str());
-        assert_eq!(entry.metadata["frames"], FRAMES);
+        assert_eq!(entry.metadata["num_frames"], FRAMES);
+        assert_eq!(entry.metadata["sample"], "simulated spots", "the plan's md");
 
         let job = runtime
             .block_on(dm.get_job(data["job_id"].as_str().unwrap()))
