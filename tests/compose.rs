@@ -478,22 +478,14 @@ fn run_through_the_deployment(
                             .await
                             .map_err(|e| e.to_string())?;
                         put("bl:det:cam1:Acquire", "value.index", 1).await?;
-                        let deadline = tokio::time::Instant::now() + wait;
-                        loop {
-                            let acquiring = ctx
-                                .get("bl:det:cam1:Acquire_RBV")
-                                .timeout(Duration::from_secs(10))
-                                .exec()
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            if acquiring.get("value.index").and_then(|v| v.as_i64()) == Some(0) {
-                                break;
-                            }
-                            if tokio::time::Instant::now() > deadline {
-                                return Err("the detector never finished".into());
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
+                        common::handshake::wait_for_value(
+                            &ctx,
+                            "bl:det:cam1:Acquire_RBV",
+                            "value.index",
+                            0,
+                            wait,
+                        )
+                        .await?;
                         slot.command(Handshake::AcqDone)
                             .await
                             .map_err(|e| e.to_string())?;

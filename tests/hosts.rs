@@ -338,22 +338,8 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
                         .exec()
                         .await
                         .map_err(|e| e.to_string())?;
-                    let deadline = tokio::time::Instant::now() + wait;
-                    loop {
-                        let acquire = ctx
-                            .get("x3:det:Acquire")
-                            .timeout(Duration::from_secs(10))
-                            .exec()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        if acquire.get("value").and_then(|v| v.as_i64()) == Some(0) {
-                            break;
-                        }
-                        if tokio::time::Instant::now() > deadline {
-                            return Err("the detector never finished".into());
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    common::handshake::wait_for_value(&ctx, "x3:det:Acquire", "value", 0, wait)
+                        .await?;
                     slot.command(Handshake::AcqDone)
                         .await
                         .map_err(|e| e.to_string())?;

@@ -483,18 +483,14 @@ fn members_on_two_hosts_share_a_run() {
                             .exec()
                             .await
                             .map_err(|e| e.to_string())?;
-                        let deadline = tokio::time::Instant::now() + WAIT;
-                        loop {
-                            let acquire = ctx.get("so2:det:Acquire").exec().await;
-                            let value = acquire.map_err(|e| e.to_string())?;
-                            if value.get("value").and_then(|v| v.as_i64()) == Some(0) {
-                                break;
-                            }
-                            if tokio::time::Instant::now() > deadline {
-                                return Err("the detector never finished".into());
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
+                        common::handshake::wait_for_value(
+                            &ctx,
+                            "so2:det:Acquire",
+                            "value",
+                            0,
+                            WAIT,
+                        )
+                        .await?;
                         slot.command(Handshake::AcqDone)
                             .await
                             .map_err(|e| e.to_string())?;

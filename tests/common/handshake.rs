@@ -293,3 +293,30 @@ pub fn request(workflow: &str, run_uid: &str) -> RunRequest {
     request.run_uid = Some(run_uid.into());
     request
 }
+
+/// Wait (at most `limit`) until `field` of PV `pv` reads `wanted`: how a plan waits for a
+/// detector's acquisition to end.
+pub async fn wait_for_value(
+    ctx: &Context,
+    pv: &str,
+    field: &str,
+    wanted: i64,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let value = ctx
+            .get(pv)
+            .timeout(Duration::from_secs(10))
+            .exec()
+            .await
+            .map_err(|e| format!("get {pv}: {e}"))?;
+        if value.get(field).and_then(|v| v.as_i64()) == Some(wanted) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{pv} did not read {wanted} within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
