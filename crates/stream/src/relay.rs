@@ -227,6 +227,17 @@ pub async fn relay_transcoding(
                 let unpublished = meta
                     .as_ref()
                     .is_some_and(|m| m.unique_id == 0 && m.payload_bytes == 0);
+                // Every update after the first is booked as it came from upstream, whether or
+                // not it transcodes.
+                if pv.is_some() {
+                    match &meta {
+                        Some(_) if unpublished => ledger.skip(),
+                        Some(m) => {
+                            ledger.record(m.unique_id);
+                        }
+                        None => {}
+                    }
+                }
                 let update = match transcode.apply(update.value, update.changed) {
                     Ok((value, changed)) => pva::client::Update {
                         value,
@@ -257,13 +268,6 @@ pub async fn relay_transcoding(
                     pv = Some(served);
                     continue;
                 };
-                match &meta {
-                    Some(_) if unpublished => ledger.skip(),
-                    Some(m) => {
-                        ledger.record(m.unique_id);
-                    }
-                    None => {}
-                }
                 match config.distribute {
                     None => {
                         served.post_changed(update.value, update.changed);
