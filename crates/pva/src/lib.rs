@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod interfaces;
 pub mod server;
+pub mod squash;
 pub mod transport;
 
 pub use config::{ClientConfig, ConfigError, ServerConfig};

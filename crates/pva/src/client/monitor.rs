@@ -9,7 +9,6 @@
 //! many updates were lost, so none is lost silently. Dropping a [`Monitor`] destroys the
 //! subscription on the server at once.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::conn::{Acker, ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
 use super::proto::{Ioid, OpKind, Request};
+use crate::squash::{self, Carry, Entry, SquashQueue};
 
 /// Default monitor queue size (pvxs: 4).
 pub const DEFAULT_QUEUE_SIZE: u32 = 4;
@@ -148,12 +148,12 @@ impl Monitor {
     /// Updates squashed on the client side since the monitor started (the sum of
     /// [`Update::squashed`] over every update, including those not yet taken).
     pub fn squashed(&self) -> u64 {
-        self.queue.lock().squashed
+        self.queue.lock().items.squashed()
     }
 
     /// Updates waiting to be taken.
     pub fn pending(&self) -> usize {
-        self.queue.lock().updates
+        self.queue.lock().items.updates()
     }
 
     /// Report the updates taken to the connection that delivered them.
@@ -294,7 +294,8 @@ impl Drop for SenderDone {
 }
 
 /// The queue of events from a connection to a [`Monitor`]: bounded to `capacity` updates,
-/// squashing (and counting) when full.
+/// squashing (and counting) when full, with the connection's other events in order between
+/// the updates.
 #[derive(Debug)]
 pub(crate) struct EventQueue {
     state: Mutex<QueueState>,
@@ -304,20 +305,80 @@ pub(crate) struct EventQueue {
     gone: Notify,
 }
 
+/// A connection event other than an update, kept in its place among the updates.
+#[derive(Debug)]
+enum Signal {
+    Connected,
+    Disconnected,
+    Finished(Status),
+}
+
+/// A pipelined update's acknowledgement goes with it: squashed into another, the one ack
+/// covers both (they came over the same subscription, or a reconnection would have queued an
+/// event between them); dropped, it is acknowledged at once.
+impl Carry for Option<Acker> {
+    fn absorb(&mut self, newer: Self) {
+        if self.is_none() {
+            *self = newer;
+        }
+    }
+
+    fn dropped(self, count: u64) {
+        if let Some(acker) = self {
+            acker.ack(u32::try_from(count).unwrap_or(u32::MAX));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct QueueState {
-    items: VecDeque<MonitorItem>,
-    /// Updates among `items`.
-    updates: usize,
-    capacity: usize,
-    /// Updates squashed since the start.
-    squashed: u64,
+    items: SquashQueue<Option<Acker>, Signal>,
     /// The monitor was dropped.
     closed: bool,
     /// No more events will come (the subscription finished).
     sender_done: bool,
     /// Where the subscription currently runs, to destroy it when the monitor is dropped.
     running_on: Option<(mpsc::WeakUnboundedSender<ConnCmd>, Ioid)>,
+}
+
+impl QueueState {
+    fn push(&mut self, item: MonitorItem) {
+        match item {
+            MonitorItem::Update {
+                value,
+                changed,
+                overrun,
+                squashed,
+                acker,
+            } => {
+                self.items.push(squash::Update {
+                    value,
+                    changed,
+                    overrun,
+                    squashed,
+                    carry: acker,
+                });
+            }
+            MonitorItem::Connected => self.items.push_event(Signal::Connected),
+            MonitorItem::Disconnected => self.items.push_event(Signal::Disconnected),
+            MonitorItem::Finished(status) => self.items.push_event(Signal::Finished(status)),
+        }
+    }
+
+    fn pop(&mut self) -> Option<MonitorItem> {
+        Some(match self.items.pop()? {
+            Entry::Update(u) => MonitorItem::Update {
+                value: u.value,
+                changed: u.changed,
+                overrun: u.overrun,
+                squashed: u.squashed,
+                acker: u.carry,
+            },
+            Entry::Event(Signal::Connected) => MonitorItem::Connected,
+            Entry::Event(Signal::Disconnected) => MonitorItem::Disconnected,
+            Entry::Event(Signal::Finished(status)) => MonitorItem::Finished(status),
+        })
+    }
 }
 
 /// The monitor was dropped: nobody takes events any more.
@@ -328,10 +389,7 @@ impl EventQueue {
     pub(crate) fn new(capacity: usize) -> Self {
         EventQueue {
             state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                updates: 0,
-                capacity: capacity.max(1),
-                squashed: 0,
+                items: SquashQueue::new(capacity),
                 closed: false,
                 sender_done: false,
                 running_on: None,
@@ -345,9 +403,8 @@ impl EventQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue an event. A full queue squashes a new update into the newest queued one: its
-    /// value (already the full value) replaces the queued one, fields changed in both go to
-    /// `overrun`, and the loss is counted.
+    /// Queue an event. A full queue squashes a new update into the newest queued one (see
+    /// [`SquashQueue`]).
     pub(crate) fn send(&self, item: MonitorItem) -> Result<(), Closed> {
         self.send_all(std::iter::once(item))
     }
@@ -364,7 +421,7 @@ impl EventQueue {
                 return Err(Closed);
             }
             for item in items {
-                push_item(&mut st, item);
+                st.push(item);
             }
         }
         self.ready.notify_one();
@@ -373,12 +430,7 @@ impl EventQueue {
 
     /// Take the next event if one is queued.
     fn try_recv(&self) -> Option<MonitorItem> {
-        let mut st = self.lock();
-        let item = st.items.pop_front()?;
-        if matches!(item, MonitorItem::Update { .. }) {
-            st.updates -= 1;
-        }
-        Some(item)
+        self.lock().pop()
     }
 
     /// Take the next event, waiting for one; `None` once the connection side is gone.
@@ -386,10 +438,7 @@ impl EventQueue {
         loop {
             {
                 let mut st = self.lock();
-                if let Some(item) = st.items.pop_front() {
-                    if matches!(item, MonitorItem::Update { .. }) {
-                        st.updates -= 1;
-                    }
+                if let Some(item) = st.pop() {
                     return Some(item);
                 }
                 if st.closed || st.sender_done {
@@ -436,86 +485,6 @@ impl EventQueue {
             return;
         }
         gone.await;
-    }
-}
-
-/// Queue one event, squashing an update into the newest queued one when the queue is full.
-fn push_item(st: &mut QueueState, item: MonitorItem) {
-    let full = st.updates >= st.capacity;
-    match (item, st.items.back_mut()) {
-        (
-            MonitorItem::Update {
-                value,
-                changed,
-                overrun,
-                squashed,
-                acker,
-            },
-            Some(MonitorItem::Update {
-                value: last_value,
-                changed: last_changed,
-                overrun: last_overrun,
-                squashed: last_squashed,
-                acker: last_acker,
-            }),
-        ) if full => {
-            for bit in changed.iter() {
-                if last_changed.get(bit) || last_changed.get(0) {
-                    last_overrun.set(bit);
-                }
-            }
-            last_overrun.union_with(&overrun);
-            last_changed.union_with(&changed);
-            *last_value = value;
-            *last_squashed += 1 + squashed;
-            // Both came over the same subscription (a reconnection would have queued an
-            // event between them): the one ack covers both.
-            if last_acker.is_none() {
-                *last_acker = acker;
-            }
-            st.squashed += 1 + squashed;
-        }
-        (item, _) => {
-            if matches!(item, MonitorItem::Update { .. }) {
-                st.updates += 1;
-            }
-            st.items.push_back(item);
-            // Only reachable when reconnections interleave with a user who does not read:
-            // keep the bound by dropping the oldest update, counted on the next.
-            if st.updates > 2 * st.capacity {
-                drop_oldest_update(st);
-            }
-        }
-    }
-}
-
-/// Drop the oldest queued update, acknowledging it and counting it on the next update.
-fn drop_oldest_update(st: &mut QueueState) {
-    let Some(pos) = st
-        .items
-        .iter()
-        .position(|i| matches!(i, MonitorItem::Update { .. }))
-    else {
-        return;
-    };
-    let Some(MonitorItem::Update {
-        squashed, acker, ..
-    }) = st.items.remove(pos)
-    else {
-        return;
-    };
-    st.updates -= 1;
-    st.squashed += 1 + squashed;
-    if let Some(acker) = acker {
-        acker.ack(u32::try_from(squashed + 1).unwrap_or(u32::MAX));
-    }
-    if let Some(MonitorItem::Update { squashed: next, .. }) = st
-        .items
-        .iter_mut()
-        .skip(pos)
-        .find(|i| matches!(i, MonitorItem::Update { .. }))
-    {
-        *next += 1 + squashed;
     }
 }
 
@@ -569,7 +538,7 @@ mod tests {
             single.send(update(n)).unwrap();
         }
         for q in [&batched, &single] {
-            assert_eq!(q.lock().squashed, 2);
+            assert_eq!(q.lock().items.squashed(), 2);
             assert!(matches!(q.try_recv(), Some(MonitorItem::Connected)));
             let taken: Vec<_> = std::iter::from_fn(|| q.try_recv())
                 .map(|i| value_of(&i))

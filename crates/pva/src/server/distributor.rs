@@ -20,7 +20,9 @@
 //!   subscriber does. Names are case-insensitive, values are not. Every subscriber gets the
 //!   PV's current value when it subscribes.
 //!
-//! Pure state: [`Distributors`] is told who joins and leaves and routes each update.
+//! Pure state: [`Distributors`] is told who joins and leaves and routes each update;
+//! [`Routing`] puts it together with the publisher's [`Delivery`] (to all, or to the next in
+//! turn) for a PV's subscriptions.
 
 use std::collections::BTreeMap;
 
@@ -233,6 +235,65 @@ impl Distributors {
             group.route(value, &mut out);
         }
         out
+    }
+}
+
+/// How one post spreads over a PV's subscribers: the publisher's side of the policy (the
+/// subscriber's side is its pvRequest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// To every subscriber; those that asked for a share only in their turn.
+    Every,
+    /// To one subscriber, the next in order of subscription, round and round (a relay
+    /// spreading frames over its consumers).
+    Next,
+}
+
+/// The routing of a PV's posts over its subscribers, by [`Delivery`] and by each
+/// subscriber's request.
+#[derive(Debug, Default)]
+pub struct Routing {
+    distributors: Distributors,
+    /// The subscriber that got the last [`Delivery::Next`] post.
+    last_turn: u64,
+}
+
+impl Routing {
+    /// Subscriber `id` arrives, asking for `share` of the updates or (`None`) every one.
+    pub fn join(&mut self, id: u64, share: Option<&DistributorRequest>) {
+        if let Some(request) = share {
+            self.distributors.join(id, request);
+        }
+    }
+
+    /// Subscriber `id` is gone.
+    pub fn leave(&mut self, id: u64) {
+        self.distributors.leave(id);
+    }
+
+    /// Which of the subscribers `ids` (in order of subscription) get `value`.
+    pub fn route(&mut self, delivery: Delivery, value: &StructValue, ids: &[u64]) -> Vec<u64> {
+        match delivery {
+            Delivery::Every if self.distributors.is_empty() => ids.to_vec(),
+            Delivery::Every => {
+                let turn = self.distributors.route(value);
+                ids.iter()
+                    .copied()
+                    .filter(|&id| !self.distributors.distributes_to(id) || turn.contains(&id))
+                    .collect()
+            }
+            Delivery::Next => {
+                let next = ids
+                    .iter()
+                    .find(|&&id| id > self.last_turn)
+                    .or(ids.first())
+                    .copied();
+                if let Some(id) = next {
+                    self.last_turn = id;
+                }
+                next.into_iter().collect()
+            }
+        }
     }
 }
 

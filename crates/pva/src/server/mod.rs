@@ -15,6 +15,7 @@ pub mod server_channel;
 pub mod shared_pv;
 pub mod source;
 pub mod stats;
+pub mod subscription;
 mod udp;
 mod wake;
 
@@ -32,11 +33,11 @@ pub use access::{writer_rules, AccessDenied, AccessError, AccessPolicy, AccessRu
 pub use limits::ServerLimits;
 pub use proto::ConnLimits;
 pub use shared_pv::{
-    PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder, SubscribeOptions,
-    SubscriberStats, Subscription,
+    Attachment, ConnectHook, PutHandler, PutRequest, RpcHandler, SharedPv, SharedPvBuilder,
 };
 pub use source::{PeerInfo, Source, StaticSource};
 pub use stats::{ServerStats, StatsSnapshot};
+pub use subscription::{SubscribeOptions, SubscriberStats, Subscription};
 pub use wake::Wakeup;
 
 /// How often beacons go out.

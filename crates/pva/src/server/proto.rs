@@ -48,9 +48,10 @@ use pva_codec::{
 use self::op::{Op, OpDescs};
 use super::access::AccessPolicy;
 use super::server_channel::{server_channel, SERVER_CHANNEL};
-use super::shared_pv::{SharedPv, Update};
+use super::shared_pv::{Attachment, SharedPv};
 use super::source::{PeerInfo, Source};
 use super::stats::{Refusal, ServerStats};
+use super::subscription::Update;
 
 /// Default monitor queue when the pvRequest names none (pvxs uses 4).
 pub const DEFAULT_QUEUE_SIZE: usize = 4;
@@ -140,6 +141,8 @@ struct Channel {
     /// Served by a source (not the built-in `server` channel): writes go through the access
     /// policy.
     from_source: bool,
+    /// The channel's hold on its PV, for the PV's connect hooks.
+    _attached: Attachment,
 }
 
 /// A control message or an application message waiting to be sent.
@@ -450,6 +453,7 @@ impl ServerConn {
                     Channel {
                         cid,
                         name,
+                        _attached: pv.attach(),
                         pv,
                         from_source,
                     },

@@ -72,16 +72,8 @@ fn answer(sources: &[Arc<dyn Source>], argument: &Value) -> Result<Value, Status
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::source::{PeerInfo, StaticSource};
-
-    fn peer() -> PeerInfo {
-        PeerInfo {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            method: "anonymous".into(),
-            user: String::new(),
-            host: String::new(),
-        }
-    }
+    use crate::server::source::tests::peer;
+    use crate::server::source::StaticSource;
 
     fn uri(op: &str) -> Value {
         let query = StructDesc::builder("")

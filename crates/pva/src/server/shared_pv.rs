@@ -1,16 +1,20 @@
-//! `SharedPv`: a value held by the server, posted to every subscriber through a bounded queue
-//! each, with puts and RPCs handed to callbacks that may accept, change or refuse them.
+//! `SharedPv`: a value held by the server, with pvxs's surface. It is opened with a value
+//! (`open`), posted to (`post`), read (`fetch`) and closed (`close`: every subscriber gets the
+//! end of its subscription; a later `open` serves again). Puts and RPCs go to callbacks that
+//! may accept, change or refuse them, and hooks run when the first channel arrives and when the
+//! last one leaves. Each subscriber's queue and the routing of posts over subscribers live in
+//! [`subscription`](super::subscription).
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pva_codec::{BitSet, Status, StructValue, Value};
 
-use super::distributor::{DistributorRequest, Distributors};
+use super::distributor::Delivery;
 use super::source::PeerInfo;
+use super::subscription::{
+    finish_all, SubscribeOptions, SubscriberStats, Subscribers, Subscription,
+};
 use super::wake::Wakeup;
 
 /// Decides a put: `Ok(None)` stores the value as put, `Ok(Some(v))` stores `v` instead,
@@ -19,6 +23,9 @@ pub type PutHandler = Arc<dyn Fn(&PutRequest) -> Result<Option<StructValue>, Sta
 
 /// Answers an RPC call with a value or an error status.
 pub type RpcHandler = Arc<dyn Fn(&Value, &PeerInfo) -> Result<Value, Status> + Send + Sync>;
+
+/// Runs when a PV's first channel arrives or its last leaves; it may open or close the PV.
+pub type ConnectHook = Arc<dyn Fn(&SharedPv) + Send + Sync>;
 
 /// A put as the handler sees it.
 pub struct PutRequest<'a> {
@@ -30,273 +37,21 @@ pub struct PutRequest<'a> {
     pub peer: &'a PeerInfo,
 }
 
-/// One update waiting to go to a subscriber.
-#[derive(Debug, Clone)]
-pub struct Update {
-    /// The full value at the time of the update.
-    pub value: StructValue,
-    /// Fields changed since the previous update sent.
-    pub changed: BitSet,
-    /// Fields that changed more than once and whose intermediate values were dropped.
-    pub overrun: BitSet,
-}
-
-/// A subscriber's bounded queue. When full, a new update is squashed into the newest queued
-/// one and its fields are marked in the overrun set, so memory stays bounded and every loss
-/// is counted.
-#[derive(Debug)]
-pub struct Subscription {
-    queue: Mutex<QueueState>,
-    wake: Wakeup,
-    /// Only changes of these bits are queued (a monitor's field selection); all when `None`.
-    interest: Option<BitSet>,
-    counters: Arc<Counters>,
-    room: Arc<Room>,
-}
-
-/// Wakes a publisher that waits for room in its subscribers' queues.
-#[derive(Debug, Default)]
-struct Room {
-    waiters: AtomicU64,
-    lock: Mutex<()>,
-    freed: Condvar,
-}
-
-impl Room {
-    fn freed(&self) {
-        if self.waiters.load(Ordering::Acquire) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.freed.notify_all();
-        }
-    }
-}
-
-#[derive(Debug)]
-struct QueueState {
-    items: VecDeque<Update>,
-    capacity: usize,
-}
-
-/// Who subscribes, and to what: see [`SharedPv::subscribe_with`].
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
-    /// The subscriber's address, when it came over a connection (kept in its stats).
-    pub peer: Option<SocketAddr>,
-    /// Only changes that touch one of these bits are queued (a monitor's field selection), so
-    /// that updates outside it neither reach the client nor take its queue; all when `None`.
-    pub interest: Option<BitSet>,
-    /// The subscriber's share of the updates (its pvRequest's `pydistributor` option), instead
-    /// of every update.
-    pub distributor: Option<DistributorRequest>,
-}
-
-/// A subscription's counters, shared with its PV so they outlive the subscriber.
-#[derive(Debug)]
-struct Counters {
-    id: u64,
-    peer: Option<SocketAddr>,
-    posted: AtomicU64,
-    squashed: AtomicU64,
-}
-
-/// What one subscriber of a [`SharedPv`] was sent and lost. The PV keeps these after the
-/// subscriber leaves, so a relay can report every consumer's losses exactly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriberStats {
-    /// Order of subscription on this PV, from 1.
-    pub id: u64,
-    /// The subscriber's address, when it came over a connection.
-    pub peer: Option<SocketAddr>,
-    /// Updates posted to its queue (the initial value included).
-    pub posted: u64,
-    /// Updates squashed into others because it fell behind: lost to it.
-    pub squashed: u64,
-    /// Still subscribed.
-    pub open: bool,
-}
-
-impl Counters {
-    fn stats(&self, open: bool) -> SubscriberStats {
-        SubscriberStats {
-            id: self.id,
-            peer: self.peer,
-            posted: self.posted.load(Ordering::Relaxed),
-            squashed: self.squashed.load(Ordering::Relaxed),
-            open,
-        }
-    }
-}
-
-impl Subscription {
-    fn new(
-        capacity: usize,
-        wake: Wakeup,
-        interest: Option<BitSet>,
-        counters: Arc<Counters>,
-        room: Arc<Room>,
-    ) -> Self {
-        Subscription {
-            interest,
-            queue: Mutex::new(QueueState {
-                items: VecDeque::with_capacity(capacity.min(64)),
-                capacity: capacity.max(1),
-            }),
-            wake,
-            counters,
-            room,
-        }
-    }
-
-    fn push(&self, value: &StructValue, changed: &BitSet) {
-        if let Some(interest) = &self.interest {
-            if !changed.iter().any(|bit| interest.get(bit)) {
-                return;
-            }
-        }
-        self.counters.posted.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.items.len() >= q.capacity {
-                self.counters.squashed.fetch_add(1, Ordering::Relaxed);
-                if let Some(last) = q.items.back_mut() {
-                    // Fields queued but not yet sent are overwritten: their old values are lost.
-                    for bit in changed.iter() {
-                        if last.changed.get(bit) || last.changed.get(0) {
-                            last.overrun.set(bit);
-                        }
-                    }
-                    last.changed.union_with(changed);
-                    last.value = value.clone();
-                }
-            } else {
-                q.items.push_back(Update {
-                    value: value.clone(),
-                    changed: changed.clone(),
-                    overrun: BitSet::new(),
-                });
-            }
-        }
-        self.wake.wake();
-    }
-
-    /// Take the oldest queued update.
-    pub fn pop(&self) -> Option<Update> {
-        let item = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .items
-            .pop_front();
-        if item.is_some() {
-            self.room.freed();
-        }
-        item
-    }
-
-    /// Move up to `max` of the oldest queued updates to `into`, under one lock and with one
-    /// wake-up of a publisher waiting for room, rather than one of each per update. Returns
-    /// how many were moved.
-    pub fn pop_batch(&self, max: usize, into: &mut Vec<Update>) -> usize {
-        let n = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let n = q.items.len().min(max);
-            into.extend(q.items.drain(..n));
-            n
-        };
-        if n > 0 {
-            self.room.freed();
-        }
-        n
-    }
-
-    /// True when one more update fits without squashing.
-    fn has_room(&self) -> bool {
-        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.items.len() < q.capacity
-    }
-
-    /// True when an update is waiting.
-    pub fn has_pending(&self) -> bool {
-        !self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .items
-            .is_empty()
-    }
-
-    /// Updates squashed into others because this subscriber fell behind.
-    pub fn squashed(&self) -> u64 {
-        self.counters.squashed.load(Ordering::Relaxed)
-    }
-}
-
-/// Stats of departed subscribers a PV keeps (the oldest are forgotten first).
-const DEPARTED_KEPT: usize = 1024;
-
-struct Subscriber {
-    sub: Weak<Subscription>,
-    counters: Arc<Counters>,
-}
-
 struct PvState {
+    /// The value served while open; the last one served while closed.
     value: StructValue,
-    subscribers: Vec<Subscriber>,
-    departed: VecDeque<SubscriberStats>,
-    next_id: u64,
-    /// The id of the subscriber that got the last distributed update.
-    last_turn: u64,
-    /// The subscribers that asked for a share (`pydistributor`) and whose turn it is.
-    distributors: Distributors,
-}
-
-impl PvState {
-    /// The live subscriptions; departed ones move to the ledger.
-    fn live(&mut self) -> Vec<Arc<Subscription>> {
-        let mut live = Vec::with_capacity(self.subscribers.len());
-        let departed = &mut self.departed;
-        let distributors = &mut self.distributors;
-        self.subscribers.retain(|s| match s.sub.upgrade() {
-            Some(sub) => {
-                live.push(sub);
-                true
-            }
-            None => {
-                if departed.len() >= DEPARTED_KEPT {
-                    departed.pop_front();
-                }
-                departed.push_back(s.counters.stats(false));
-                distributors.leave(s.counters.id);
-                false
-            }
-        });
-        live
-    }
-
-    /// Queue the current value, `changed`, for every subscriber it is for: all of them, but
-    /// those that asked for a share only in their turn. Returns the live subscriptions.
-    fn deliver(&mut self, changed: &BitSet) -> Vec<Arc<Subscription>> {
-        let live = self.live();
-        let turn = if self.distributors.is_empty() {
-            Vec::new()
-        } else {
-            self.distributors.route(&self.value)
-        };
-        for sub in &live {
-            let id = sub.counters.id;
-            if !self.distributors.distributes_to(id) || turn.contains(&id) {
-                sub.push(&self.value, changed);
-            }
-        }
-        live
-    }
+    open: bool,
+    subscribers: Subscribers,
+    /// Channels attached, over every connection.
+    channels: usize,
 }
 
 struct PvInner {
     state: Mutex<PvState>,
-    room: Arc<Room>,
     on_put: Option<PutHandler>,
     on_rpc: Option<RpcHandler>,
+    on_first_connect: Option<ConnectHook>,
+    on_last_disconnect: Option<ConnectHook>,
     writable: bool,
 }
 
@@ -318,6 +73,8 @@ pub struct SharedPvBuilder {
     value: StructValue,
     on_put: Option<PutHandler>,
     on_rpc: Option<RpcHandler>,
+    on_first_connect: Option<ConnectHook>,
+    on_last_disconnect: Option<ConnectHook>,
     writable: bool,
 }
 
@@ -347,22 +104,51 @@ impl SharedPvBuilder {
         self
     }
 
-    /// Finish.
+    /// Run `hook` when the first channel to the PV arrives (from no channel to one), before
+    /// the client is answered: it may `open` the PV on demand.
+    pub fn on_first_connect(mut self, hook: impl Fn(&SharedPv) + Send + Sync + 'static) -> Self {
+        self.on_first_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Run `hook` when the last channel to the PV leaves: it may `close` the PV.
+    pub fn on_last_disconnect(mut self, hook: impl Fn(&SharedPv) + Send + Sync + 'static) -> Self {
+        self.on_last_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Finish: a PV open with the builder's value.
     pub fn build(self) -> SharedPv {
         SharedPv(Arc::new(PvInner {
             state: Mutex::new(PvState {
                 value: self.value,
-                subscribers: Vec::new(),
-                departed: VecDeque::new(),
-                next_id: 1,
-                last_turn: 0,
-                distributors: Distributors::default(),
+                open: true,
+                subscribers: Subscribers::default(),
+                channels: 0,
             }),
-            room: Arc::default(),
             on_put: self.on_put,
             on_rpc: self.on_rpc,
+            on_first_connect: self.on_first_connect,
+            on_last_disconnect: self.on_last_disconnect,
             writable: self.writable,
         }))
+    }
+}
+
+/// A channel's hold on a [`SharedPv`]: the first one runs the PV's first-connect hook,
+/// dropping the last one its last-disconnect hook.
+pub struct Attachment(SharedPv);
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let last = {
+            let mut st = self.0.lock();
+            st.channels -= 1;
+            st.channels == 0
+        };
+        if let (true, Some(hook)) = (last, &self.0 .0.on_last_disconnect) {
+            hook(&self.0);
+        }
     }
 }
 
@@ -373,6 +159,8 @@ impl SharedPv {
             value: initial,
             on_put: None,
             on_rpc: None,
+            on_first_connect: None,
+            on_last_disconnect: None,
             writable: false,
         }
     }
@@ -387,13 +175,70 @@ impl SharedPv {
         Self::builder(initial).writable().build()
     }
 
-    /// The current value.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PvState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serve `initial` (of any type). An open PV is closed first, so that its subscribers,
+    /// which know the old type, get their end rather than a value they cannot read.
+    pub fn open(&self, initial: StructValue) {
+        let ended = {
+            let mut st = self.lock();
+            let ended = if st.open {
+                st.subscribers.leave_all()
+            } else {
+                Vec::new()
+            };
+            st.value = initial;
+            st.open = true;
+            ended
+        };
+        finish_all(ended);
+    }
+
+    /// Stop serving: every subscriber gets the end of its subscription (after the updates
+    /// queued for it), and gets, puts and new subscriptions are refused until the next
+    /// [`SharedPv::open`]. Closing a closed PV does nothing.
+    pub fn close(&self) {
+        let ended = {
+            let mut st = self.lock();
+            if !st.open {
+                return;
+            }
+            st.open = false;
+            st.subscribers.leave_all()
+        };
+        finish_all(ended);
+    }
+
+    /// True between [`SharedPv::open`] (or building) and [`SharedPv::close`].
+    pub fn is_open(&self) -> bool {
+        self.lock().open
+    }
+
+    /// The value served; `None` while closed.
+    pub fn fetch(&self) -> Option<StructValue> {
+        let st = self.lock();
+        st.open.then(|| st.value.clone())
+    }
+
+    /// The value served, or while closed the last one served (its type is the PV's type).
     pub fn current(&self) -> StructValue {
         self.lock().value.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PvState> {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// A hold on the PV for a channel (see [`Attachment`]); runs the first-connect hook when
+    /// it is the first.
+    pub fn attach(&self) -> Attachment {
+        let first = {
+            let mut st = self.lock();
+            st.channels += 1;
+            st.channels == 1
+        };
+        if let (true, Some(hook)) = (first, &self.0.on_first_connect) {
+            hook(self);
+        }
+        Attachment(self.clone())
     }
 
     /// Replace the whole value and send it to every subscriber.
@@ -406,7 +251,10 @@ impl SharedPv {
         let live = {
             let mut st = self.lock();
             st.value = value;
-            st.deliver(&changed)
+            let st = &mut *st;
+            st.subscribers
+                .deliver(&st.value, &changed, Delivery::Every)
+                .1
         };
         // The last reference to a subscription may be here: drop it outside the lock.
         drop(live);
@@ -417,30 +265,17 @@ impl SharedPv {
     /// subscribers get first, does not change. Returns the subscriber's id, `None` when there
     /// is none.
     pub fn post_to_next(&self, value: StructValue, changed: BitSet) -> Option<u64> {
-        let (chosen, live) = {
-            let mut st = self.lock();
-            let live = st.live();
-            let ids: Vec<u64> = st.subscribers.iter().map(|s| s.counters.id).collect();
-            let turn = ids
-                .iter()
-                .position(|&id| id > st.last_turn)
-                .or((!ids.is_empty()).then_some(0));
-            let chosen = turn.map(|i| {
-                live[i].push(&value, &changed);
-                ids[i]
-            });
-            if let Some(id) = chosen {
-                st.last_turn = id;
-            }
-            (chosen, live)
-        };
+        let (chosen, live) = self
+            .lock()
+            .subscribers
+            .deliver(&value, &changed, Delivery::Next);
         drop(live);
-        chosen
+        chosen.first().copied()
     }
 
     /// True when every subscriber's queue can take one more update without squashing.
     pub fn has_room(&self) -> bool {
-        let live = self.lock().live();
+        let live = self.lock().subscribers.live();
         live.iter().all(|s| s.has_room())
     }
 
@@ -448,38 +283,14 @@ impl SharedPv {
     /// update; true when they can. Lets a publisher go as fast as its slowest subscriber
     /// without losing updates.
     pub fn wait_for_room(&self, timeout: Duration) -> bool {
-        let room = &self.0.room;
-        room.waiters.fetch_add(1, Ordering::AcqRel);
-        let deadline = std::time::Instant::now() + timeout;
-        let ok = loop {
-            let guard = room.lock.lock().unwrap_or_else(|e| e.into_inner());
-            if self.has_room() {
-                break true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break false;
-            }
-            // A pop between the check and the wait notifies under the same lock, so no
-            // wake-up is missed.
-            let _ = room
-                .freed
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|e| e.into_inner());
-        };
-        room.waiters.fetch_sub(1, Ordering::AcqRel);
-        ok
+        let room = self.lock().subscribers.room();
+        room.wait(timeout, || self.has_room())
     }
 
     /// What every subscriber, present and departed, was sent and lost, in order of
     /// subscription.
     pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
-        let mut st = self.lock();
-        drop(st.live());
-        let mut all: Vec<SubscriberStats> = st.departed.iter().cloned().collect();
-        all.extend(st.subscribers.iter().map(|s| s.counters.stats(true)));
-        all.sort_by_key(|s| s.id);
-        all
+        self.lock().subscribers.stats()
     }
 
     /// Change fields in place with `edit`, which returns the bits it changed, and post them.
@@ -488,11 +299,14 @@ impl SharedPv {
     pub fn update(&self, edit: impl FnOnce(&mut StructValue) -> BitSet) {
         let live = {
             let mut st = self.lock();
+            let st = &mut *st;
             let changed = edit(&mut st.value);
             if changed.is_empty() {
                 return;
             }
-            st.deliver(&changed)
+            st.subscribers
+                .deliver(&st.value, &changed, Delivery::Every)
+                .1
         };
         drop(live);
     }
@@ -507,57 +321,29 @@ impl SharedPv {
     }
 
     /// Subscribe with a queue of `capacity` updates; `wake` (a tokio `Arc<Notify>` or a std
-    /// `Waker`) is woken on each push. The current value is queued first.
+    /// `Waker`) is woken on each push. The current value is queued first; on a closed PV the
+    /// subscription is finished at once.
     pub fn subscribe(&self, capacity: usize, wake: impl Into<Wakeup>) -> Arc<Subscription> {
         self.subscribe_with(capacity, wake, SubscribeOptions::default())
     }
 
-    /// Like [`SharedPv::subscribe`], with the subscriber's address (for its stats) and the
-    /// fields it cares about.
+    /// Like [`SharedPv::subscribe`], with the subscriber's address (for its stats), the
+    /// fields it cares about and its share of the updates.
     pub fn subscribe_with(
         &self,
         capacity: usize,
         wake: impl Into<Wakeup>,
         options: SubscribeOptions,
     ) -> Arc<Subscription> {
-        let SubscribeOptions {
-            peer,
-            interest,
-            distributor,
-        } = options;
         let mut st = self.lock();
-        let counters = Arc::new(Counters {
-            id: st.next_id,
-            peer,
-            posted: AtomicU64::new(0),
-            squashed: AtomicU64::new(0),
-        });
-        st.next_id += 1;
-        let sub = Arc::new(Subscription::new(
-            capacity,
-            wake.into(),
-            interest,
-            counters.clone(),
-            self.0.room.clone(),
-        ));
-        sub.push(&st.value, &BitSet::with(0));
-        if let Some(request) = &distributor {
-            st.distributors.join(counters.id, request);
-        }
-        st.subscribers.push(Subscriber {
-            sub: Arc::downgrade(&sub),
-            counters,
-        });
-        sub
+        let st = &mut *st;
+        let first = st.open.then_some(&st.value);
+        st.subscribers.add(capacity, wake.into(), options, first)
     }
 
     /// Number of live subscriptions.
     pub fn subscriber_count(&self) -> usize {
-        self.lock()
-            .subscribers
-            .iter()
-            .filter(|s| s.sub.strong_count() > 0)
-            .count()
+        self.lock().subscribers.count()
     }
 
     /// Apply a put from `peer`: merge, ask the handler, store and post. Returns the status
@@ -566,20 +352,19 @@ impl SharedPv {
         if !self.0.writable {
             return Status::error("this PV is read-only");
         }
-        let Some(handler) = &self.0.on_put else {
-            if self.current().desc() != partial.desc() {
-                return Status::error("put value has a different type than the PV");
-            }
-            self.merge_and_post(partial, changed);
-            return Status::OK;
-        };
         // The handler sees the current value with the put merged in, without the lock held (it
         // may use this PV); what it returns is merged back under the lock, so a field another
         // writer changed meanwhile is kept unless the put or the handler changed it too.
-        let mut merged = self.current();
+        let Some(mut merged) = self.fetch() else {
+            return Status::error(CLOSED);
+        };
         if merged.desc() != partial.desc() {
             return Status::error("put value has a different type than the PV");
         }
+        let Some(handler) = &self.0.on_put else {
+            self.merge_and_post(partial, changed);
+            return Status::OK;
+        };
         merged.merge_from(partial, changed);
         match handler(&PutRequest {
             value: merged.clone(),
@@ -614,6 +399,9 @@ impl SharedPv {
     }
 }
 
+/// Why a closed PV refuses a request.
+pub const CLOSED: &str = "this PV is closed";
+
 /// Set in `bits` the fields where `a` and `b` (of the same type) differ: a member's own bit when
 /// it differs as a whole (a scalar, an array, a union), the members' bits inside a structure.
 /// `base` is the bit of `a` itself.
@@ -639,12 +427,16 @@ fn changed_between(a: &StructValue, b: &StructValue, base: usize, bits: &mut Bit
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use pva_codec::{ScalarType, StructDesc};
+    use crate::server::source::tests::peer;
+    use pva_codec::nt::TimeStamp;
+    use pva_codec::{FieldDesc, ScalarType, StructDesc};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::Notify;
 
-    fn pv() -> SharedPv {
+    /// A mailbox PV of `{value: i32}`.
+    pub(in crate::server) fn pv() -> SharedPv {
         let desc = Arc::new(
             StructDesc::builder("x")
                 .scalar("value", ScalarType::I32)
@@ -653,153 +445,20 @@ mod tests {
         SharedPv::mailbox(StructValue::new(desc))
     }
 
-    fn with_value(pv: &SharedPv, n: i32) -> StructValue {
+    /// The PV's value with `value` set to `n`.
+    pub(in crate::server) fn with_value(pv: &SharedPv, n: i32) -> StructValue {
         let mut v = pv.current();
         v.set("value", n).unwrap();
         v
     }
 
-    #[test]
-    fn a_full_queue_squashes_and_counts() {
-        let pv = pv();
-        let sub = pv.subscribe(2, Arc::new(Notify::new()));
-        for n in 1..=5 {
-            pv.post_changed(with_value(&pv, n), BitSet::with(1));
-        }
-        // Initial value + update 1 fill the queue; 2..=5 squash into the last slot.
-        assert_eq!(sub.squashed(), 4);
-        let first = sub.pop().unwrap();
-        assert!(first.overrun.is_empty());
-        let last = sub.pop().unwrap();
-        assert_eq!(last.value.get("value"), Some(&Value::I32(5)));
-        assert!(last.overrun.get(1));
-        assert!(sub.pop().is_none());
-    }
-
-    #[test]
-    fn a_batch_takes_the_oldest_updates_in_order_up_to_the_limit() {
-        let pv = pv();
-        let sub = pv.subscribe(8, Arc::new(Notify::new()));
-        for n in 1..=4 {
-            pv.post_changed(with_value(&pv, n), BitSet::with(1));
-        }
-        let mut batch = Vec::new();
-        // The initial value, then updates 1 and 2.
-        assert_eq!(sub.pop_batch(3, &mut batch), 3);
-        let values: Vec<_> = batch
-            .iter()
-            .map(|u| u.value.get("value").cloned())
-            .collect();
-        assert_eq!(
-            values,
-            [0, 1, 2].map(|n| Some(Value::I32(n))).to_vec(),
-            "oldest first"
-        );
-        batch.clear();
-        assert_eq!(sub.pop_batch(10, &mut batch), 2);
-        assert_eq!(batch[1].value.get("value"), Some(&Value::I32(4)));
-        assert_eq!(sub.pop_batch(10, &mut batch), 0);
-        assert_eq!(sub.squashed(), 0);
-    }
-
-    #[test]
-    fn a_batch_frees_room_for_a_waiting_publisher() {
-        let pv = pv();
-        let sub = pv.subscribe(2, Arc::new(Notify::new()));
-        pv.post_changed(with_value(&pv, 1), BitSet::with(1));
-        assert!(!pv.has_room());
-        let publisher = {
-            let pv = pv.clone();
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let room = pv.wait_for_room(Duration::from_secs(30));
-                (room, started.elapsed())
-            })
-        };
-        std::thread::sleep(Duration::from_millis(20));
-        let mut batch = Vec::new();
-        assert_eq!(sub.pop_batch(usize::MAX, &mut batch), 2);
-        let (room, waited) = publisher.join().unwrap();
-        assert!(room, "the publisher saw the room");
-        // Woken by the batch, not by its own timeout.
-        assert!(waited < Duration::from_secs(15), "waited {waited:?}");
-    }
-
-    #[test]
-    fn distribution_takes_turns_and_stats_outlive_subscribers() {
-        let pv = pv();
-        let a = pv.subscribe(8, Arc::new(Notify::new()));
-        let b = pv.subscribe(8, Arc::new(Notify::new()));
-        let c = pv.subscribe(8, Arc::new(Notify::new()));
-        let mut turns = Vec::new();
-        for n in 1..=6 {
-            turns.push(pv.post_to_next(with_value(&pv, n), BitSet::with(0)));
-        }
-        assert_eq!(
-            turns,
-            [1, 2, 3, 1, 2, 3].map(Some).to_vec(),
-            "in order of subscription, round and round"
-        );
-        assert_eq!(pv.current().get("value"), Some(&Value::I32(0)), "unchanged");
-        drop(b);
-        assert_eq!(
-            pv.post_to_next(with_value(&pv, 7), BitSet::with(0)),
-            Some(1)
-        );
-        assert_eq!(
-            pv.post_to_next(with_value(&pv, 8), BitSet::with(0)),
-            Some(3)
-        );
-        let stats = pv.subscriber_stats();
-        let posted: Vec<(u64, u64, bool)> =
-            stats.iter().map(|s| (s.id, s.posted, s.open)).collect();
-        // Each got the initial value, then its share.
-        assert_eq!(posted, vec![(1, 4, true), (2, 3, false), (3, 4, true)]);
-        drop((a, c));
-        assert_eq!(pv.post_to_next(with_value(&pv, 9), BitSet::with(0)), None);
-    }
-
-    #[test]
-    fn a_publisher_can_wait_for_room() {
-        let pv = pv();
-        let sub = pv.subscribe(2, Arc::new(Notify::new()));
-        assert!(pv.has_room(), "the initial value takes one slot of two");
-        pv.post_changed(with_value(&pv, 1), BitSet::with(1));
-        assert!(!pv.wait_for_room(Duration::from_millis(5)));
-        let taker = {
-            let sub = sub.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                sub.pop()
-            })
-        };
-        assert!(pv.wait_for_room(Duration::from_secs(5)));
-        assert!(taker.join().unwrap().is_some());
-        assert_eq!(sub.squashed(), 0);
-    }
-
-    fn peer() -> PeerInfo {
-        PeerInfo {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            method: "anonymous".into(),
-            user: String::new(),
-            host: String::new(),
-        }
-    }
-
     fn two_fields() -> StructValue {
-        StructValue::new(Arc::new(
-            StructDesc::builder("pair")
-                .scalar("a", ScalarType::I32)
-                .scalar("b", ScalarType::I32)
-                .structure(
-                    "timeStamp",
-                    StructDesc::builder("time_t")
-                        .scalar("secondsPastEpoch", ScalarType::I64)
-                        .build(),
-                )
-                .build(),
-        ))
+        let desc = StructDesc::builder("pair")
+            .scalar("a", ScalarType::I32)
+            .scalar("b", ScalarType::I32)
+            .field("timeStamp", FieldDesc::Struct(TimeStamp::desc()))
+            .build();
+        StructValue::new(Arc::new(desc))
     }
 
     #[test]
@@ -919,5 +578,80 @@ mod tests {
         let ok = with_value(&pv, 3);
         assert!(pv.put(&ok, &BitSet::with(1), &peer).is_success());
         assert_eq!(pv.current().get("value"), Some(&Value::I32(3)));
+    }
+
+    #[test]
+    fn close_ends_every_subscription_and_open_serves_again() {
+        let pv = pv();
+        let sub = pv.subscribe(4, Arc::new(Notify::new()));
+        pv.post(with_value(&pv, 1));
+        pv.close();
+        assert!(!pv.is_open());
+        assert_eq!(pv.fetch(), None);
+        assert!(sub.is_finished());
+        // What was queued before the close is still taken.
+        assert_eq!(std::iter::from_fn(|| sub.pop()).count(), 2);
+        assert_eq!(pv.subscriber_count(), 0);
+        assert!(
+            !pv.put(&with_value(&pv, 2), &BitSet::with(1), &peer())
+                .is_success(),
+            "a closed PV refuses puts"
+        );
+        assert!(pv.subscribe(4, Arc::new(Notify::new())).is_finished());
+        pv.close();
+
+        pv.open(with_value(&pv, 7));
+        assert_eq!(
+            pv.fetch().and_then(|v| v.get("value").cloned()),
+            Some(Value::I32(7))
+        );
+        let again = pv.subscribe(4, Arc::new(Notify::new()));
+        assert!(!again.is_finished());
+        assert_eq!(
+            again.pop().unwrap().value.get("value"),
+            Some(&Value::I32(7))
+        );
+        assert!(pv
+            .put(&with_value(&pv, 8), &BitSet::with(1), &peer())
+            .is_success());
+        assert_eq!(pv.fetch(), Some(with_value(&pv, 8)));
+        // Opening an open PV ends the subscriptions to the value it had.
+        pv.open(with_value(&pv, 9));
+        assert!(again.is_finished());
+    }
+
+    #[test]
+    fn hooks_run_when_the_first_channel_arrives_and_the_last_leaves() {
+        let firsts = Arc::new(AtomicUsize::new(0));
+        let lasts = Arc::new(AtomicUsize::new(0));
+        let pv = SharedPv::builder(pv().current())
+            .on_first_connect({
+                let firsts = firsts.clone();
+                move |pv| {
+                    firsts.fetch_add(1, Ordering::SeqCst);
+                    pv.open(pv.current());
+                }
+            })
+            .on_last_disconnect({
+                let lasts = lasts.clone();
+                move |pv| {
+                    lasts.fetch_add(1, Ordering::SeqCst);
+                    pv.close();
+                }
+            })
+            .build();
+        pv.close();
+        let a = pv.attach();
+        assert!(pv.is_open(), "the first channel opened it");
+        let b = pv.attach();
+        drop(a);
+        assert!(pv.is_open());
+        assert_eq!(lasts.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert!(!pv.is_open(), "the last channel closed it");
+        let c = pv.attach();
+        drop(c);
+        assert_eq!(firsts.load(Ordering::SeqCst), 2);
+        assert_eq!(lasts.load(Ordering::SeqCst), 2);
     }
 }

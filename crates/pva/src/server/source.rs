@@ -78,3 +78,18 @@ impl Source for StaticSource {
             .collect()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::PeerInfo;
+
+    /// An anonymous peer on the loopback, for tests of what a request does.
+    pub(crate) fn peer() -> PeerInfo {
+        PeerInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            method: "anonymous".into(),
+            user: String::new(),
+            host: String::new(),
+        }
+    }
+}

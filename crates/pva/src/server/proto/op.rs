@@ -15,9 +15,10 @@ use super::{Channel, Out, ServerConn, DEFAULT_QUEUE_SIZE};
 use crate::server::access::{AccessPolicy, WriteKind};
 use crate::server::distributor::DistributorRequest;
 use crate::server::select::Selection;
-use crate::server::shared_pv::{SubscribeOptions, Subscription};
+use crate::server::shared_pv::CLOSED;
 use crate::server::source::PeerInfo;
 use crate::server::stats::{Refusal, ServerStats};
+use crate::server::subscription::{SubscribeOptions, Subscription};
 
 /// Why a get or monitor with a field selection cannot serve a value: the PV was given a value
 /// of another type after the operation was created.
@@ -135,19 +136,22 @@ impl ServerConn {
         let pv = ch.pv.clone();
         let reply = match (&mut op.kind, body) {
             (OpKind::Get, _) => {
-                let current = pv.current();
-                let value = match &op.selection {
-                    None => Some(current),
-                    Some(selection) => selection.value(&current),
+                let value = match (pv.fetch(), &op.selection) {
+                    (None, _) => Err(CLOSED),
+                    (Some(current), None) => Ok(current),
+                    (Some(current), Some(selection)) => {
+                        selection.value(&current).ok_or(TYPE_CHANGED)
+                    }
                 };
                 Some(match value {
-                    Some(value) => data_reply(command, ioid, subcmd, value),
-                    None => status_reply(command, ioid, subcmd, Status::error(TYPE_CHANGED)),
+                    Ok(value) => data_reply(command, ioid, subcmd, value),
+                    Err(why) => status_reply(command, ioid, subcmd, Status::error(why)),
                 })
             }
-            (OpKind::Put, _) if subcmd & SUB_GET != 0 => {
-                Some(data_reply(command, ioid, subcmd, pv.current()))
-            }
+            (OpKind::Put, _) if subcmd & SUB_GET != 0 => Some(match pv.fetch() {
+                Some(current) => data_reply(command, ioid, subcmd, current),
+                None => status_reply(command, ioid, subcmd, Status::error(CLOSED)),
+            }),
             (OpKind::Put, OpRequestBody::Data { changed, value }) => {
                 let status =
                     match check_write(&self.access, &self.stats, &self.peer, ch, WriteKind::Put) {
@@ -253,6 +257,9 @@ impl ServerConn {
         else {
             return fail("create without pvRequest");
         };
+        if command != cmd::RPC && !ch.pv.is_open() {
+            return fail(CLOSED);
+        }
         let full = ch.pv.current().desc().clone();
         let request = PvRequest::from_value(&pv_request);
         let selection = match command {
@@ -324,24 +331,25 @@ impl ServerConn {
         })
     }
 
-    /// Queue up to `max` monitor updates to send, as far as each monitor's window allows.
-    /// Returns how many were queued.
+    /// Queue up to `max` monitor updates to send, as far as each monitor's window allows,
+    /// and the end of each monitor whose PV was closed once its queue is sent (at once when
+    /// it is stopped). Returns how many updates were queued.
     pub(super) fn poll_monitors(&mut self, max: usize) -> usize {
         let mut taken = 0;
+        let mut ended = Vec::new();
         let mut batch = std::mem::take(&mut self.batch);
         for (&ioid, op) in self.ops.iter_mut() {
             let OpKind::Monitor(m) = &mut op.kind else {
                 continue;
             };
-            if !m.running || taken >= max {
-                continue;
+            if m.running && taken < max {
+                let allowed = if m.pipeline {
+                    (m.window as usize).min(max - taken)
+                } else {
+                    max - taken
+                };
+                m.sub.pop_batch(allowed, &mut batch);
             }
-            let allowed = if m.pipeline {
-                (m.window as usize).min(max - taken)
-            } else {
-                max - taken
-            };
-            m.sub.pop_batch(allowed, &mut batch);
             for u in batch.drain(..) {
                 let (value, changed, overrun) = match &op.selection {
                     None => (u.value, u.changed, u.overrun),
@@ -369,15 +377,30 @@ impl ServerConn {
                     },
                 })));
             }
+            if m.sub.is_finished() && (!m.running || !m.sub.has_pending()) {
+                self.out.push(Out::Msg(status_reply(
+                    op.command,
+                    ioid,
+                    SUB_DESTROY,
+                    Status::OK,
+                )));
+                ended.push(ioid);
+            }
+        }
+        for ioid in ended {
+            self.ops.remove(&ioid);
         }
         self.batch = batch;
         taken
     }
 
-    /// True when some running monitor has an update it may send now.
+    /// True when some running monitor has an update it may send now, or a monitor its end.
     pub(super) fn monitors_ready(&self) -> bool {
         self.ops.values().any(|op| match &op.kind {
-            OpKind::Monitor(m) => m.running && (!m.pipeline || m.window > 0) && m.sub.has_pending(),
+            OpKind::Monitor(m) => {
+                let can_send = m.running && (!m.pipeline || m.window > 0) && m.sub.has_pending();
+                can_send || (m.sub.is_finished() && (!m.running || !m.sub.has_pending()))
+            }
             _ => false,
         })
     }
