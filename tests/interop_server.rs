@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::p4p_monitor::P4pMonitor;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -224,6 +226,29 @@ async fn check_monitor(script: &'static str) {
             "a monitor update was lost or reordered: {values:?}"
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4p_monitor_sees_a_closed_pv_as_the_end_of_its_subscription() {
+    let source = Arc::new(StaticSource::new());
+    let pv = scalar_pv(ScalarType::I64, 1i64);
+    source.add("t:closing", pv.clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("server starts");
+    let udp = server.udp_addr().port();
+    let monitor =
+        tokio::task::spawn_blocking(move || P4pMonitor::start(udp, "t:closing", i64::MAX, 60))
+            .await
+            .unwrap();
+    assert_eq!(monitor.next_value(Duration::from_secs(20)), 1);
+    pv.close();
+    assert_eq!(
+        monitor.next(Duration::from_secs(10))["event"],
+        "finished",
+        "pvxs's client takes the close as the end of the subscription"
+    );
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 """Monitor one PV with p4p and print one JSON line per event, flushed, until a value reaches
 STOP_AT or SECONDS pass: {"value": n} for updates, {"event": "disconnected"} when the server
-goes away, {"event": "connected"} when it comes back.
+goes away, {"event": "connected"} when it comes back, {"event": "finished"} when the server ends
+the subscription (after which nothing comes).
 
 Usage: p4p_monitor_stream.py PV STOP_AT SECONDS
 """
@@ -8,7 +9,7 @@ import json
 import sys
 import threading
 
-from p4p.client.thread import Context, Disconnected
+from p4p.client.thread import Context, Disconnected, Finished
 
 
 def main(pv, stop_at, seconds):
@@ -21,7 +22,9 @@ def main(pv, stop_at, seconds):
             print(json.dumps(obj), flush=True)
 
     def cb(v):
-        if isinstance(v, Disconnected):
+        if isinstance(v, Finished):
+            emit({"event": "finished"})
+        elif isinstance(v, Disconnected):
             emit({"event": "disconnected"})
         elif isinstance(v, Exception):
             emit({"event": "error", "text": str(v)})
