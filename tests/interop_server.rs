@@ -185,14 +185,20 @@ async fn pvapy_client_monitor_sees_every_update_in_order() {
     check_monitor("pvapy_client_ops.py").await;
 }
 
-async fn check_monitor(script: &'static str) {
+/// A server of one i64 PV, `name`, starting at `initial`; and its UDP port.
+async fn serve_counter(name: &str, initial: i64) -> (Server, SharedPv, u16) {
     let source = Arc::new(StaticSource::new());
-    let pv = scalar_pv(ScalarType::I64, 0i64);
-    source.add("t:counter", pv.clone());
+    let pv = scalar_pv(ScalarType::I64, initial);
+    source.add(name, pv.clone());
     let server = Server::start(ServerConfig::isolated(), vec![source])
         .await
         .expect("server starts");
     let udp = server.udp_addr().port();
+    (server, pv, udp)
+}
+
+async fn check_monitor(script: &'static str) {
+    let (server, pv, udp) = serve_counter("t:counter", 0).await;
 
     // Count up every few milliseconds while the client monitors.
     let poster = tokio::spawn(async move {
@@ -231,13 +237,7 @@ async fn check_monitor(script: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p4p_monitor_sees_a_closed_pv_as_the_end_of_its_subscription() {
-    let source = Arc::new(StaticSource::new());
-    let pv = scalar_pv(ScalarType::I64, 1i64);
-    source.add("t:closing", pv.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, pv, udp) = serve_counter("t:closing", 1).await;
     let monitor =
         tokio::task::spawn_blocking(move || P4pMonitor::start(udp, "t:closing", i64::MAX, 60))
             .await

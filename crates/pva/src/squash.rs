@@ -212,22 +212,28 @@ impl<X: Carry, E> SquashQueue<X, E> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use pva_codec::{ScalarType, StructDesc, Value};
     use std::sync::Arc;
+
+    use pva_codec::{ScalarType, StructDesc, Value};
+
+    use super::*;
 
     /// A structure `{a, b, c}` of i32 (bits 1, 2, 3) with `a` set to `n`.
     fn value(n: i32) -> StructValue {
-        let desc = Arc::new(
-            StructDesc::builder("x")
-                .scalar("a", ScalarType::I32)
-                .scalar("b", ScalarType::I32)
-                .scalar("c", ScalarType::I32)
-                .build(),
-        );
-        let mut v = StructValue::new(desc);
+        let fields = ["a", "b", "c"].into_iter();
+        let builder = fields.fold(StructDesc::builder("x"), |b, name| {
+            b.scalar(name, ScalarType::I32)
+        });
+        let mut v = StructValue::new(Arc::new(builder.build()));
         v.set("a", n).unwrap();
         v
+    }
+
+    /// Push update `n` changing `bits` to `q`.
+    fn push<E>(q: &mut SquashQueue<(), E>, n: i32, bits: &[usize]) -> Pushed {
+        let mut changed = BitSet::new();
+        bits.iter().for_each(|&b| changed.set(b));
+        q.push(Update::new(value(n), changed, ()))
     }
 
     fn a_of(u: &Update) -> i32 {
@@ -246,22 +252,11 @@ mod tests {
     #[test]
     fn a_full_queue_squashes_into_the_newest_and_marks_fields_changed_twice() {
         let mut q = Queue::new(2);
-        assert_eq!(
-            q.push(Update::new(value(1), BitSet::with(1), ())),
-            Pushed::Queued
-        );
-        assert_eq!(
-            q.push(Update::new(value(2), BitSet::with(1), ())),
-            Pushed::Queued
-        );
+        assert_eq!(push(&mut q, 1, &[1]), Pushed::Queued);
+        assert_eq!(push(&mut q, 2, &[1]), Pushed::Queued);
         assert!(!q.has_room());
-        let mut bc = BitSet::with(2);
-        bc.set(3);
-        assert_eq!(q.push(Update::new(value(3), bc, ())), Pushed::Squashed);
-        assert_eq!(
-            q.push(Update::new(value(4), BitSet::with(2), ())),
-            Pushed::Squashed
-        );
+        assert_eq!(push(&mut q, 3, &[2, 3]), Pushed::Squashed);
+        assert_eq!(push(&mut q, 4, &[2]), Pushed::Squashed);
         assert_eq!(q.squashed(), 2);
         let mut out = Vec::new();
         assert_eq!(q.pop_updates(10, &mut out), 2);
@@ -278,8 +273,8 @@ mod tests {
     #[test]
     fn after_a_whole_value_change_every_field_changed_again_is_overrun() {
         let mut q = Queue::new(1);
-        q.push(Update::new(value(1), BitSet::with(0), ()));
-        q.push(Update::new(value(2), BitSet::with(3), ()));
+        push(&mut q, 1, &[0]);
+        push(&mut q, 2, &[3]);
         let Some(Entry::Update(u)) = q.pop() else {
             panic!("an update")
         };
@@ -290,17 +285,11 @@ mod tests {
     #[test]
     fn events_keep_their_place_and_are_never_squashed_across() {
         let mut q = Queue::new(1);
-        q.push(Update::new(value(1), BitSet::with(1), ()));
+        push(&mut q, 1, &[1]);
         q.push_event("reconnected");
         // Full, but the newest item is an event: queued after it.
-        assert_eq!(
-            q.push(Update::new(value(2), BitSet::with(1), ())),
-            Pushed::Queued
-        );
-        assert_eq!(
-            q.push(Update::new(value(3), BitSet::with(1), ())),
-            Pushed::Squashed
-        );
+        assert_eq!(push(&mut q, 2, &[1]), Pushed::Queued);
+        assert_eq!(push(&mut q, 3, &[1]), Pushed::Squashed);
         let mut out = Vec::new();
         assert_eq!(q.pop_updates(10, &mut out), 1, "stops at the event");
         assert_eq!(q.pop(), Some(Entry::Event("reconnected")));
@@ -395,9 +384,9 @@ mod tests {
                     match s {
                         Step::Push(fields) => {
                             n += 1;
+                            let pushed = push(&mut q, n, &fields);
                             let mut changed = BitSet::new();
                             fields.iter().for_each(|&f| changed.set(f));
-                            let pushed = q.push(Update::new(value(n), changed.clone(), ()));
                             if model.len() < capacity {
                                 prop_assert_eq!(pushed, Pushed::Queued);
                                 model.push_back((n, changed, BitSet::new(), 0));

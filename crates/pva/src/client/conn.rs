@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pva_codec::msg::SearchResponse;
-use pva_codec::{BitSet, Limits, Status, StructValue};
+use pva_codec::{Limits, Status};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::monitor::EventQueue;
 use super::proto::{ClientConn, Credentials, Event, Failure, Ioid, Output, Request};
+use crate::squash;
 use crate::transport::{write_chunks, FrameReader};
 
 /// How often a connection sends an echo: half the connection timeout, within 1..15 s (as pvxs
@@ -82,15 +83,9 @@ impl Acker {
 #[derive(Debug)]
 pub(crate) enum MonitorItem {
     Connected,
-    Update {
-        value: StructValue,
-        changed: BitSet,
-        overrun: BitSet,
-        /// Updates squashed into this one on the client side (lost before it).
-        squashed: u64,
-        /// `None` when the monitor is not pipelined (nothing to acknowledge).
-        acker: Option<Acker>,
-    },
+    /// An update; its carry is `None` when the monitor is not pipelined (nothing to
+    /// acknowledge).
+    Update(squash::Update<Option<Acker>>),
     Disconnected,
     Finished(Status),
 }
@@ -272,16 +267,16 @@ impl ConnTask {
                     self.deliver(updates.take());
                 }
                 let pipelined = self.proto.window(ioid).is_some_and(|w| w.pipeline());
-                let item = MonitorItem::Update {
+                let item = MonitorItem::Update(squash::Update {
                     value,
                     changed,
                     overrun,
                     squashed: 0,
-                    acker: pipelined.then(|| Acker {
+                    carry: pipelined.then(|| Acker {
                         conn: self.me.clone(),
                         ioid,
                     }),
-                };
+                });
                 updates
                     .get_or_insert_with(|| (ioid, Vec::new()))
                     .1

@@ -179,14 +179,14 @@ impl Monitor {
                 self.flush_acks();
                 MonitorEvent::Connected
             }
-            MonitorItem::Update {
+            MonitorItem::Update(squash::Update {
                 value,
                 changed,
                 overrun,
                 squashed,
-                acker,
-            } => {
-                if let Some(acker) = acker {
+                carry,
+            }) => {
+                if let Some(acker) = carry {
                     let n = u32::try_from(squashed + 1).unwrap_or(u32::MAX);
                     // Updates between two connection events come over one subscription.
                     let total = match &mut self.unacked {
@@ -305,14 +305,6 @@ pub(crate) struct EventQueue {
     gone: Notify,
 }
 
-/// A connection event other than an update, kept in its place among the updates.
-#[derive(Debug)]
-enum Signal {
-    Connected,
-    Disconnected,
-    Finished(Status),
-}
-
 /// A pipelined update's acknowledgement goes with it: squashed into another, the one ack
 /// covers both (they came over the same subscription, or a reconnection would have queued an
 /// event between them); dropped, it is acknowledged at once.
@@ -332,7 +324,8 @@ impl Carry for Option<Acker> {
 
 #[derive(Debug)]
 struct QueueState {
-    items: SquashQueue<Option<Acker>, Signal>,
+    /// Updates, and the other items in their places among them.
+    items: SquashQueue<Option<Acker>, MonitorItem>,
     /// The monitor was dropped.
     closed: bool,
     /// No more events will come (the subscription finished).
@@ -344,39 +337,17 @@ struct QueueState {
 impl QueueState {
     fn push(&mut self, item: MonitorItem) {
         match item {
-            MonitorItem::Update {
-                value,
-                changed,
-                overrun,
-                squashed,
-                acker,
-            } => {
-                self.items.push(squash::Update {
-                    value,
-                    changed,
-                    overrun,
-                    squashed,
-                    carry: acker,
-                });
+            MonitorItem::Update(u) => {
+                self.items.push(u);
             }
-            MonitorItem::Connected => self.items.push_event(Signal::Connected),
-            MonitorItem::Disconnected => self.items.push_event(Signal::Disconnected),
-            MonitorItem::Finished(status) => self.items.push_event(Signal::Finished(status)),
+            other => self.items.push_event(other),
         }
     }
 
     fn pop(&mut self) -> Option<MonitorItem> {
         Some(match self.items.pop()? {
-            Entry::Update(u) => MonitorItem::Update {
-                value: u.value,
-                changed: u.changed,
-                overrun: u.overrun,
-                squashed: u.squashed,
-                acker: u.carry,
-            },
-            Entry::Event(Signal::Connected) => MonitorItem::Connected,
-            Entry::Event(Signal::Disconnected) => MonitorItem::Disconnected,
-            Entry::Event(Signal::Finished(status)) => MonitorItem::Finished(status),
+            Entry::Update(u) => MonitorItem::Update(u),
+            Entry::Event(other) => other,
         })
     }
 }
@@ -501,21 +472,13 @@ mod tests {
         );
         let mut value = StructValue::new(desc);
         value.set("value", n).unwrap();
-        MonitorItem::Update {
-            value,
-            changed: BitSet::with(1),
-            overrun: BitSet::new(),
-            squashed: 0,
-            acker: None,
-        }
+        MonitorItem::Update(squash::Update::new(value, BitSet::with(1), None))
     }
 
     fn value_of(item: &MonitorItem) -> (i32, u64) {
         match item {
-            MonitorItem::Update {
-                value, squashed, ..
-            } => match value.get("value") {
-                Some(pva_codec::Value::I32(n)) => (*n, *squashed),
+            MonitorItem::Update(u) => match u.value.get("value") {
+                Some(pva_codec::Value::I32(n)) => (*n, u.squashed),
                 other => panic!("value {other:?}"),
             },
             other => panic!("not an update: {other:?}"),

@@ -355,14 +355,20 @@ mod tests {
     use tokio::sync::Notify;
 
     use crate::server::shared_pv::tests::{pv, with_value};
+    use crate::server::SharedPv;
+
+    /// Post `values` in turn, each changing `value` (bit 1).
+    fn post_all(pv: &SharedPv, values: std::ops::RangeInclusive<i32>) {
+        for n in values {
+            pv.post_changed(with_value(pv, n), BitSet::with(1));
+        }
+    }
 
     #[test]
     fn a_full_queue_squashes_and_counts() {
         let pv = pv();
         let sub = pv.subscribe(2, Arc::new(Notify::new()));
-        for n in 1..=5 {
-            pv.post_changed(with_value(&pv, n), BitSet::with(1));
-        }
+        post_all(&pv, 1..=5);
         // Initial value + update 1 fill the queue; 2..=5 squash into the last slot.
         assert_eq!(sub.squashed(), 4);
         let first = sub.pop().unwrap();
@@ -377,9 +383,7 @@ mod tests {
     fn a_batch_takes_the_oldest_updates_in_order_up_to_the_limit() {
         let pv = pv();
         let sub = pv.subscribe(8, Arc::new(Notify::new()));
-        for n in 1..=4 {
-            pv.post_changed(with_value(&pv, n), BitSet::with(1));
-        }
+        post_all(&pv, 1..=4);
         let mut batch = Vec::new();
         // The initial value, then updates 1 and 2.
         assert_eq!(sub.pop_batch(3, &mut batch), 3);
