@@ -271,7 +271,7 @@ impl Routing {
         self.distributors.leave(id);
     }
 
-    /// Which of the subscribers `ids` (in order of subscription) get `value`.
+    /// Which of the subscribers `ids` (in order of subscription) get `value`, in that order.
     pub fn route(&mut self, delivery: Delivery, value: &StructValue, ids: &[u64]) -> Vec<u64> {
         match delivery {
             Delivery::Every if self.distributors.is_empty() => ids.to_vec(),

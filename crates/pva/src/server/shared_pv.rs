@@ -198,7 +198,8 @@ impl SharedPv {
 
     /// Stop serving: every subscriber gets the end of its subscription (after the updates
     /// queued for it), and gets, puts and new subscriptions are refused until the next
-    /// [`SharedPv::open`]. Closing a closed PV does nothing.
+    /// [`SharedPv::open`]. Posts meanwhile change the value kept but go to nobody. Closing a
+    /// closed PV does nothing.
     pub fn close(&self) {
         let ended = {
             let mut st = self.lock();

@@ -12,7 +12,7 @@ use pva_codec::{BitSet, StructValue};
 
 use super::distributor::{Delivery, DistributorRequest, Routing};
 use super::wake::Wakeup;
-use crate::squash::{self, SquashQueue};
+use crate::squash::{self, Entry, SquashQueue};
 
 /// One update waiting to go to a subscriber.
 pub type Update = squash::Update;
@@ -111,9 +111,9 @@ impl Subscription {
 
     /// Take the oldest queued update.
     pub fn pop(&self) -> Option<Update> {
-        let mut one = Vec::with_capacity(1);
-        self.pop_batch(1, &mut one);
-        one.pop()
+        let Entry::Update(update) = self.lock().updates.pop()?;
+        self.room.freed();
+        Some(update)
     }
 
     /// Move up to `max` of the oldest queued updates to `into`, under one lock and with one
@@ -303,8 +303,10 @@ impl Subscribers {
         let live = self.live();
         let ids: Vec<u64> = live.iter().map(|s| s.counters.id).collect();
         let chosen = self.routing.route(delivery, value, &ids);
+        // `chosen` keeps the order of `ids`: one walk along both.
+        let mut next = chosen.iter().peekable();
         for sub in &live {
-            if chosen.contains(&sub.counters.id) {
+            if next.next_if_eq(&&sub.counters.id).is_some() {
                 sub.push(value, changed);
             }
         }
