@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Wake;
 
 use pva_codec::frame::write_message;
-use pva_codec::msg::op::{SUB_GET, SUB_INIT, SUB_PIPELINE, SUB_PROCESS};
+use pva_codec::msg::op::{SUB_DESTROY, SUB_GET, SUB_INIT, SUB_PIPELINE, SUB_PROCESS};
 use pva_codec::msg::{
     cmd, CreateChannel, OpRequest, OpRequestBody, OpResponse, OpResponseBody, OpTypeTable,
     RequestRef, ValidationResponse,
@@ -18,6 +18,7 @@ use pva_codec::{
 use super::*;
 use crate::client::proto::{self as client, ClientConn, Credentials, Output, Request};
 use crate::server::access::AccessRules;
+use crate::server::shared_pv::CLOSED;
 use crate::server::source::StaticSource;
 
 /// A waker that counts its wake-ups.
@@ -720,4 +721,52 @@ fn the_access_policy_covers_rpc_but_not_the_server_channel() {
     );
     let server = create(&mut bob, 2, SERVER_CHANNEL).unwrap();
     assert!(rpc(&mut bob, server, 2).is_success(), "pvxlist still works");
+}
+
+#[test]
+fn a_closed_pv_ends_its_monitors_after_what_they_may_still_send() {
+    let (source, mailbox) = source();
+    let mut c = plain(source);
+    let sid = create(&mut c, 1, "t:mailbox").unwrap();
+    start_monitor(&mut c, sid, 1, "record[queueSize=8]", Some(1));
+    assert_eq!(update_values(c.replies()), [0.0]);
+    start_monitor(&mut c, sid, 2, "", None);
+    assert_eq!(update_values(c.replies()), [0.0]);
+    assert!(init(&mut c, cmd::GET, sid, 3, "").is_success());
+    // Monitor 2 stops; monitor 1 has spent its window.
+    c.send(op(cmd::MONITOR, sid, 2, SUB_PROCESS, OpRequestBody::Empty))
+        .unwrap();
+    post(&mailbox, 1.0);
+    mailbox.close();
+    let end = |ioid| {
+        Message::OpResponse(OpResponse {
+            command: cmd::MONITOR,
+            ioid,
+            subcmd: SUB_DESTROY,
+            status: Status::OK,
+            body: OpResponseBody::Empty,
+        })
+    };
+    assert_eq!(c.replies(), [end(2)], "a stopped monitor ends at once");
+    c.send(op(
+        cmd::MONITOR,
+        sid,
+        1,
+        SUB_PIPELINE,
+        OpRequestBody::Ack(1),
+    ))
+    .unwrap();
+    let mut replies = c.replies();
+    assert_eq!(replies.pop(), Some(end(1)), "after the update it was owed");
+    assert_eq!(update_values(replies), [1.0]);
+    assert!(!c.wake);
+    let get = response(c.one(op(cmd::GET, sid, 3, SUB_GET, OpRequestBody::Empty)));
+    assert_eq!(get.status, Status::error(CLOSED));
+    assert_eq!(
+        init(&mut c, cmd::MONITOR, sid, 4, ""),
+        Status::error(CLOSED)
+    );
+    mailbox.open(mailbox.current());
+    start_monitor(&mut c, sid, 4, "", None);
+    assert_eq!(update_values(c.replies()), [1.0], "open again");
 }
