@@ -728,11 +728,11 @@ fn a_closed_pv_ends_its_monitors_after_what_they_may_still_send() {
     let (source, mailbox) = source();
     let mut c = plain(source);
     let sid = create(&mut c, 1, "t:mailbox").unwrap();
-    start_monitor(&mut c, sid, 1, "record[queueSize=8]", Some(1));
-    assert_eq!(update_values(c.replies()), [0.0]);
-    start_monitor(&mut c, sid, 2, "", None);
-    assert_eq!(update_values(c.replies()), [0.0]);
     assert!(init(&mut c, cmd::GET, sid, 3, "").is_success());
+    for (ioid, window) in [(2, None), (1, Some(1))] {
+        start_monitor(&mut c, sid, ioid, "record[queueSize=8]", window);
+        assert_eq!(update_values(c.replies()), [0.0]);
+    }
     // Monitor 2 stops; monitor 1 has spent its window.
     c.send(op(cmd::MONITOR, sid, 2, SUB_PROCESS, OpRequestBody::Empty))
         .unwrap();
