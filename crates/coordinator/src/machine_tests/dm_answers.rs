@@ -201,19 +201,7 @@ fn the_run_goes_to_the_catalog_after_the_finish_wait_even_without_a_final_job() 
 
 #[test]
 fn a_refused_catalog_entry_is_reported() {
-    let (mut m, now) = at(State::Processing);
-    m.handle(
-        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
-        now,
-    );
-    let run_id = m.run().unwrap().run_id.clone();
-    m.handle(
-        Input::RunSent {
-            run_id,
-            result: Err("Run uid-1 already exists.".into()),
-        },
-        now,
-    );
+    let (m, _) = done_and_answered(Err("Run uid-1 already exists.".into()));
     assert!(matches!(
         m.run().unwrap().catalog,
         CatalogStatus::Failed { .. }

@@ -417,19 +417,7 @@ fn reset_returns_a_final_state_to_idle_and_start_may_follow_a_final_state() {
     assert!(actions.is_empty());
     assert!(m.message().contains("already IDLE"));
 
-    let (mut m, now) = at(State::Processing);
-    m.handle(
-        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
-        now,
-    );
-    let run_id = m.run().unwrap().run_id.clone();
-    m.handle(
-        Input::RunSent {
-            run_id,
-            result: Ok(()),
-        },
-        now,
-    );
+    let (mut m, now) = done_and_answered(Ok(()));
     let actions = start(&mut m, now + 1.0);
     assert_eq!(transitions(&actions), [State::Starting]);
     assert!(sent_run(&actions).is_none(), "already in the catalog");

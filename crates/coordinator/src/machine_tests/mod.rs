@@ -101,15 +101,7 @@ fn at(target: State) -> (Machine, f64) {
 /// `m` driven to `target` along the normal path.
 fn at_with(mut m: Machine, target: State) -> (Machine, f64) {
     let mut now = T0;
-    let path = [
-        State::Starting,
-        State::WaitReady,
-        State::Ready,
-        State::Acquiring,
-        State::Draining,
-        State::Processing,
-    ];
-    for step in path {
+    for step in ACTIVE {
         now += 1.0;
         match step {
             State::Starting => {
@@ -195,4 +187,16 @@ fn job_running_with(json: &str) -> Machine {
         T0,
     );
     m
+}
+
+/// A run ended DONE (its job "j1" done), and the run catalog's answer `result` to its metadata.
+fn done_and_answered(result: Result<(), String>) -> (Machine, f64) {
+    let (mut m, now) = at(State::Processing);
+    m.handle(
+        Input::JobPolled(JobPoll::Seen(job("j1", JobStatus::Done, "02"))),
+        now,
+    );
+    let run_id = m.run().unwrap().run_id.clone();
+    m.handle(Input::RunSent { run_id, result }, now);
+    (m, now)
 }
