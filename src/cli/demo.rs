@@ -3,6 +3,7 @@
 //! loopback ports of its own; the DM workflow's stage runs `pvabridge workflow consume` as a
 //! child process; this process plays the Bluesky side and prints what happened.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,20 +15,19 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use coordinator::embedded::EmbeddedDm;
-use coordinator::machine::{CatalogStatus, SlotRecord};
+use coordinator::machine::{CatalogStatus, Run, SlotRecord};
 use coordinator::{
-    state_file, Bridge, BridgeConfig, Command, HandshakeClient, MachineConfig, RunRequest, State,
-    Timeouts,
+    Bridge, BridgeConfig, Command, HandshakeClient, MachineConfig, RunRequest, State, Timeouts,
 };
 use dm::{ProcessingJob, Stage, Workflow};
 use indicatif::{ProgressBar, ProgressStyle};
 use pva::client::Context;
 use pva::server::{Server, StaticSource};
 use pva::{ClientConfig, ServerConfig};
-use pva_codec::ScalarType;
 use serde::Serialize;
 use serde_json::Value;
 use stream::simdet::{Published, SimDet, SimDetConfig};
+use tokio::sync::watch;
 
 use super::common::shutdown_signal;
 use super::workflow_consume::RESULTS_FILE;
@@ -122,8 +122,9 @@ struct Frames {
     received: u64,
     /// Frames never accounted for (the bridge's FramesMissed).
     missed: u64,
-    /// What the workflow's consumer counted, when its stage reported.
+    /// Frames received more than once, by the consumers' books (once they reported).
     duplicates: Option<u64>,
+    /// What the workflow's consumer counted, when its stage reported.
     out_of_order: Option<u64>,
 }
 
@@ -245,6 +246,10 @@ struct LiveView {
     bar: Option<ProgressBar>,
     quiet: bool,
     started: Instant,
+    /// The state of the last line shown.
+    shown: Cell<Option<State>>,
+    /// The frames of a run, the end of the bar.
+    frames: u64,
 }
 
 impl LiveView {
@@ -261,6 +266,21 @@ impl LiveView {
             bar,
             quiet,
             started: Instant::now(),
+            shown: Cell::new(None),
+            frames,
+        }
+    }
+
+    /// Show the slot's record: a line when its state changed, and the frames processed.
+    fn record(&self, record: &SlotRecord) {
+        let run = record.run.as_ref();
+        if self.shown.replace(Some(record.state)) != Some(record.state) {
+            let lost = run.map(Run::lost_summary).unwrap_or_default();
+            self.line(&format!("{}: {}{lost}", record.state, record.message));
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(run.map_or(0, Run::processed).min(self.frames));
+            bar.set_message(record.state.to_string());
         }
     }
 
@@ -270,13 +290,6 @@ impl LiveView {
             Some(bar) => bar.println(line),
             None if !self.quiet => eprintln!("{line}"),
             None => {}
-        }
-    }
-
-    fn frames(&self, processed: u64, message: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(processed);
-            bar.set_message(message.to_string());
         }
     }
 
@@ -348,7 +361,6 @@ struct Services {
     bridge: Bridge,
     detector: Server,
     det: Arc<SimDet>,
-    state_dir: PathBuf,
 }
 
 impl Services {
@@ -356,8 +368,7 @@ impl Services {
         let dm = EmbeddedDm::start(&dir.join("dm"), ([127, 0, 0, 1], 0).into())
             .await
             .context("cannot start the embedded DM service")?;
-        let state_dir = dir.join("bridge-state");
-        let mut config = BridgeConfig::new(vec![PREFIX.to_string()], &state_dir);
+        let mut config = BridgeConfig::new(vec![PREFIX.to_string()], dir.join("bridge-state"));
         config.machine = MachineConfig {
             timeouts: timeouts(acquisition),
             experiment: "pvabridge-demo".into(),
@@ -378,7 +389,6 @@ impl Services {
             bridge,
             detector,
             det,
-            state_dir,
         })
     }
 
@@ -487,42 +497,29 @@ async fn play_bluesky(
     }
 }
 
-/// Show the slot's state and progress, until dropped.
+/// Show the slot's record as it changes, until dropped.
 async fn follow(
-    slot: &HandshakeClient,
+    mut records: watch::Receiver<SlotRecord>,
     display: &LiveView,
-    frames: u64,
 ) -> std::convert::Infallible {
-    let mut shown = None;
     loop {
-        if let Ok(status) = slot.status().await {
-            if shown != Some(status.state) {
-                shown = Some(status.state);
-                display.line(&format!("{}: {}", status.state, status.message));
-            }
-            display.frames(
-                u64::try_from(status.progress).unwrap_or(0).min(frames),
-                &status.state.to_string(),
-            );
+        display.record(&records.borrow_and_update());
+        if records.changed().await.is_err() {
+            // The bridge stopped: nothing more to show.
+            return std::future::pending().await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Wait (briefly) until the bridge has offered the run to the DM run catalog.
-async fn catalog_settled(state_dir: &Path) -> Option<SlotRecord> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let record = state_file::load(state_dir, PREFIX).ok().flatten();
-        let settled = record
-            .as_ref()
-            .and_then(|r| r.run.as_ref())
-            .is_some_and(|run| run.catalog != CatalogStatus::Pending);
-        if settled || Instant::now() >= deadline {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The slot's record once the bridge has offered the run to the DM run catalog, or after a
+/// short wait the record as it is.
+async fn catalog_settled(records: &mut watch::Receiver<SlotRecord>) -> SlotRecord {
+    let settled = |record: &SlotRecord| {
+        let run = record.run.as_ref();
+        run.is_some_and(|run| run.catalog != CatalogStatus::Pending)
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), records.wait_for(settled)).await;
+    records.borrow().clone()
 }
 
 fn job_summary(job: &ProcessingJob) -> JobSummary {
@@ -561,7 +558,9 @@ fn job_summary(job: &ProcessingJob) -> JobSummary {
     }
 }
 
-/// The streaming stage's own summary (`workflow consume --json` prints it on stdout).
+/// The streaming stage's own summary (`workflow consume --json` prints it on stdout), read only
+/// for what the consumer alone measured: its rates, latency and out-of-order count. The frame
+/// counts come from the consumers' books in the slot's record.
 fn stage_report(job: Option<&JobSummary>) -> Option<Value> {
     let stage = job?.stages.iter().find(|s| s.stage == CONSUME_STAGE)?;
     serde_json::from_str(stage.std_out.lines().last()?).ok()
@@ -574,15 +573,7 @@ fn count_rows(file: &Path) -> Option<u64> {
 
 /// Run the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dtype = ScalarType::parse(&args.dtype)
-        .filter(|t| *t != ScalarType::String)
-        .ok_or_else(|| {
-            anyhow!(
-                "--dtype {}: not an NTNDArray type (int8 uint8 int16 uint16 int32 uint32 int64 \
-                 uint64 float32 float64 bool)",
-                args.dtype
-            )
-        })?;
+    let dtype = super::simdet::frame_type(&args.dtype)?;
     if args.frames == 0 {
         bail!("--frames 0: the demo needs at least one frame");
     }
@@ -616,6 +607,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dm.add_workflow(&demo_workflow(&exe, &services.search_list()))
             .await
             .context("cannot register the demo workflow")?;
+        let mut records = services
+            .bridge
+            .records(PREFIX)
+            .context("the bridge serves the demo's slot")?;
         let ctx = Context::new(ClientConfig::isolated(services.bridge.udp_addr()))?;
         let slot = HandshakeClient::new(ctx, PREFIX).with_timeout(Duration::from_secs(10));
         let mut summaries = Vec::new();
@@ -648,32 +643,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .insert("sample".into(), "simulated spots".into());
             let played = tokio::select! {
                 played = play_bluesky(&slot, &services.det, &request, acquisition, &display) => played,
-                never = follow(&slot, &display, args.frames) => match never {},
+                never = follow(records.clone(), &display) => match never {},
             };
-            if let Ok(status) = slot.status().await {
-                display.line(&format!("{}: {}", status.state, status.message));
-            }
+            display.record(&records.borrow());
             display.finish();
-            let record = catalog_settled(&services.state_dir).await;
-            let job_id = record
-                .as_ref()
-                .and_then(|r| r.run.as_ref())
-                .and_then(|run| run.job_id.clone());
-            let job = match job_id {
-                Some(id) => dm.get_job(&id).await.ok().map(|job| job_summary(&job)),
-                None => None,
-            };
-            let record = state_file::load(&services.state_dir, PREFIX)?
-                .or(record)
-                .ok_or_else(|| anyhow!("the bridge left no record of the run"))?;
+            let record = catalog_settled(&mut records).await;
             let summary = summarize(
                 &args,
                 (run, first_frame_id),
                 &det_config,
                 &work,
                 played,
-                record,
-                job,
+                &record,
             );
             let ok = summary.ok;
             summaries.push(summary);
@@ -730,10 +711,10 @@ fn summarize(
     det: &SimDetConfig,
     work: &WorkDir,
     played: Played,
-    record: SlotRecord,
-    job: Option<JobSummary>,
+    record: &SlotRecord,
 ) -> Summary {
     let run = record.run.as_ref();
+    let job = run.and_then(|r| r.job.as_ref()).map(job_summary);
     let started = run.map_or(0.0, |r| r.started_at);
     let states = run
         .map(|r| {
@@ -751,22 +732,17 @@ fn summarize(
     let missed = run
         .and_then(|r| r.frames_missed)
         .unwrap_or_else(|| args.frames.saturating_sub(received));
+    let duplicates = run
+        .filter(|r| !r.members.is_empty())
+        .map(|r| r.members.values().map(|m| m.duplicates).sum());
     let stage = stage_report(job.as_ref());
     let stream = stage.as_ref().map(|s| &s["stream"]);
     let number = |key: &str| stream.and_then(|s| s[key].as_f64());
-    let count = |key: &str| stream.and_then(|s| s[key].as_u64());
-    let results_file = stage
+    let results_file = job
         .as_ref()
-        .and_then(|s| s["results"].as_str().map(PathBuf::from))
-        .or_else(|| {
-            job.as_ref()?
-                .stages
-                .iter()
-                .find(|s| s.stage == CONSUME_STAGE)?
-                .working_dir
-                .as_ref()
-                .map(|dir| Path::new(dir).join(RESULTS_FILE))
-        });
+        .and_then(|job| job.stages.iter().find(|s| s.stage == CONSUME_STAGE))
+        .and_then(|stage| stage.working_dir.as_ref())
+        .map(|dir| Path::new(dir).join(RESULTS_FILE));
     let rows = results_file.as_deref().and_then(count_rows);
     let final_state = played
         .final_state
@@ -787,8 +763,8 @@ fn summarize(
             published: played.published.frames,
             received,
             missed,
-            duplicates: count("duplicates"),
-            out_of_order: count("out_of_order"),
+            duplicates,
+            out_of_order: stream.and_then(|s| s["out_of_order"].as_u64()),
         },
         rates: Rates {
             detector_fps: played.published.fps,
