@@ -91,11 +91,11 @@ fn field_value(kind: Kind, value: Value) -> Option<StructValue> {
 }
 
 fn enum_value<const N: usize>(index: i32, choices: [&str; N]) -> StructValue {
-    stamped(NtEnum::build_value(
+    NtEnum::build_value(
         &EnumValue::new(index, choices),
         &Alarm::none(),
         TimeStamp::now(),
-    ))
+    )
 }
 
 fn state_value(state: State) -> StructValue {
@@ -132,15 +132,16 @@ pub fn pvi_value(prefix: &str) -> StructValue {
                 .build(),
         );
     }
+    // The same `display` (a description) as the normative types have.
+    let display = NtEnum::desc()
+        .member("display")
+        .expect("NTEnum has a display")
+        .desc
+        .clone();
     let desc = Arc::new(
         StructDesc::builder(PVI_ID)
             .structure("value", entries.build())
-            .structure(
-                "display",
-                StructDesc::builder("")
-                    .scalar("description", ScalarType::String)
-                    .build(),
-            )
+            .field("display", display)
             .build(),
     );
     let mut v = StructValue::new(desc);
