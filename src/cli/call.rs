@@ -9,7 +9,7 @@ use pva_codec::{ScalarType, StructDesc, StructValue, Value};
 use serde_json::json;
 
 use super::format;
-use super::pvaclient::{run as run_client, Format, OutputArgs, RequestArg, TimeoutArg};
+use super::pvaclient::{run as run_client, Format, ReadArgs};
 
 /// Arguments of `call`.
 #[derive(Args, Debug)]
@@ -19,11 +19,7 @@ pub struct CallArgs {
     /// Arguments, sent as strings in the NTURI query.
     pub args: Vec<String>,
     #[command(flatten)]
-    pub timeout: TimeoutArg,
-    #[command(flatten)]
-    pub request: RequestArg,
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub read: ReadArgs,
 }
 
 /// The NTURI argument structure of a call.
@@ -63,14 +59,14 @@ pub fn nturi(name: &str, args: &[String]) -> Result<StructValue, String> {
 /// Call the PV and print what it returns.
 pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     run_client("call", |ctx| async move {
-        let timeout = args.timeout.get(ctx.config());
+        let timeout = args.read.timeout.get(ctx.config());
         let arg = nturi(&args.name, &args.args)?;
         let mut op = ctx.rpc(&args.name, arg).timeout(timeout);
-        if let Some(r) = &args.request.request {
+        if let Some(r) = &args.read.request.request {
             op = op.request(r.clone());
         }
         let result = op.await.map_err(|e| e.to_string())?;
-        let json_out = args.output.format() == Format::Json;
+        let json_out = args.read.output.format() == Format::Json;
         match (result, json_out) {
             (None, true) => println!("{}", json!({ "name": args.name, "value": null })),
             (None, false) => {}
@@ -79,7 +75,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 json!({ "name": args.name, "value": format::json(&v) })
             ),
             (Some(Value::Struct(s)), false) => {
-                println!("{}", args.output.render(&args.name, &s, None));
+                println!("{}", args.read.output.render(&args.name, &s, None));
             }
             (Some(v), false) => println!("{} {}", args.name, format::json(&v)),
         }

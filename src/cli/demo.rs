@@ -3,6 +3,7 @@
 //! loopback ports of its own; the DM workflow's stage runs `pvabridge workflow consume` as a
 //! child process; this process plays the Bluesky side and prints what happened.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,23 +15,24 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
 use coordinator::embedded::EmbeddedDm;
-use coordinator::machine::{CatalogStatus, SlotRecord};
+use coordinator::machine::{CatalogStatus, Run, SlotRecord};
 use coordinator::{
-    state_file, Bridge, BridgeConfig, Command, HandshakeClient, MachineConfig, RunRequest, State,
-    Timeouts,
+    Bridge, BridgeConfig, Command, HandshakeClient, MachineConfig, RunRequest, State, Timeouts,
 };
-use dm::{ProcessingJob, Stage, Workflow};
+use dm::{Stage, Workflow};
 use indicatif::{ProgressBar, ProgressStyle};
 use pva::client::Context;
 use pva::server::{Server, StaticSource};
 use pva::{ClientConfig, ServerConfig};
-use pva_codec::ScalarType;
-use serde::Serialize;
-use serde_json::Value;
 use stream::simdet::{Published, SimDet, SimDetConfig};
+use tokio::sync::watch;
 
 use super::common::shutdown_signal;
 use super::workflow_consume::RESULTS_FILE;
+
+mod summary;
+
+use summary::{print_text, summarize};
 
 /// The run slot the demo serves.
 const PREFIX: &str = "demo:";
@@ -102,105 +104,6 @@ pub struct DemoArgs {
     quiet: bool,
 }
 
-/// One state of the run, as the bridge recorded it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StateTime {
-    state: State,
-    /// Seconds since START.
-    at_s: f64,
-    message: String,
-}
-
-/// The frame counts of the run.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Frames {
-    expected: u64,
-    published: u64,
-    /// Frames the workflow received and processed (the bridge's FramesReceived).
-    received: u64,
-    /// Frames never accounted for (the bridge's FramesMissed).
-    missed: u64,
-    /// What the workflow's consumer counted, when its stage reported.
-    duplicates: Option<u64>,
-    out_of_order: Option<u64>,
-}
-
-/// Rates on both sides of the stream.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Rates {
-    detector_fps: f64,
-    detector_mb_per_s: f64,
-    workflow_fps: Option<f64>,
-    workflow_mb_per_s: Option<f64>,
-    latency_p50_ms: Option<f64>,
-    latency_p99_ms: Option<f64>,
-}
-
-/// One stage of the DM job.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StageRun {
-    stage: String,
-    status: String,
-    exit_status: Option<i32>,
-    run_time_s: Option<f64>,
-    working_dir: Option<String>,
-    std_out: String,
-}
-
-/// The DM job of the run.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JobSummary {
-    id: String,
-    status: String,
-    run_time_s: Option<f64>,
-    error: Option<String>,
-    stages: Vec<StageRun>,
-}
-
-/// Where the results are.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Results {
-    file: Option<PathBuf>,
-    rows: Option<u64>,
-    /// The work directory stays after the demo (`--keep`).
-    kept: bool,
-}
-
-/// Everything the demo prints at the end.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Summary {
-    /// Which run this was, from 1.
-    run: u64,
-    /// The uniqueId of the run's first frame (the Request's firstFrameId).
-    first_frame_id: i32,
-    /// The final state (or the last one seen, when the run did not end).
-    final_state: Option<State>,
-    /// DONE with no frame lost.
-    ok: bool,
-    /// The bridge's last message.
-    message: String,
-    prefix: String,
-    data_channel: String,
-    frame_bytes: usize,
-    states: Vec<StateTime>,
-    frames: Frames,
-    rates: Rates,
-    job: Option<JobSummary>,
-    results: Results,
-    /// Whether the run's metadata reached the DM run catalog.
-    run_catalog: String,
-    work_dir: PathBuf,
-    /// What went wrong on the Bluesky side, if anything.
-    error: Option<String>,
-}
-
 /// The work directory: kept, or removed when dropped.
 enum WorkDir {
     Kept(PathBuf),
@@ -245,6 +148,10 @@ struct LiveView {
     bar: Option<ProgressBar>,
     quiet: bool,
     started: Instant,
+    /// The state of the last line shown.
+    shown: Cell<Option<State>>,
+    /// The frames of a run, the end of the bar.
+    frames: u64,
 }
 
 impl LiveView {
@@ -261,6 +168,21 @@ impl LiveView {
             bar,
             quiet,
             started: Instant::now(),
+            shown: Cell::new(None),
+            frames,
+        }
+    }
+
+    /// Show the slot's record: a line when its state changed, and the frames processed.
+    fn record(&self, record: &SlotRecord) {
+        let run = record.run.as_ref();
+        if self.shown.replace(Some(record.state)) != Some(record.state) {
+            let lost = run.map(Run::lost_summary).unwrap_or_default();
+            self.line(&format!("{}: {}{lost}", record.state, record.message));
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(run.map_or(0, Run::processed).min(self.frames));
+            bar.set_message(record.state.to_string());
         }
     }
 
@@ -270,13 +192,6 @@ impl LiveView {
             Some(bar) => bar.println(line),
             None if !self.quiet => eprintln!("{line}"),
             None => {}
-        }
-    }
-
-    fn frames(&self, processed: u64, message: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(processed);
-            bar.set_message(message.to_string());
         }
     }
 
@@ -348,7 +263,6 @@ struct Services {
     bridge: Bridge,
     detector: Server,
     det: Arc<SimDet>,
-    state_dir: PathBuf,
 }
 
 impl Services {
@@ -356,8 +270,7 @@ impl Services {
         let dm = EmbeddedDm::start(&dir.join("dm"), ([127, 0, 0, 1], 0).into())
             .await
             .context("cannot start the embedded DM service")?;
-        let state_dir = dir.join("bridge-state");
-        let mut config = BridgeConfig::new(vec![PREFIX.to_string()], &state_dir);
+        let mut config = BridgeConfig::new(vec![PREFIX.to_string()], dir.join("bridge-state"));
         config.machine = MachineConfig {
             timeouts: timeouts(acquisition),
             experiment: "pvabridge-demo".into(),
@@ -378,7 +291,6 @@ impl Services {
             bridge,
             detector,
             det,
-            state_dir,
         })
     }
 
@@ -487,102 +399,34 @@ async fn play_bluesky(
     }
 }
 
-/// Show the slot's state and progress, until dropped.
+/// Show the slot's record as it changes, until dropped.
 async fn follow(
-    slot: &HandshakeClient,
+    mut records: watch::Receiver<SlotRecord>,
     display: &LiveView,
-    frames: u64,
 ) -> std::convert::Infallible {
-    let mut shown = None;
     loop {
-        if let Ok(status) = slot.status().await {
-            if shown != Some(status.state) {
-                shown = Some(status.state);
-                display.line(&format!("{}: {}", status.state, status.message));
-            }
-            display.frames(
-                u64::try_from(status.progress).unwrap_or(0).min(frames),
-                &status.state.to_string(),
-            );
+        display.record(&records.borrow_and_update());
+        if records.changed().await.is_err() {
+            // The bridge stopped: nothing more to show.
+            return std::future::pending().await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Wait (briefly) until the bridge has offered the run to the DM run catalog.
-async fn catalog_settled(state_dir: &Path) -> Option<SlotRecord> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let record = state_file::load(state_dir, PREFIX).ok().flatten();
-        let settled = record
-            .as_ref()
-            .and_then(|r| r.run.as_ref())
-            .is_some_and(|run| run.catalog != CatalogStatus::Pending);
-        if settled || Instant::now() >= deadline {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn job_summary(job: &ProcessingJob) -> JobSummary {
-    let stages = job
-        .workflow
-        .as_ref()
-        .map(|w| {
-            w.stages
-                .iter()
-                .map(|(key, stage)| {
-                    let last = stage.child_processes.as_ref().and_then(|children| {
-                        children.values().max_by_key(|c| c.child_process_number)
-                    });
-                    StageRun {
-                        stage: key.clone(),
-                        status: last
-                            .and_then(|c| c.status)
-                            .map_or_else(|| "not run".into(), |s| s.to_string()),
-                        exit_status: last.and_then(|c| c.exit_status),
-                        run_time_s: last.and_then(|c| c.run_time),
-                        working_dir: last.map(|c| c.working_dir.clone()),
-                        std_out: last
-                            .map(|c| c.std_out.trim().to_string())
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    JobSummary {
-        id: job.id.clone(),
-        status: job.status.to_string(),
-        run_time_s: job.run_time,
-        error: job.error_message.clone(),
-        stages,
-    }
-}
-
-/// The streaming stage's own summary (`workflow consume --json` prints it on stdout).
-fn stage_report(job: Option<&JobSummary>) -> Option<Value> {
-    let stage = job?.stages.iter().find(|s| s.stage == CONSUME_STAGE)?;
-    serde_json::from_str(stage.std_out.lines().last()?).ok()
-}
-
-fn count_rows(file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
-    Some(text.lines().count().saturating_sub(1) as u64)
+/// The slot's record once the bridge has offered the run to the DM run catalog, or after a
+/// short wait the record as it is.
+async fn catalog_settled(records: &mut watch::Receiver<SlotRecord>) -> SlotRecord {
+    let settled = |record: &SlotRecord| {
+        let run = record.run.as_ref();
+        run.is_some_and(|run| run.catalog != CatalogStatus::Pending)
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), records.wait_for(settled)).await;
+    records.borrow().clone()
 }
 
 /// Run the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dtype = ScalarType::parse(&args.dtype)
-        .filter(|t| *t != ScalarType::String)
-        .ok_or_else(|| {
-            anyhow!(
-                "--dtype {}: not an NTNDArray type (int8 uint8 int16 uint16 int32 uint32 int64 \
-                 uint64 float32 float64 bool)",
-                args.dtype
-            )
-        })?;
+    let dtype = super::simdet::frame_type(&args.dtype)?;
     if args.frames == 0 {
         bail!("--frames 0: the demo needs at least one frame");
     }
@@ -616,6 +460,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dm.add_workflow(&demo_workflow(&exe, &services.search_list()))
             .await
             .context("cannot register the demo workflow")?;
+        let mut records = services
+            .bridge
+            .records(PREFIX)
+            .context("the bridge serves the demo's slot")?;
         let ctx = Context::new(ClientConfig::isolated(services.bridge.udp_addr()))?;
         let slot = HandshakeClient::new(ctx, PREFIX).with_timeout(Duration::from_secs(10));
         let mut summaries = Vec::new();
@@ -648,32 +496,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .insert("sample".into(), "simulated spots".into());
             let played = tokio::select! {
                 played = play_bluesky(&slot, &services.det, &request, acquisition, &display) => played,
-                never = follow(&slot, &display, args.frames) => match never {},
+                never = follow(records.clone(), &display) => match never {},
             };
-            if let Ok(status) = slot.status().await {
-                display.line(&format!("{}: {}", status.state, status.message));
-            }
+            display.record(&records.borrow());
             display.finish();
-            let record = catalog_settled(&services.state_dir).await;
-            let job_id = record
-                .as_ref()
-                .and_then(|r| r.run.as_ref())
-                .and_then(|run| run.job_id.clone());
-            let job = match job_id {
-                Some(id) => dm.get_job(&id).await.ok().map(|job| job_summary(&job)),
-                None => None,
-            };
-            let record = state_file::load(&services.state_dir, PREFIX)?
-                .or(record)
-                .ok_or_else(|| anyhow!("the bridge left no record of the run"))?;
+            let record = catalog_settled(&mut records).await;
             let summary = summarize(
                 &args,
                 (run, first_frame_id),
                 &det_config,
                 &work,
                 played,
-                record,
-                job,
+                &record,
             );
             let ok = summary.ok;
             summaries.push(summary);
@@ -721,181 +555,4 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Summarise run `run_number` (from 1), whose first frame was `first_frame_id`.
-fn summarize(
-    args: &DemoArgs,
-    (run_number, first_frame_id): (u64, i32),
-    det: &SimDetConfig,
-    work: &WorkDir,
-    played: Played,
-    record: SlotRecord,
-    job: Option<JobSummary>,
-) -> Summary {
-    let run = record.run.as_ref();
-    let started = run.map_or(0.0, |r| r.started_at);
-    let states = run
-        .map(|r| {
-            r.history
-                .iter()
-                .map(|t| StateTime {
-                    state: t.state,
-                    at_s: t.at - started,
-                    message: t.message.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let received = run.map_or(0, |r| r.received());
-    let missed = run
-        .and_then(|r| r.frames_missed)
-        .unwrap_or_else(|| args.frames.saturating_sub(received));
-    let stage = stage_report(job.as_ref());
-    let stream = stage.as_ref().map(|s| &s["stream"]);
-    let number = |key: &str| stream.and_then(|s| s[key].as_f64());
-    let count = |key: &str| stream.and_then(|s| s[key].as_u64());
-    let results_file = stage
-        .as_ref()
-        .and_then(|s| s["results"].as_str().map(PathBuf::from))
-        .or_else(|| {
-            job.as_ref()?
-                .stages
-                .iter()
-                .find(|s| s.stage == CONSUME_STAGE)?
-                .working_dir
-                .as_ref()
-                .map(|dir| Path::new(dir).join(RESULTS_FILE))
-        });
-    let rows = results_file.as_deref().and_then(count_rows);
-    let final_state = played
-        .final_state
-        .or(Some(record.state).filter(|s| s.is_final()));
-    let ok = final_state == Some(State::Done) && missed == 0 && received == args.frames;
-    Summary {
-        run: run_number,
-        first_frame_id,
-        final_state,
-        ok,
-        message: record.message.clone(),
-        prefix: PREFIX.into(),
-        data_channel: DATA_CHANNEL.into(),
-        frame_bytes: det.frame_bytes(),
-        states,
-        frames: Frames {
-            expected: args.frames,
-            published: played.published.frames,
-            received,
-            missed,
-            duplicates: count("duplicates"),
-            out_of_order: count("out_of_order"),
-        },
-        rates: Rates {
-            detector_fps: played.published.fps,
-            detector_mb_per_s: played.published.mb_per_s,
-            workflow_fps: number("fps"),
-            workflow_mb_per_s: number("mb_per_s"),
-            latency_p50_ms: stream.and_then(|s| s["latency"]["p50_ms"].as_f64()),
-            latency_p99_ms: stream.and_then(|s| s["latency"]["p99_ms"].as_f64()),
-        },
-        job,
-        results: Results {
-            file: results_file,
-            rows,
-            kept: matches!(work, WorkDir::Kept(_)),
-        },
-        run_catalog: match run.map(|r| &r.catalog) {
-            Some(CatalogStatus::Sent) => "sent".into(),
-            Some(CatalogStatus::Failed { message }) => format!("failed: {message}"),
-            Some(CatalogStatus::Pending) | None => "not sent".into(),
-        },
-        work_dir: work.path().to_path_buf(),
-        error: played.error,
-    }
-}
-
-fn print_text(s: &Summary) {
-    let verdict = match (s.final_state, s.ok) {
-        (_, true) => "the run ended DONE with every frame accounted for".to_string(),
-        (Some(state), false) => format!("the run ended {state}: {}", s.message),
-        (None, false) => format!("the run did not end: {}", s.message),
-    };
-    println!("\npvabridge demo: {verdict}");
-    if let Some(error) = &s.error {
-        println!("  Bluesky side: {error}");
-    }
-    println!("\nStates (seconds after START):");
-    for t in &s.states {
-        println!("  {:8.3}  {:<11} {}", t.at_s, t.state.name(), t.message);
-    }
-    let f = &s.frames;
-    println!(
-        "\nFrames: {} expected from uniqueId {}, {} published, {} received, {} missed{}",
-        f.expected,
-        s.first_frame_id,
-        f.published,
-        f.received,
-        f.missed,
-        match (f.duplicates, f.out_of_order) {
-            (Some(d), Some(o)) => format!(", {d} duplicated, {o} out of order"),
-            _ => String::new(),
-        }
-    );
-    let r = &s.rates;
-    println!(
-        "Rates: detector {:.1} frames/s, {:.1} MB/s ({} bytes a frame)",
-        r.detector_fps, r.detector_mb_per_s, s.frame_bytes
-    );
-    if let (Some(fps), Some(mbps)) = (r.workflow_fps, r.workflow_mb_per_s) {
-        println!(
-            "       workflow {fps:.1} frames/s, {mbps:.1} MB/s; latency p50 {:.3} ms, p99 {:.3} ms",
-            r.latency_p50_ms.unwrap_or(0.0),
-            r.latency_p99_ms.unwrap_or(0.0)
-        );
-    }
-    match &s.job {
-        Some(job) => {
-            println!(
-                "\nDM job {} ({}{}):",
-                job.id,
-                job.status,
-                job.run_time_s
-                    .map_or(String::new(), |t| format!(", {t:.2} s"))
-            );
-            for stage in &job.stages {
-                println!(
-                    "  {:<11} {:<8} exit {:<4} {}",
-                    stage.stage,
-                    stage.status,
-                    stage
-                        .exit_status
-                        .map_or_else(|| "-".to_string(), |e| e.to_string()),
-                    stage
-                        .run_time_s
-                        .map_or(String::new(), |t| format!("{t:.2} s"))
-                );
-            }
-            if let Some(error) = &job.error {
-                println!("  error: {error}");
-            }
-        }
-        None => println!("\nDM job: none was started"),
-    }
-    println!("Run catalog: {}", s.run_catalog);
-    match (&s.results.file, s.results.rows) {
-        (Some(file), Some(rows)) if s.results.kept => {
-            println!(
-                "\nResults: {rows} rows of per-frame statistics in {}",
-                file.display()
-            );
-        }
-        (Some(_), Some(rows)) => println!(
-            "\nResults: {rows} rows of per-frame statistics, removed with the work directory \
-             (pass --keep DIR to keep them)"
-        ),
-        _ => println!("\nResults: none were written"),
-    }
-    if s.results.kept {
-        println!("Work directory: {}", s.work_dir.display());
-    }
 }

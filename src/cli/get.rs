@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::pvaclient::{exit_code, joined, run as run_client, OutputArgs, RequestArg, TimeoutArg};
+use super::pvaclient::{exit_code, joined, run as run_client, ReadArgs};
 
 /// Arguments of `get`.
 #[derive(Args, Debug)]
@@ -20,23 +20,19 @@ pub struct GetArgs {
     #[arg(required = true)]
     pub names: Vec<String>,
     #[command(flatten)]
-    pub timeout: TimeoutArg,
-    #[command(flatten)]
-    pub request: RequestArg,
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub read: ReadArgs,
 }
 
 /// Read every PV and print what came.
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     run_client("get", |ctx| async move {
-        let timeout = args.timeout.get(ctx.config());
+        let timeout = args.read.timeout.get(ctx.config());
         let requests: Vec<_> = args
             .names
             .iter()
             .map(|name| {
                 let mut op = ctx.get(name).timeout(timeout);
-                if let Some(r) = &args.request.request {
+                if let Some(r) = &args.read.request.request {
                     op = op.request(r.clone());
                 }
                 tracing::debug!("get {name}: asking, deadline {timeout:?}");
@@ -48,7 +44,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             match joined(request).await {
                 Ok(value) => {
                     tracing::debug!("get {name}: answered");
-                    println!("{}", args.output.render(name, &value, None));
+                    println!("{}", args.read.output.render(name, &value, None));
                 }
                 Err(e) => {
                     all_ok = false;

@@ -17,6 +17,18 @@ use super::format;
 /// The exit code of an interrupted command (Ctrl-C or SIGTERM), as the pvxs tools use.
 pub const INTERRUPTED: u8 = 2;
 
+/// The options of a command that reads and prints values (`get`, `call`): `-w`, `-r` and the
+/// output format.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+    #[command(flatten)]
+    pub request: RequestArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// `-w`: the one deadline of a command's requests.
 #[derive(Args, Debug, Clone)]
 pub struct TimeoutArg {

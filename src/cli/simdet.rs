@@ -133,17 +133,21 @@ pub struct SimDetArgs {
     quiet: bool,
 }
 
-/// Publish frames until the count, the runtime or Ctrl-C; then print what was published.
-pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
-    let dtype = ScalarType::parse(&args.dtype)
+/// The element type `--dtype` names: any NTNDArray type, that is any scalar type but string.
+pub(super) fn frame_type(name: &str) -> anyhow::Result<ScalarType> {
+    ScalarType::parse(name)
         .filter(|t| *t != ScalarType::String)
         .ok_or_else(|| {
             anyhow!(
-                "--dtype {}: not an NTNDArray type (int8 uint8 int16 uint16 int32 uint32 int64 \
-                 uint64 float32 float64 bool)",
-                args.dtype
+                "--dtype {name}: not an NTNDArray type (int8 uint8 int16 uint16 int32 uint32 \
+                 int64 uint64 float32 float64 bool)"
             )
-        })?;
+        })
+}
+
+/// Publish frames until the count, the runtime or Ctrl-C; then print what was published.
+pub fn run(args: SimDetArgs) -> anyhow::Result<ExitCode> {
+    let dtype = frame_type(&args.dtype)?;
     let config = SimDetConfig {
         nx: args.nx,
         ny: args.ny,

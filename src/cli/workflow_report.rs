@@ -11,6 +11,7 @@ use coordinator::{HandshakeClient, MemberReport};
 use pva::server::{Server, ServerOptions, SharedPv, Source, StaticSource};
 use pva_codec::nt::{set_time_stamp, TimeStamp};
 use pva_codec::{FieldDesc, ScalarType, StructDesc, StructValue};
+use stream::accounting::Counts;
 use stream::consumer::{Progress, Report};
 use stream::stats::FrameStats;
 use tokio::sync::{watch, Notify};
@@ -40,6 +41,16 @@ struct Snapshot {
     first_id: Option<i64>,
     last_id: Option<i64>,
     last: Option<FrameStats>,
+}
+
+impl Snapshot {
+    /// The consumer's counts and rate.
+    fn count(&mut self, counts: &Counts, fps: f64) {
+        self.received = counts.received;
+        self.missed = counts.missed;
+        self.duplicates = counts.duplicates;
+        self.fps = fps;
+    }
 }
 
 impl Books {
@@ -79,22 +90,14 @@ impl Books {
 
     /// The consumer's counts so far.
     pub fn progress(&self, progress: &Progress) {
-        self.edit(|s| {
-            s.received = progress.counts.received;
-            s.missed = progress.counts.missed;
-            s.duplicates = progress.counts.duplicates;
-            s.fps = progress.fps;
-        });
+        self.edit(|s| s.count(&progress.counts, progress.fps));
     }
 
     /// The consumer's final books.
     pub fn finish(&self, report: &Report) {
         self.edit(|s| {
-            s.received = report.counts.received;
-            s.missed = report.counts.missed;
-            s.duplicates = report.counts.duplicates;
+            s.count(&report.counts, report.fps);
             s.processed = report.processed;
-            s.fps = report.fps;
             s.first_id = report.first_id.or(s.first_id);
             s.last_id = report.last_id.or(s.last_id);
         });

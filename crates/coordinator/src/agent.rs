@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::fields::{suffix, Id};
 use crate::members::MemberReport;
-use crate::pvs::names;
 use crate::request::RunRequest;
 use crate::state::{Command, State, WorkflowCommand};
 
@@ -158,7 +158,7 @@ impl HandshakeClient {
         &self.prefix
     }
 
-    /// The full name of the slot's PV `suffix` (see [`names`]).
+    /// The full name of the slot's PV `suffix` (see [`crate::fields::FIELDS`]).
     pub fn pv_name(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
@@ -184,18 +184,18 @@ impl HandshakeClient {
 
     /// Workflow side: say whether the workflow is ready to receive.
     pub async fn set_ready(&self, ready: bool) -> Result<(), AgentError> {
-        self.put(names::READY, i32::from(ready)).await
+        self.put(suffix(Id::Ready), i32::from(ready)).await
     }
 
     /// Workflow side: report the frames processed so far.
     pub async fn report_progress(&self, frames: u64) -> Result<(), AgentError> {
         let frames = i64::try_from(frames).unwrap_or(i64::MAX);
-        self.put(names::PROGRESS, frames).await
+        self.put(suffix(Id::Progress), frames).await
     }
 
     /// Workflow side: free text for the operator.
     pub async fn set_workflow_message(&self, text: &str) -> Result<(), AgentError> {
-        self.put(names::WORKFLOW_MESSAGE, text).await
+        self.put(suffix(Id::WorkflowMessage), text).await
     }
 
     /// Workflow side: end acquisition (`reason` goes to WorkflowMessage first). A no-op when
@@ -203,7 +203,7 @@ impl HandshakeClient {
     pub async fn end_acquisition(&self, reason: &str) -> Result<(), AgentError> {
         self.set_workflow_message(reason).await?;
         self.put(
-            names::WORKFLOW_COMMAND,
+            suffix(Id::WorkflowCommand),
             WorkflowCommand::EndAcquisition.name(),
         )
         .await
@@ -213,14 +213,14 @@ impl HandshakeClient {
     /// bridge stops the DM job.
     pub async fn fail(&self, reason: &str) -> Result<(), AgentError> {
         self.set_workflow_message(reason).await?;
-        self.put(names::WORKFLOW_COMMAND, WorkflowCommand::Fail.name())
+        self.put(suffix(Id::WorkflowCommand), WorkflowCommand::Fail.name())
             .await
     }
 
     /// Workflow side: a consumer member's books, with an RPC on `Report`.
     pub async fn report(&self, report: &MemberReport) -> Result<(), AgentError> {
         self.ctx
-            .rpc(&self.pv_name(names::REPORT), report.to_value())
+            .rpc(&self.pv_name(suffix(Id::Report)), report.to_value())
             .timeout(self.timeout)
             .exec()
             .await?;
@@ -235,13 +235,13 @@ impl HandshakeClient {
 
     /// Bluesky side: write the run request.
     pub async fn submit_request(&self, request: &RunRequest) -> Result<(), AgentError> {
-        self.put(names::REQUEST, request.to_json()).await
+        self.put(suffix(Id::Request), request.to_json()).await
     }
 
     /// Bluesky side: send a command. When this returns, the coordinator has applied it; a
     /// refused command is an error with the coordinator's reason.
     pub async fn command(&self, command: Command) -> Result<(), AgentError> {
-        self.put(names::COMMAND, command.name()).await
+        self.put(suffix(Id::Command), command.name()).await
     }
 
     /// Bluesky side: write the request and START the run.
@@ -252,14 +252,14 @@ impl HandshakeClient {
 
     /// The slot's state.
     pub async fn state(&self) -> Result<State, AgentError> {
-        let pv = self.pv_name(names::STATE);
-        state_of(&pv, &self.get(names::STATE).await?)
+        let pv = self.pv_name(suffix(Id::State));
+        state_of(&pv, &self.get(suffix(Id::State)).await?)
     }
 
     /// The slot's `Status` structure.
     pub async fn status(&self) -> Result<StatusSnapshot, AgentError> {
-        let value = self.get(names::STATUS).await?;
-        StatusSnapshot::from_value(&self.pv_name(names::STATUS), &value)
+        let value = self.get(suffix(Id::Status)).await?;
+        StatusSnapshot::from_value(&self.pv_name(suffix(Id::Status)), &value)
     }
 
     /// Wait until the state is one of `wanted` and return it. A final state that is not
@@ -270,7 +270,7 @@ impl HandshakeClient {
         wanted: &[State],
         timeout: Duration,
     ) -> Result<State, AgentError> {
-        let pv = self.pv_name(names::STATE);
+        let pv = self.pv_name(suffix(Id::State));
         let mut monitor = self.ctx.monitor(&pv).exec()?;
         let mut last = None;
         let watch = async {
@@ -283,7 +283,7 @@ impl HandshakeClient {
                             return Ok(state);
                         }
                         if state.is_final() {
-                            let message = match self.get(names::MESSAGE).await {
+                            let message = match self.get(suffix(Id::Message)).await {
                                 Ok(value) => value
                                     .get("value")
                                     .and_then(Value::as_str)

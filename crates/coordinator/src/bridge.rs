@@ -1,6 +1,7 @@
 //! The runtime of the coordinator: serves the PV set of each run slot, applies what clients put
 //! to the slot's [`Machine`], carries out its actions against DM, polls DM (which never pushes),
-//! shows the machine on the PVs, and keeps each slot's record in its state file.
+//! shows the machine on the PVs, and keeps each slot's record in its state file and in a watch
+//! channel ([`Bridge::records`]) for whoever runs the bridge in-process.
 //!
 //! Commands are applied inside the put: when a `Command` put returns, the state has already
 //! changed (or the put failed with the reason), and `Command` reads NONE again.
@@ -97,6 +98,8 @@ pub struct Bridge {
     slots: JoinSet<()>,
     shutdown: watch::Sender<bool>,
     prefixes: Vec<String>,
+    /// Each slot's record, in the order of `prefixes`.
+    records: Vec<watch::Receiver<SlotRecord>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -131,11 +134,13 @@ struct Slot {
 
 /// A slot's state file, written whenever its record changed: by the slot's task and by a put
 /// that changed the state, always before the PVs show the change, so that what a client saw
-/// survives a restart of the bridge.
+/// survives a restart of the bridge. The same record goes to the slot's watch channel.
 struct RecordFile {
     state_dir: PathBuf,
     /// The text last written.
     saved: Mutex<String>,
+    /// The record last saved, for [`Bridge::records`].
+    records: watch::Sender<SlotRecord>,
 }
 
 impl RecordFile {
@@ -145,6 +150,13 @@ impl RecordFile {
         if *saved == text {
             return;
         }
+        self.records.send_if_modified(|current| {
+            let changed = current != record;
+            if changed {
+                current.clone_from(record);
+            }
+            changed
+        });
         match state_file::save(&self.state_dir, record) {
             Ok(()) => *saved = text,
             Err(err) => tracing::error!("slot {}: {err}", record.prefix),
@@ -222,6 +234,10 @@ impl Bridge {
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut slots = JoinSet::new();
         tokio::spawn(check_login(dm.clone()));
+        let records = ready_slots
+            .iter()
+            .map(|(slot, _)| slot.record_file.records.subscribe())
+            .collect();
         for (slot, receiver) in ready_slots {
             let task = SlotTask {
                 slot,
@@ -244,6 +260,7 @@ impl Bridge {
             slots,
             shutdown,
             prefixes: config.prefixes,
+            records,
         })
     }
 
@@ -260,6 +277,15 @@ impl Bridge {
     /// The prefixes served.
     pub fn prefixes(&self) -> &[String] {
         &self.prefixes
+    }
+
+    /// The record of slot `prefix` (what its state file holds) as a watch channel, which
+    /// changes whenever the slot saves a changed record, before the PVs show the change;
+    /// `None` for a prefix the bridge does not serve. The channel keeps its last record after
+    /// [`Bridge::stop`].
+    pub fn records(&self, prefix: &str) -> Option<watch::Receiver<SlotRecord>> {
+        let slot = self.prefixes.iter().position(|p| p == prefix)?;
+        Some(self.records[slot].clone())
     }
 
     /// Stop every slot (each saves its record) and the server.
@@ -292,12 +318,13 @@ impl Slot {
         let view = machine.view(now());
         // After a restart START may reuse the request on show.
         machine.handle(Input::Request(view.request.clone()), now());
-        let machine = Arc::new(Mutex::new(machine));
-        let shown = Arc::new(OnceLock::new());
         let record_file = Arc::new(RecordFile {
             state_dir: state_dir.to_path_buf(),
             saved: Mutex::new(String::new()),
+            records: watch::Sender::new(machine.record().clone()),
         });
+        let machine = Arc::new(Mutex::new(machine));
+        let shown = Arc::new(OnceLock::new());
         let hooks = make_hooks(&prefix, &machine, &record_file, &events, &shown);
         let pvs = HandshakePvs::new(&prefix, &view, hooks);
         let _ = shown.set(pvs.clone());

@@ -12,7 +12,6 @@ use pva_codec::{ArrayKind, FieldDesc, ScalarType, StructDesc, StructValue, Value
 use serde_json::{Map, Value as Json};
 
 use crate::machine::SlotView;
-use crate::pvs::names;
 
 /// Every field of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,7 +184,7 @@ use Writer::{Bluesky, Coordinator, Workflow};
 pub const FIELDS: [Field; 25] = [
     field(
         Id::State,
-        Some(names::STATE),
+        Some("State"),
         Some("state"),
         Some("state"),
         Enum,
@@ -193,7 +192,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Command,
-        Some(names::COMMAND),
+        Some("Command"),
         None,
         Some("command"),
         Enum,
@@ -201,7 +200,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Request,
-        Some(names::REQUEST),
+        Some("Request"),
         Some("request"),
         Some("request"),
         Text,
@@ -209,7 +208,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Ready,
-        Some(names::READY),
+        Some("Ready"),
         Some("ready"),
         Some("ready"),
         Int,
@@ -217,7 +216,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Progress,
-        Some(names::PROGRESS),
+        Some("Progress"),
         Some("progress"),
         Some("progress"),
         Long,
@@ -225,7 +224,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::WorkflowMessage,
-        Some(names::WORKFLOW_MESSAGE),
+        Some("WorkflowMessage"),
         Some("workflowMessage"),
         Some("workflow_message"),
         Text,
@@ -233,7 +232,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::WorkflowCommand,
-        Some(names::WORKFLOW_COMMAND),
+        Some("WorkflowCommand"),
         None,
         Some("workflow_command"),
         Enum,
@@ -241,32 +240,18 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::WorkflowPvs,
-        Some(names::WORKFLOW_PVS),
+        Some("WorkflowPVs"),
         Some("workflowPVs"),
         Some("workflow_pvs"),
         TextArray,
         Coordinator,
     ),
-    field(Id::Report, Some(names::REPORT), None, None, Rpc, Workflow),
-    field(
-        Id::Members,
-        Some(names::MEMBERS),
-        None,
-        None,
-        Table,
-        Coordinator,
-    ),
-    field(
-        Id::Stages,
-        Some(names::STAGES),
-        None,
-        None,
-        Table,
-        Coordinator,
-    ),
+    field(Id::Report, Some("Report"), None, None, Rpc, Workflow),
+    field(Id::Members, Some("Members"), None, None, Table, Coordinator),
+    field(Id::Stages, Some("Stages"), None, None, Table, Coordinator),
     field(
         Id::Workflow,
-        Some(names::WORKFLOW),
+        Some("Workflow"),
         Some("workflow"),
         Some("workflow"),
         Text,
@@ -274,7 +259,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Owner,
-        Some(names::OWNER),
+        Some("Owner"),
         Some("owner"),
         Some("owner"),
         Text,
@@ -282,7 +267,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::JobId,
-        Some(names::JOB_ID),
+        Some("JobId"),
         Some("jobId"),
         Some("job_id"),
         Text,
@@ -290,7 +275,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::JobStatus,
-        Some(names::JOB_STATUS),
+        Some("JobStatus"),
         Some("jobStatus"),
         Some("job_status"),
         Text,
@@ -298,7 +283,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::StageId,
-        Some(names::STAGE_ID),
+        Some("StageId"),
         Some("stageId"),
         Some("stage_id"),
         Text,
@@ -306,7 +291,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::RunTime,
-        Some(names::RUN_TIME),
+        Some("RunTime"),
         Some("runTime"),
         Some("run_time"),
         Double,
@@ -314,7 +299,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::FramesExpected,
-        Some(names::FRAMES_EXPECTED),
+        Some("FramesExpected"),
         Some("framesExpected"),
         Some("frames_expected"),
         Long,
@@ -322,7 +307,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::FramesReceived,
-        Some(names::FRAMES_RECEIVED),
+        Some("FramesReceived"),
         Some("framesReceived"),
         Some("frames_received"),
         Long,
@@ -330,7 +315,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::FramesMissed,
-        Some(names::FRAMES_MISSED),
+        Some("FramesMissed"),
         Some("framesMissed"),
         Some("frames_missed"),
         Long,
@@ -338,7 +323,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Message,
-        Some(names::MESSAGE),
+        Some("Message"),
         Some("message"),
         Some("message"),
         Text,
@@ -346,7 +331,7 @@ pub const FIELDS: [Field; 25] = [
     ),
     field(
         Id::Heartbeat,
-        Some(names::HEARTBEAT),
+        Some("Heartbeat"),
         Some("heartbeat"),
         Some("heartbeat"),
         Long,
@@ -355,20 +340,13 @@ pub const FIELDS: [Field; 25] = [
     field(Id::RunUid, None, Some("runUid"), None, Text, Coordinator),
     field(
         Id::Status,
-        Some(names::STATUS),
+        Some("Status"),
         None,
         None,
         Structure,
         Coordinator,
     ),
-    field(
-        Id::Pvi,
-        Some(names::PVI),
-        None,
-        None,
-        Structure,
-        Coordinator,
-    ),
+    field(Id::Pvi, Some("PVI"), None, None, Structure, Coordinator),
 ];
 
 /// The field `id`.
@@ -377,6 +355,14 @@ pub fn get(id: Id) -> &'static Field {
         .iter()
         .find(|f| f.id == id)
         .expect("every Id is in FIELDS (a test checks it)")
+}
+
+/// The PV suffix of field `id` (the PV name is the slot's prefix + suffix).
+///
+/// # Panics
+/// For a field without a PV of its own (a `Status` member only, such as [`Id::RunUid`]).
+pub fn suffix(id: Id) -> &'static str {
+    get(id).suffix.expect("a field with a PV of its own")
 }
 
 /// The fields that are members of `Status`, with their member names.

@@ -17,59 +17,6 @@ use crate::machine::SlotView;
 use crate::members::{members_table, stages_table, MemberReport};
 use crate::state::{Command, State, WorkflowCommand};
 
-/// The suffix of each PV of the set (the PV name is prefix + suffix); [`crate::fields::FIELDS`]
-/// says the type and writer of each.
-pub mod names {
-    /// NTEnum: where the slot is.
-    pub const STATE: &str = "State";
-    /// NTEnum, writable by Bluesky: its command; reads NONE once the coordinator acted.
-    pub const COMMAND: &str = "Command";
-    /// NTScalar string (JSON), writable by Bluesky: the run request.
-    pub const REQUEST: &str = "Request";
-    /// NTScalar int, writable by the workflow: 1 when ready to receive.
-    pub const READY: &str = "Ready";
-    /// NTScalar long, writable by the workflow: frames processed so far.
-    pub const PROGRESS: &str = "Progress";
-    /// NTScalar string, writable by the workflow: free text.
-    pub const WORKFLOW_MESSAGE: &str = "WorkflowMessage";
-    /// NTEnum, writable by the workflow: NONE, END_ACQUISITION, FAIL.
-    pub const WORKFLOW_COMMAND: &str = "WorkflowCommand";
-    /// NTScalarArray string: the PVs the workflow's members serve.
-    pub const WORKFLOW_PVS: &str = "WorkflowPVs";
-    /// RPC, called by the workflow's consumers: a member's books.
-    pub const REPORT: &str = "Report";
-    /// NTTable: one row per consumer member.
-    pub const MEMBERS: &str = "Members";
-    /// NTTable: the DM job's stages.
-    pub const STAGES: &str = "Stages";
-    /// NTScalar string: the DM workflow name.
-    pub const WORKFLOW: &str = "Workflow";
-    /// NTScalar string: the DM job's owner.
-    pub const OWNER: &str = "Owner";
-    /// NTScalar string: the DM job id.
-    pub const JOB_ID: &str = "JobId";
-    /// NTScalar string: the DM job status.
-    pub const JOB_STATUS: &str = "JobStatus";
-    /// NTScalar string: the DM job's current stage.
-    pub const STAGE_ID: &str = "StageId";
-    /// NTScalar double: seconds the DM job has run.
-    pub const RUN_TIME: &str = "RunTime";
-    /// NTScalar long: frames the detector will send.
-    pub const FRAMES_EXPECTED: &str = "FramesExpected";
-    /// NTScalar long: frames the consumers received.
-    pub const FRAMES_RECEIVED: &str = "FramesReceived";
-    /// NTScalar long: frames never accounted for.
-    pub const FRAMES_MISSED: &str = "FramesMissed";
-    /// NTScalar string: what happened last; the error on failure.
-    pub const MESSAGE: &str = "Message";
-    /// NTScalar long: +1 each second while the coordinator lives.
-    pub const HEARTBEAT: &str = "Heartbeat";
-    /// Structure: everything above in one PV.
-    pub const STATUS: &str = "Status";
-    /// NTPVI: the signals of the slot, for ophyd-async autodiscovery.
-    pub const PVI: &str = "PVI";
-}
-
 pub use crate::fields::STATUS_ID;
 /// Type id of the `PVI` structure (as pvi and FastCS serve it).
 pub const PVI_ID: &str = "epics:nt/NTPVI:1.0";
@@ -144,11 +91,11 @@ fn field_value(kind: Kind, value: Value) -> Option<StructValue> {
 }
 
 fn enum_value<const N: usize>(index: i32, choices: [&str; N]) -> StructValue {
-    stamped(NtEnum::build_value(
+    NtEnum::build_value(
         &EnumValue::new(index, choices),
         &Alarm::none(),
         TimeStamp::now(),
-    ))
+    )
 }
 
 fn state_value(state: State) -> StructValue {
@@ -185,15 +132,16 @@ pub fn pvi_value(prefix: &str) -> StructValue {
                 .build(),
         );
     }
+    // The same `display` (a description) as the normative types have.
+    let display = NtEnum::desc()
+        .member("display")
+        .expect("NTEnum has a display")
+        .desc
+        .clone();
     let desc = Arc::new(
         StructDesc::builder(PVI_ID)
             .structure("value", entries.build())
-            .structure(
-                "display",
-                StructDesc::builder("")
-                    .scalar("description", ScalarType::String)
-                    .build(),
-            )
+            .field("display", display)
             .build(),
     );
     let mut v = StructValue::new(desc);

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coordinator::embedded::EmbeddedDm;
+use coordinator::machine::CatalogStatus;
 use coordinator::{
-    Bridge, BridgeConfig, Command, HandshakeClient, ProgressReporter, RunRequest, State,
+    state_file, Bridge, BridgeConfig, Command, HandshakeClient, ProgressReporter, RunRequest, State,
 };
 use dm::{Stage, Workflow};
 use pva::client::Context;
@@ -58,6 +59,12 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         let bridge = Bridge::start(config, dm.clone(), pva::ServerConfig::isolated())
             .await
             .unwrap();
+        assert!(
+            bridge.records("it:c:").is_none(),
+            "not a slot of the bridge"
+        );
+        let mut records = bridge.records("it:a:").expect("a slot of the bridge");
+        assert_eq!(records.borrow_and_update().state, State::Idle);
         let ctx = Context::new(pva::ClientConfig::isolated(bridge.udp_addr())).unwrap();
         let slot = HandshakeClient::new(ctx.clone(), "it:a:");
         let other = HandshakeClient::new(ctx, "it:b:");
@@ -85,6 +92,15 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         );
         slot.command(Command::AcqStarted).await.unwrap();
         assert_eq!(slot.state().await.unwrap(), State::Acquiring);
+        assert!(
+            records.has_changed().unwrap(),
+            "the record changed with the run"
+        );
+        assert_eq!(
+            records.borrow_and_update().state,
+            State::Acquiring,
+            "the record changes before the PVs show the change"
+        );
         let busy = slot.submit_request(&request).await.unwrap_err();
         assert!(busy.to_string().contains("a run is in progress"), "{busy}");
         let beat = slot.status().await.unwrap().heartbeat;
@@ -119,18 +135,23 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         assert_eq!(status.run_uid, "uid-it");
         assert!(status.message.contains("done"), "{}", status.message);
 
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let run = loop {
-            let runs = dm.list_runs("pvabridge").await.unwrap();
-            if let Some(run) = runs.into_iter().find(|r| r.run_id == "uid_uid-it") {
-                break run;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run never reached the catalog"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = |record: &coordinator::SlotRecord| {
+            let run = record.run.as_ref();
+            run.is_some_and(|run| run.catalog != CatalogStatus::Pending)
         };
+        let record = tokio::time::timeout(WAIT, records.wait_for(sent))
+            .await
+            .expect("the run is offered to the catalog in time")
+            .unwrap()
+            .clone();
+        let record_run = record.run.as_ref().unwrap();
+        assert_eq!(record_run.catalog, CatalogStatus::Sent);
+        assert_eq!(record_run.received(), 3, "the books are in the record");
+        let runs = dm.list_runs("pvabridge").await.unwrap();
+        let run = runs
+            .into_iter()
+            .find(|r| r.run_id == "uid_uid-it")
+            .expect("the run is in the catalog");
         assert_eq!(run.metadata["handshake"]["jobId"], status.job_id.as_str());
         assert_eq!(run.metadata["handshake"]["job"]["status"], "done");
         assert_eq!(run.metadata["handshake"]["frames"]["received"], 3);
@@ -145,6 +166,16 @@ async fn a_run_through_the_embedded_dm_ends_done_and_reaches_the_catalog() {
         assert_eq!(slot.state().await.unwrap(), State::Idle);
         bridge.stop().await;
         assert!(dir.path().join("state/it%3Aa%3A.json").exists());
+        let saved = state_file::load(&dir.path().join("state"), "it:a:")
+            .unwrap()
+            .expect("the slot saved its record");
+        let last = records.borrow();
+        assert_eq!(last.state, State::Idle, "RESET reached the watch");
+        assert_eq!(
+            (saved.state, &saved.message, saved.run.is_none()),
+            (last.state, &last.message, last.run.is_none()),
+            "the watch holds the record the state file holds"
+        );
         dm_service.shutdown().await;
     })
     .await

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pva::server::{PutRequest, SharedPv};
-use pva_codec::nt::{set_time_stamp, Alarm, EnumValue, NtEnum, NtScalar, TimeStamp};
+use pva_codec::nt::{Alarm, EnumValue, NtEnum, NtScalar, TimeStamp};
 use pva_codec::{ScalarType, Status, StructValue, Value};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -95,18 +95,14 @@ pub struct AdSim {
     requests: mpsc::UnboundedReceiver<Request>,
 }
 
-fn stamped(mut value: StructValue) -> StructValue {
-    // Normative types built here always have a timeStamp.
-    let _ = set_time_stamp(&mut value, TimeStamp::now());
-    value
-}
-
+/// An NTScalar of type `t` holding `value`, stamped now.
 fn scalar(t: ScalarType, value: impl Into<Value>) -> StructValue {
-    let mut v = NtScalar::new(t).create();
-    let _ = v.set("value", value.into());
-    stamped(v)
+    NtScalar::new(t)
+        .build_value(value, &Alarm::none(), TimeStamp::now())
+        .expect("the settings are numbers of the PVs' types")
 }
 
+/// An NTEnum selecting `index` of `choices`, stamped now.
 fn choice(index: i32, choices: [&str; 2]) -> StructValue {
     NtEnum::build_value(
         &EnumValue::new(index, choices),
@@ -151,10 +147,10 @@ impl AdSim {
             counter: 0,
         }));
         let (send, requests) = mpsc::unbounded_channel();
-        let acquire_rbv = SharedPv::readonly(stamped(choice(0, ACQUIRE_RBV_CHOICES)));
+        let acquire_rbv = SharedPv::readonly(choice(0, ACQUIRE_RBV_CHOICES));
         let acquire = {
             let acquire_rbv = acquire_rbv.clone();
-            SharedPv::builder(stamped(choice(0, ACQUIRE_CHOICES)))
+            SharedPv::builder(choice(0, ACQUIRE_CHOICES))
                 .on_put(move |put| {
                     let index = put.value.get("value.index").and_then(Value::as_i64);
                     let request = match index {
@@ -165,7 +161,7 @@ impl AdSim {
                     if matches!(request, Request::Start) {
                         // Acquiring shows before the put completes, as the driver sets it: a
                         // client that waits for Done after its put never sees the Done of before.
-                        acquire_rbv.post(stamped(choice(1, ACQUIRE_RBV_CHOICES)));
+                        acquire_rbv.post(choice(1, ACQUIRE_RBV_CHOICES));
                     }
                     let _ = send.send(request);
                     Ok(None)
@@ -341,8 +337,8 @@ impl AdSim {
             {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            acquire.post(stamped(choice(0, ACQUIRE_CHOICES)));
-            acquire_rbv.post(stamped(choice(0, ACQUIRE_RBV_CHOICES)));
+            acquire.post(choice(0, ACQUIRE_CHOICES));
+            acquire_rbv.post(choice(0, ACQUIRE_RBV_CHOICES));
             acquisition
         }
     }
