@@ -11,7 +11,7 @@ use coordinator::{HandshakeClient, MemberReport};
 use pva::server::{Server, ServerOptions, SharedPv, Source, StaticSource};
 use pva_codec::nt::{set_time_stamp, TimeStamp};
 use pva_codec::{FieldDesc, ScalarType, StructDesc, StructValue};
-use stream::accounting::Counts;
+use stream::accounting::{Counts, LatencySummary};
 use stream::consumer::{Progress, Report};
 use stream::stats::FrameStats;
 use tokio::sync::{watch, Notify};
@@ -37,19 +37,24 @@ struct Snapshot {
     missed: u64,
     duplicates: u64,
     processed: u64,
+    out_of_order: u64,
     fps: f64,
+    mb_per_s: f64,
+    latency: Option<LatencySummary>,
     first_id: Option<i64>,
     last_id: Option<i64>,
     last: Option<FrameStats>,
 }
 
 impl Snapshot {
-    /// The consumer's counts and rate.
-    fn count(&mut self, counts: &Counts, fps: f64) {
+    /// The consumer's counts and rates.
+    fn count(&mut self, counts: &Counts, (fps, mb_per_s): (f64, f64)) {
         self.received = counts.received;
         self.missed = counts.missed;
         self.duplicates = counts.duplicates;
+        self.out_of_order = counts.out_of_order;
         self.fps = fps;
+        self.mb_per_s = mb_per_s;
     }
 }
 
@@ -90,13 +95,14 @@ impl Books {
 
     /// The consumer's counts so far.
     pub fn progress(&self, progress: &Progress) {
-        self.edit(|s| s.count(&progress.counts, progress.fps));
+        self.edit(|s| s.count(&progress.counts, (progress.fps, progress.mb_per_s)));
     }
 
     /// The consumer's final books.
     pub fn finish(&self, report: &Report) {
         self.edit(|s| {
-            s.count(&report.counts, report.fps);
+            s.count(&report.counts, (report.fps, report.mb_per_s));
+            s.latency = (report.counts.received > 0).then_some(report.latency);
             s.processed = report.processed;
             s.first_id = report.first_id.or(s.first_id);
             s.last_id = report.last_id.or(s.last_id);
@@ -116,6 +122,11 @@ impl Books {
             first_id: s.first_id.unwrap_or(-1),
             last_id: s.last_id.unwrap_or(-1),
             pvs: pvs.to_vec(),
+            out_of_order: s.out_of_order,
+            fps: s.fps,
+            mb_per_s: s.mb_per_s,
+            latency_p50_ms: s.latency.as_ref().map(|l| l.p50_ms),
+            latency_p99_ms: s.latency.as_ref().map(|l| l.p99_ms),
         }
     }
 

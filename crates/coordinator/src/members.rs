@@ -9,7 +9,7 @@ use pva_codec::{ArrayKind, FieldDesc, ScalarArray, ScalarType, StructDesc, Struc
 use serde::{Deserialize, Serialize};
 
 /// One consumer member's books, as it reports them with an RPC on `P Report`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberReport {
     /// The member's number: 0 for a single consumer, 0..N-1 for N.
@@ -32,7 +32,25 @@ pub struct MemberReport {
     /// The PVs the member serves itself.
     #[serde(default)]
     pub pvs: Vec<String>,
+    /// Frames that came after a later one.
+    #[serde(default)]
+    pub out_of_order: u64,
+    /// Frames per second between the member's first and last frame.
+    #[serde(default)]
+    pub fps: f64,
+    /// Megabytes (10^6) of images per second over the same span.
+    #[serde(default)]
+    pub mb_per_s: f64,
+    /// Median latency from a frame's timeStamp to its arrival, ms; known once the member ended.
+    #[serde(default)]
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile of that latency, ms; known once the member ended.
+    #[serde(default)]
+    pub latency_p99_ms: Option<f64>,
 }
+
+/// A latency not measured yet, on the wire (a real latency is never negative).
+const UNKNOWN: f64 = -1.0;
 
 /// Type id of the `Report` RPC argument.
 pub const REPORT_ID: &str = "pvabridge:handshake/Report:1.0";
@@ -40,7 +58,7 @@ pub const REPORT_ID: &str = "pvabridge:handshake/Report:1.0";
 impl MemberReport {
     /// The RPC argument structure.
     pub fn desc() -> Arc<StructDesc> {
-        use ScalarType::{Bool, I64, U32};
+        use ScalarType::{Bool, F64, I64, U32};
         Arc::new(
             StructDesc::builder(REPORT_ID)
                 .scalar("member", U32)
@@ -55,6 +73,11 @@ impl MemberReport {
                     "pvs",
                     FieldDesc::ScalarArray(ScalarType::String, ArrayKind::Variable),
                 )
+                .scalar("outOfOrder", I64)
+                .scalar("fps", F64)
+                .scalar("mbPerS", F64)
+                .scalar("latencyP50Ms", F64)
+                .scalar("latencyP99Ms", F64)
                 .build(),
         )
     }
@@ -73,6 +96,17 @@ impl MemberReport {
             ("firstId", Value::I64(self.first_id)),
             ("lastId", Value::I64(self.last_id)),
             ("pvs", Value::Array(ScalarArray::String(self.pvs.clone()))),
+            ("outOfOrder", long(self.out_of_order)),
+            ("fps", Value::F64(self.fps)),
+            ("mbPerS", Value::F64(self.mb_per_s)),
+            (
+                "latencyP50Ms",
+                Value::F64(self.latency_p50_ms.unwrap_or(UNKNOWN)),
+            ),
+            (
+                "latencyP99Ms",
+                Value::F64(self.latency_p99_ms.unwrap_or(UNKNOWN)),
+            ),
         ];
         for (name, value) in members {
             let _ = v.set(name, value);
@@ -80,10 +114,11 @@ impl MemberReport {
         v
     }
 
-    /// Read an RPC argument: `member` is required; a count that is absent is 0, an id -1;
-    /// negative counts are refused.
+    /// Read an RPC argument: `member` is required; a count or rate that is absent is 0, an id
+    /// -1, a latency unknown; negative counts are refused.
     pub fn from_value(v: &StructValue) -> Result<MemberReport, String> {
         let int = |name: &str| v.get(name).and_then(Value::as_i64);
+        let real = |name: &str| v.get(name).and_then(Value::as_f64);
         let count = |name: &str| match int(name) {
             None => Ok(0),
             Some(n) => {
@@ -109,6 +144,11 @@ impl MemberReport {
             first_id: int("firstId").unwrap_or(-1),
             last_id: int("lastId").unwrap_or(-1),
             pvs,
+            out_of_order: count("outOfOrder")?,
+            fps: real("fps").unwrap_or(0.0),
+            mb_per_s: real("mbPerS").unwrap_or(0.0),
+            latency_p50_ms: real("latencyP50Ms").filter(|ms| *ms >= 0.0),
+            latency_p99_ms: real("latencyP99Ms").filter(|ms| *ms >= 0.0),
         })
     }
 }
@@ -254,8 +294,20 @@ mod tests {
             first_id: 101,
             last_id: 112,
             pvs: vec!["p:wf:1:Stats".into()],
+            out_of_order: 3,
+            fps: 250.5,
+            mb_per_s: 2.25,
+            latency_p50_ms: Some(0.5),
+            latency_p99_ms: Some(1.75),
         };
         assert_eq!(MemberReport::from_value(&report.to_value()), Ok(report));
+        let running = MemberReport {
+            fps: 10.0,
+            ..MemberReport::default()
+        };
+        let read = MemberReport::from_value(&running.to_value()).unwrap();
+        assert_eq!((read.latency_p50_ms, read.latency_p99_ms), (None, None));
+        assert_eq!(read, running);
         let mut bad = MemberReport::default().to_value();
         bad.set("received", -3i64).unwrap();
         let err = MemberReport::from_value(&bad).unwrap_err();

@@ -1,14 +1,13 @@
 //! What `pvabridge demo` prints at the end of a run: the summary of the run, from the slot's
-//! record (states, the consumers' books, the DM job as last seen, the run catalog) and, for what
-//! only the consumer measured, the streaming stage's own output.
+//! record (states, the consumers' books with their rates and latency, the DM job as last seen,
+//! the run catalog).
 
 use std::path::{Path, PathBuf};
 
-use coordinator::machine::{CatalogStatus, SlotRecord};
-use coordinator::State;
+use coordinator::machine::{CatalogStatus, Run, SlotRecord};
+use coordinator::{MemberReport, State};
 use dm::ProcessingJob;
 use serde::Serialize;
-use serde_json::Value;
 use stream::simdet::SimDetConfig;
 
 use super::{DemoArgs, Played, WorkDir, CONSUME_STAGE, DATA_CHANNEL, PREFIX};
@@ -150,12 +149,31 @@ fn job_summary(job: &ProcessingJob) -> JobSummary {
     }
 }
 
-/// The streaming stage's own summary (`workflow consume --json` prints it on stdout), read only
-/// for what the consumer alone measured: its rates, latency and out-of-order count. The frame
-/// counts come from the consumers' books in the slot's record.
-fn stage_report(job: Option<&JobSummary>) -> Option<Value> {
-    let stage = job?.stages.iter().find(|s| s.stage == CONSUME_STAGE)?;
-    serde_json::from_str(stage.std_out.lines().last()?).ok()
+/// The consumers' rates and latency from their books in the slot's record: frames/s and MB/s
+/// summed over the members (each receives its share of the stream), latency the worst member's.
+fn member_rates(run: Option<&Run>) -> Option<MemberRates> {
+    let members = &run?.members;
+    if members.is_empty() {
+        return None;
+    }
+    let worst =
+        |f: fn(&MemberReport) -> Option<f64>| members.values().filter_map(f).reduce(f64::max);
+    Some(MemberRates {
+        fps: members.values().map(|m| m.fps).sum(),
+        mb_per_s: members.values().map(|m| m.mb_per_s).sum(),
+        out_of_order: members.values().map(|m| m.out_of_order).sum(),
+        latency_p50_ms: worst(|m| m.latency_p50_ms),
+        latency_p99_ms: worst(|m| m.latency_p99_ms),
+    })
+}
+
+/// What [`member_rates`] adds up.
+struct MemberRates {
+    fps: f64,
+    mb_per_s: f64,
+    out_of_order: u64,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
 }
 
 fn count_rows(file: &Path) -> Option<u64> {
@@ -194,9 +212,7 @@ pub(super) fn summarize(
     let duplicates = run
         .filter(|r| !r.members.is_empty())
         .map(|r| r.members.values().map(|m| m.duplicates).sum());
-    let stage = stage_report(job.as_ref());
-    let stream = stage.as_ref().map(|s| &s["stream"]);
-    let number = |key: &str| stream.and_then(|s| s[key].as_f64());
+    let consumers = member_rates(run);
     let results_file = job
         .as_ref()
         .and_then(|job| job.stages.iter().find(|s| s.stage == CONSUME_STAGE))
@@ -223,15 +239,15 @@ pub(super) fn summarize(
             received,
             missed,
             duplicates,
-            out_of_order: stream.and_then(|s| s["out_of_order"].as_u64()),
+            out_of_order: consumers.as_ref().map(|c| c.out_of_order),
         },
         rates: Rates {
             detector_fps: played.published.fps,
             detector_mb_per_s: played.published.mb_per_s,
-            workflow_fps: number("fps"),
-            workflow_mb_per_s: number("mb_per_s"),
-            latency_p50_ms: stream.and_then(|s| s["latency"]["p50_ms"].as_f64()),
-            latency_p99_ms: stream.and_then(|s| s["latency"]["p99_ms"].as_f64()),
+            workflow_fps: consumers.as_ref().map(|c| c.fps),
+            workflow_mb_per_s: consumers.as_ref().map(|c| c.mb_per_s),
+            latency_p50_ms: consumers.as_ref().and_then(|c| c.latency_p50_ms),
+            latency_p99_ms: consumers.as_ref().and_then(|c| c.latency_p99_ms),
         },
         job,
         results: Results {
