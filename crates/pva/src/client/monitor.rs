@@ -10,6 +10,7 @@
 //! subscription on the server at once.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use super::conn::{Acker, ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
 use super::proto::{Ioid, OpKind, Request};
+use super::window::{ByteBudget, Window};
 
 /// Default monitor queue size (pvxs: 4).
 pub const DEFAULT_QUEUE_SIZE: u32 = 4;
@@ -61,6 +63,8 @@ pub struct MonitorBuilder {
     request: Option<String>,
     queue_size: Option<u32>,
     pipeline: Option<bool>,
+    budget: Option<ByteBudget>,
+    server: Option<SocketAddr>,
 }
 
 impl MonitorBuilder {
@@ -84,6 +88,22 @@ impl MonitorBuilder {
         self
     }
 
+    /// The byte budget of a pipelined monitor (default [`ByteBudget::default`]: 64 MiB, at
+    /// most 4,096 updates): after the first window of `queue_size` updates, the client grants
+    /// the server as many updates as fit the budget at their running size, so small updates
+    /// flow with a deep window and large frames with a shallow one. The client then holds up
+    /// to `max_window` updates (raised to `queue_size` when smaller).
+    pub fn byte_budget(mut self, budget: ByteBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Subscribe at this server, without searching for the channel (as pvxs's `server()`).
+    pub fn server(mut self, addr: SocketAddr) -> Self {
+        self.server = Some(addr);
+        self
+    }
+
     /// Start the subscription; it searches and connects in the background.
     pub fn exec(self) -> Result<Monitor, ClientError> {
         let mut req = parse_request(self.request.as_deref())?;
@@ -100,16 +120,26 @@ impl MonitorBuilder {
         req = req
             .with_record_option("queueSize", queue_size)
             .with_record_option("pipeline", pipeline);
+        let budget = pipeline.then(|| self.budget.unwrap_or_default());
+        // The queue holds what the window lets the server send: it never squashes a pipelined
+        // update the client granted.
+        let capacity = budget.map_or(queue_size, |b| {
+            Window::new(pipeline, queue_size)
+                .with_budget(b)
+                .max_window()
+        });
         let request = Request {
             channel: self.name.clone(),
             pv_request: req.to_value(),
             kind: OpKind::Monitor {
                 queue_size,
                 pipeline,
+                budget,
             },
         };
-        let queue = Arc::new(EventQueue::new(queue_size as usize));
-        let task = tokio::spawn(drive(self.ctx, request, queue.clone())).abort_handle();
+        let queue = Arc::new(EventQueue::new(capacity as usize));
+        let task =
+            tokio::spawn(drive(self.ctx, request, self.server, queue.clone())).abort_handle();
         Ok(Monitor {
             name: self.name,
             queue,
@@ -235,6 +265,8 @@ impl Context {
             request: None,
             queue_size: None,
             pipeline: None,
+            budget: None,
+            server: None,
         }
     }
 }
@@ -242,14 +274,17 @@ impl Context {
 /// Pause between attempts to subscribe again after a failed connection.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-/// Search, connect and subscribe; after each loss, again, until the server ends it or the
-/// user drops the monitor.
-async fn drive(ctx: Context, request: Request, events: Arc<EventQueue>) {
+/// Search (unless `at` names the server), connect and subscribe; after each loss, again, until
+/// the server ends it or the user drops the monitor.
+async fn drive(ctx: Context, request: Request, at: Option<SocketAddr>, events: Arc<EventQueue>) {
     let _done = SenderDone(events.clone());
     loop {
-        let server = tokio::select! {
-            s = ctx.resolve(&request.channel) => s,
-            _ = events.closed() => return,
+        let server = match at {
+            Some(addr) => addr,
+            None => tokio::select! {
+                s = ctx.resolve(&request.channel) => s,
+                _ = events.closed() => return,
+            },
         };
         let conn = match ctx.connection(server).await {
             Ok(c) => c,

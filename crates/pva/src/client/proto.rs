@@ -41,7 +41,7 @@ use pva_codec::{
 };
 
 use super::convert::build_put;
-use super::window::Window;
+use super::window::{ByteBudget, Window};
 
 /// A request id on one connection.
 pub type Ioid = u32;
@@ -64,6 +64,8 @@ pub enum OpKind {
         queue_size: u32,
         /// Flow control with acks.
         pipeline: bool,
+        /// Count the window in bytes (pipelined only): see [`ByteBudget`].
+        budget: Option<ByteBudget>,
     },
 }
 
@@ -317,7 +319,14 @@ impl ClientConn {
             OpKind::Monitor {
                 queue_size,
                 pipeline,
-            } => Window::new(pipeline, queue_size),
+                budget,
+            } => {
+                let window = Window::new(pipeline, queue_size);
+                match budget {
+                    Some(b) => window.with_budget(b),
+                    None => window,
+                }
+            }
             _ => Window::new(false, 1),
         };
         self.ops.insert(
@@ -416,7 +425,7 @@ impl ClientConn {
                 self.op_types.learn(&msg);
             }
         }
-        self.handle_message(msg);
+        self.handle_message(msg, frame.payload.len() + pva_codec::header::HEADER_SIZE);
         Ok(())
     }
 
@@ -599,7 +608,8 @@ impl ClientConn {
         });
     }
 
-    fn handle_message(&mut self, msg: Message) {
+    /// Act on one message of `bytes` (header included) from the server.
+    fn handle_message(&mut self, msg: Message, bytes: usize) {
         match msg {
             Message::ValidationRequest(req) => {
                 let ca = req.auth_methods.iter().any(|m| m == "ca");
@@ -639,7 +649,7 @@ impl ClientConn {
             }
             Message::CreateChannelResponse(r) => self.channel_created(r.cid, r.sid, r.status),
             Message::DestroyChannel(d) => self.channel_lost(d.cid),
-            Message::OpResponse(r) => self.op_response(r),
+            Message::OpResponse(r) => self.op_response(r, bytes),
             Message::GetFieldResponse(r) => {
                 if !self.ops.contains_key(&r.ioid) {
                     return;
@@ -727,7 +737,7 @@ impl ClientConn {
         }
     }
 
-    fn op_response(&mut self, r: OpResponse) {
+    fn op_response(&mut self, r: OpResponse, bytes: usize) {
         let ioid = r.ioid;
         let Some(op) = self.ops.get_mut(&ioid) else {
             return;
@@ -797,7 +807,7 @@ impl ClientConn {
                     overrun,
                 },
             ) => {
-                if !op.window.received() {
+                if !op.window.received(bytes) {
                     tracing::debug!("server exceeded the monitor window of request {ioid}");
                 }
                 // The update was decoded into the full value (see `MonitorBases`) when there
@@ -1204,6 +1214,7 @@ mod tests {
             OpKind::Monitor {
                 queue_size: 4,
                 pipeline: true,
+                budget: None,
             },
         ));
         feed(
@@ -1338,6 +1349,7 @@ mod tests {
             OpKind::Monitor {
                 queue_size: 2,
                 pipeline: false,
+                budget: None,
             },
         ));
         feed(

@@ -1,15 +1,54 @@
 //! The flow-control window of a pipelined monitor: how many updates the server may still send,
-//! and when the client acknowledges the ones its user has taken.
+//! and when (and how much) the client acknowledges.
+//!
+//! With a [`ByteBudget`] the window is counted in bytes: the client grants the server as many
+//! updates as fit the budget at the updates' running size, so 8-byte scalars flow with a deep
+//! window and 2 MiB frames with a shallow one, and the memory in flight stays bounded whatever
+//! the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
+//! to the window, so acknowledging more updates than were taken deepens it, and fewer shrinks it.
 
-/// Monitor flow control as pvxs does it: the server may send `queue_size` updates; the client
-/// acknowledges consumed updates in batches of at least `ack_at`.
+/// Default bytes a pipelined monitor lets the server have in flight (sent and not acknowledged).
+pub const DEFAULT_BYTE_BUDGET: u64 = 64 << 20;
+
+/// Default deepest window (in updates) a byte-counted monitor grants to small updates.
+pub const DEFAULT_MAX_WINDOW: u32 = 4096;
+
+/// A window counted in bytes: at most `bytes` in flight, at most `max_window` updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteBudget {
+    /// Bytes the server may have in flight (sent, not yet acknowledged).
+    pub bytes: u64,
+    /// The deepest window granted, however small the updates.
+    pub max_window: u32,
+}
+
+impl Default for ByteBudget {
+    fn default() -> Self {
+        ByteBudget {
+            bytes: DEFAULT_BYTE_BUDGET,
+            max_window: DEFAULT_MAX_WINDOW,
+        }
+    }
+}
+
+/// Monitor flow control as pvxs does it: the server may first send `queue_size` updates; the
+/// client acknowledges in batches of at least half its credit. Without a byte budget the credit
+/// is `queue_size` for good; with one it follows the size of the updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pipeline: bool,
     queue_size: u32,
-    ack_at: u32,
+    budget: Option<ByteBudget>,
+    /// Updates the server may still send, as far as we know.
     window: u32,
+    /// Updates received and not yet acknowledged (queued, or taken and not yet acked).
+    outstanding: u32,
+    /// Of `outstanding`, those the user has taken.
     unacked: u32,
+    /// Running size of an update in bytes (0: none seen yet): rises at once to a larger
+    /// update and decays by 1/64 of the difference towards smaller ones, so that streams of
+    /// mixed sizes are counted at their large updates.
+    size: u64,
 }
 
 impl Window {
@@ -19,10 +58,23 @@ impl Window {
         Window {
             pipeline,
             queue_size,
-            ack_at: (queue_size / 2).clamp(1, queue_size),
+            budget: None,
             window: queue_size,
+            outstanding: 0,
             unacked: 0,
+            size: 0,
         }
+    }
+
+    /// Count the window in bytes: after the first window of `queue_size` updates, grant as many
+    /// as fit `budget` (never fewer than one, never more than its `max_window`, which is raised
+    /// to `queue_size` when smaller).
+    pub fn with_budget(mut self, budget: ByteBudget) -> Self {
+        self.budget = Some(ByteBudget {
+            bytes: budget.bytes.max(1),
+            max_window: budget.max_window.max(self.queue_size),
+        });
+        self
     }
 
     /// Whether acks are sent at all.
@@ -30,9 +82,14 @@ impl Window {
         self.pipeline
     }
 
-    /// The queue size announced to the server on create.
+    /// The queue size announced to the server on create: the first window.
     pub fn queue_size(&self) -> u32 {
         self.queue_size
+    }
+
+    /// The most updates this window ever lets the client hold: the size its queue needs.
+    pub fn max_window(&self) -> u32 {
+        self.budget.map_or(self.queue_size, |b| b.max_window)
     }
 
     /// Updates the server may still send before it must wait for an ack.
@@ -40,38 +97,74 @@ impl Window {
         self.window
     }
 
-    /// Start over (a new create on a new connection): full window, nothing to ack.
+    /// Updates the server may have in flight once the acks due are sent: its remaining window
+    /// plus what it sent and we have not acknowledged.
+    pub fn in_flight(&self) -> u32 {
+        self.window.saturating_add(self.outstanding)
+    }
+
+    /// The running size of an update in bytes (0 before the first).
+    pub fn update_size(&self) -> u64 {
+        self.size
+    }
+
+    /// The credit the client aims at: `queue_size` without a budget (or before any update),
+    /// else as many updates of the running size as fit the budget.
+    pub fn credit(&self) -> u32 {
+        match self.budget {
+            Some(b) if self.size > 0 => {
+                let fit = (b.bytes / self.size).min(u64::from(u32::MAX)) as u32;
+                fit.clamp(1, b.max_window)
+            }
+            _ => self.queue_size,
+        }
+    }
+
+    /// Start over (a new create on a new connection): the first window, nothing to ack. The
+    /// running size is kept: the same channel most likely sends the same updates.
     pub fn reset(&mut self) {
         self.window = self.queue_size;
+        self.outstanding = 0;
         self.unacked = 0;
     }
 
-    /// An update arrived; false when the server exceeded the window.
-    pub fn received(&mut self) -> bool {
+    /// An update of `bytes` arrived; false when the server exceeded the window.
+    pub fn received(&mut self, bytes: usize) -> bool {
         if !self.pipeline {
             return true;
         }
+        let bytes = bytes as u64;
+        self.size = if bytes >= self.size {
+            bytes
+        } else {
+            self.size - (self.size - bytes) / 64
+        };
         match self.window.checked_sub(1) {
             Some(w) => {
                 self.window = w;
+                self.outstanding += 1;
                 true
             }
             None => false,
         }
     }
 
-    /// The user took `n` updates; returns how many to acknowledge now, if it is time to.
+    /// The user took `n` updates; returns how many to acknowledge now, if it is time to. The
+    /// ack brings the server's credit to [`Window::credit`]: more than was taken while the
+    /// credit grows, fewer (or none yet) while it shrinks.
     pub fn consumed(&mut self, n: u32) -> Option<u32> {
         if !self.pipeline || n == 0 {
             return None;
         }
-        self.unacked = self.unacked.saturating_add(n);
-        if self.unacked < self.ack_at {
+        self.unacked = self.unacked.saturating_add(n).min(self.outstanding);
+        let credit = self.credit();
+        let ack = (self.unacked + credit).saturating_sub(self.in_flight());
+        if ack == 0 || ack < (credit / 2).max(1) {
             return None;
         }
-        let ack = self.unacked;
-        self.window = self.window.saturating_add(ack).min(self.queue_size);
+        self.outstanding -= self.unacked;
         self.unacked = 0;
+        self.window = self.window.saturating_add(ack);
         Some(ack)
     }
 }
@@ -80,13 +173,37 @@ impl Window {
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
+    /// A pipelined window with the default budget and first window `queue_size`.
+    fn budgeted(queue_size: u32) -> Window {
+        Window::new(true, queue_size).with_budget(ByteBudget::default())
+    }
+
+    /// The server sends as long as the window allows updates of `bytes`; the user takes each
+    /// at once. Returns the acks sent, and checks the bytes in flight never exceed `limit`.
+    fn stream(w: &mut Window, updates: usize, bytes: usize, limit: u64) -> Vec<u32> {
+        let mut acks = Vec::new();
+        for _ in 0..updates {
+            assert!(w.available() > 0, "the window stalled: {w:?}");
+            assert!(w.received(bytes));
+            acks.extend(w.consumed(1));
+            assert!(
+                u64::from(w.in_flight()) * bytes as u64 <= limit,
+                "{} updates of {bytes} B in flight: {w:?}",
+                w.in_flight()
+            );
+        }
+        acks
+    }
+
     #[test]
     fn acks_in_batches_of_half_the_queue() {
         let mut w = Window::new(true, 4);
         for _ in 0..4 {
-            assert!(w.received());
+            assert!(w.received(100));
         }
-        assert!(!w.received(), "a fifth update overruns a window of 4");
+        assert!(!w.received(100), "a fifth update overruns a window of 4");
         assert_eq!(w.consumed(1), None);
         assert_eq!(w.consumed(1), Some(2));
         assert_eq!(w.available(), 2);
@@ -98,7 +215,7 @@ mod tests {
     fn without_pipeline_nothing_is_acked() {
         let mut w = Window::new(false, 4);
         for _ in 0..100 {
-            assert!(w.received());
+            assert!(w.received(100));
         }
         assert_eq!(w.consumed(50), None);
     }
@@ -107,9 +224,108 @@ mod tests {
     fn queue_of_one_acks_every_update() {
         let mut w = Window::new(true, 0);
         assert_eq!(w.queue_size(), 1);
-        assert!(w.received());
+        assert!(w.received(100));
         assert_eq!(w.consumed(1), Some(1));
         w.reset();
         assert_eq!(w.available(), 1);
+    }
+
+    #[test]
+    fn small_updates_get_a_deep_window() {
+        let mut w = budgeted(4);
+        assert_eq!(w.credit(), 4, "nothing known yet: the first window");
+        let acks = stream(&mut w, 10_000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), DEFAULT_MAX_WINDOW);
+        assert!(
+            acks[0] > 1,
+            "the first ack grants more than was taken: {acks:?}"
+        );
+        assert_eq!(w.in_flight(), DEFAULT_MAX_WINDOW);
+        assert!(
+            acks.len() < 10_000 / 100,
+            "acks come in batches: {}",
+            acks.len()
+        );
+    }
+
+    #[test]
+    fn two_mib_frames_get_a_shallow_window() {
+        let mut w = budgeted(64);
+        // The first window of 64 was granted blind; from then on the budget holds.
+        assert!(w.received(2 * MIB));
+        assert_eq!(w.credit(), 32);
+        let mut first = w.clone();
+        for _ in 1..64 {
+            assert!(first.received(2 * MIB));
+        }
+        for _ in 0..64 {
+            first.consumed(1);
+        }
+        assert!(u64::from(first.in_flight()) * 2 * MIB as u64 <= DEFAULT_BYTE_BUDGET);
+        w.consumed(1);
+        stream(&mut w, 1000, 2 * MIB, 64 * 2 * MIB as u64);
+        stream(&mut w, 1000, 2 * MIB, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.in_flight(), 32);
+    }
+
+    #[test]
+    fn mixed_sizes_stay_within_the_budget() {
+        let budget = ByteBudget {
+            bytes: 16 << 20,
+            max_window: 1024,
+        };
+        let mut w = Window::new(true, 4).with_budget(budget);
+        stream(&mut w, 5000, 100, budget.bytes);
+        assert_eq!(w.credit(), 1024);
+        // Frames of 1 MiB after 1,024 scalars were granted: the server may still send what it
+        // was given (credit cannot be taken back), but the first ack brings it within budget.
+        let mut acks = 0;
+        for _ in 0..1100 {
+            assert!(w.received(MIB), "within the window");
+            if w.consumed(1).is_some() {
+                acks += 1;
+                assert!(
+                    u64::from(w.in_flight()) * MIB as u64 <= budget.bytes,
+                    "{w:?}"
+                );
+            }
+        }
+        assert!(acks > 0);
+        // Alternating sizes are counted at the larger one: the budget holds for every frame.
+        for i in 0..2000 {
+            let bytes = if i % 2 == 0 { MIB } else { 64 };
+            assert!(w.received(bytes), "within the window");
+            w.consumed(1);
+            assert!(
+                u64::from(w.in_flight()) * MIB as u64 <= budget.bytes,
+                "{w:?}"
+            );
+            assert!(w.in_flight() >= 8, "the stream never stalls: {w:?}");
+        }
+        // Back to small updates: the window deepens again.
+        stream(&mut w, 5000, 100, budget.bytes);
+        assert_eq!(w.credit(), 1024);
+    }
+
+    #[test]
+    fn a_slow_user_never_holds_more_than_the_budget() {
+        let budget = ByteBudget {
+            bytes: 8 * MIB as u64,
+            max_window: 256,
+        };
+        let mut w = Window::new(true, 4).with_budget(budget);
+        let mut held = 0u32;
+        for round in 0..200 {
+            // The server sends all it may; the user takes one update in three rounds.
+            while w.available() > 0 {
+                assert!(w.received(2 * MIB));
+                held += 1;
+            }
+            assert!(held <= 4, "round {round}: {held} frames of 2 MiB held");
+            if round % 3 == 0 {
+                held -= 1;
+                w.consumed(1);
+            }
+        }
     }
 }
