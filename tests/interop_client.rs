@@ -596,7 +596,8 @@ async fn p4p_pipelined_monitor_sees_all_10000_updates_in_order() {
 /// pvxs adds whatever an ack carries to its window: our byte-counted window acknowledges more
 /// updates than were taken while they are small, and pvxs then sends more than the first window
 /// of 2 without our taking any; once we have taken them, our acks open the window again.
-/// (pvxs sends what an ack allows only at its next post, so each round posts anew.)
+/// (pvxs sends what an ack allows only at its next post, so each round posts anew.) Between the
+/// rounds the connection idles past the client's silence limit, kept by echoes pvxs answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p4p_accepts_acks_that_deepen_the_window() {
     timeout(Duration::from_secs(60), async {
@@ -618,6 +619,11 @@ async fn p4p_accepts_acks_that_deepen_the_window() {
             Some(&Value::I64(0))
         );
         for round in 1..=2 {
+            if round == 2 {
+                // Idle for longer than the client's silence limit (4/3 of EPICS_PVA_CONN_TMO=5):
+                // only echoes pvxs answers keep the connection.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            }
             peer.command("count counter 10000").await;
             peer.expect_line("DONE", T).await;
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -171,13 +171,6 @@ struct Channel {
     requested: bool,
 }
 
-/// Outgoing message or control frame.
-#[derive(Debug)]
-enum Out {
-    Msg(Message),
-    Echo,
-}
-
 /// The state of one client connection.
 #[derive(Debug)]
 pub struct ClientConn {
@@ -192,7 +185,7 @@ pub struct ClientConn {
     ops: HashMap<Ioid, Op>,
     next_cid: u32,
     next_ioid: Ioid,
-    out: VecDeque<Out>,
+    out: VecDeque<Message>,
     events: VecDeque<Event>,
 }
 
@@ -276,13 +269,13 @@ impl ClientConn {
         }
         if let Some(ack) = op.window.consumed(n) {
             if let Some(sid) = self.channels.get(&op.cid).and_then(|c| c.sid) {
-                self.out.push_back(Out::Msg(Message::OpRequest(OpRequest {
+                self.out.push_back(Message::OpRequest(OpRequest {
                     command: cmd::MONITOR,
                     sid,
                     ioid,
                     subcmd: SUB_PIPELINE,
                     body: OpRequestBody::Ack(ack),
-                })));
+                }));
             }
         }
     }
@@ -294,26 +287,27 @@ impl ClientConn {
             let created = !matches!(op.phase, Phase::WaitChannel);
             if let (true, Some(sid)) = (created, self.channels.get(&op.cid).and_then(|c| c.sid)) {
                 self.out
-                    .push_back(Out::Msg(Message::DestroyRequest(RequestRef { sid, ioid })));
+                    .push_back(Message::DestroyRequest(RequestRef { sid, ioid }));
             }
         }
     }
 
     /// Search for `name` over this connection (name servers), with search instance `id`.
     pub fn search(&mut self, sequence: u32, id: u32, name: &str) {
-        self.out.push_back(Out::Msg(Message::Search(Search {
+        self.out.push_back(Message::Search(Search {
             sequence,
             flags: 0,
             response_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
             response_port: 0,
             protocols: vec!["tcp".into()],
             channels: vec![(id, name.to_owned())],
-        })));
+        }));
     }
 
     /// Queue an echo (keepalive).
     pub fn echo(&mut self) {
-        self.out.push_back(Out::Echo);
+        // An application echo (as pvxs sends): pvxs servers answer it, not the control one.
+        self.out.push_back(Message::Echo(Bytes::new()));
     }
 
     /// Feed one frame from the server. An error means the stream cannot be trusted: close it.
@@ -369,23 +363,9 @@ impl ClientConn {
         let mut chunks = Vec::new();
         while let Some(out) = self.out.pop_front() {
             let mut w = Writer::new(self.order);
-            match out {
-                Out::Echo => {
-                    pva_codec::frame::write_control(
-                        &mut w,
-                        Direction::FromClient,
-                        control::ECHO_REQUEST,
-                        0,
-                    );
-                }
-                Out::Msg(m) => {
-                    if let Err(e) =
-                        m.write(&mut w, Direction::FromClient, &mut ValueEncoder::default())
-                    {
-                        tracing::warn!("dropping a message that does not encode: {e}");
-                        continue;
-                    }
-                }
+            if let Err(e) = out.write(&mut w, Direction::FromClient, &mut ValueEncoder::default()) {
+                tracing::warn!("dropping a message that does not encode: {e}");
+                continue;
             }
             chunks.extend(w.finish());
         }
@@ -425,10 +405,9 @@ impl ClientConn {
             .collect();
         pending.sort_unstable();
         for (cid, name) in pending {
-            self.out
-                .push_back(Out::Msg(Message::CreateChannel(CreateChannel {
-                    channels: vec![(cid, name)],
-                })));
+            self.out.push_back(Message::CreateChannel(CreateChannel {
+                channels: vec![(cid, name)],
+            }));
         }
     }
 
@@ -453,13 +432,13 @@ impl ClientConn {
                     ("anonymous", AnyValue(None))
                 };
                 self.out
-                    .push_back(Out::Msg(Message::ValidationResponse(ValidationResponse {
+                    .push_back(Message::ValidationResponse(ValidationResponse {
                         receive_buffer_size: 0x10000,
                         registry_size: 0x7fff,
                         qos: 0,
                         method: method.into(),
                         credentials,
-                    })));
+                    }));
             }
             Message::Validated(status) => {
                 if !status.is_success() {

@@ -12,7 +12,7 @@ use pva_codec::msg::{
 };
 use pva_codec::{AnyValue, FieldDesc, Message, Status, StructValue, Value};
 
-use super::{ClientConn, Event, Failure, Ioid, OpKind, Out, Output, Request};
+use super::{ClientConn, Event, Failure, Ioid, OpKind, Output, Request};
 use crate::client::convert::build_put;
 use crate::client::window::Window;
 
@@ -102,7 +102,7 @@ impl ClientConn {
                 })
             }
         };
-        self.out.push_back(Out::Msg(msg));
+        self.out.push_back(msg);
     }
 
     fn send_op(&mut self, ioid: Ioid, command: u8, subcmd: u8, body: OpRequestBody) {
@@ -114,13 +114,13 @@ impl ClientConn {
         else {
             return;
         };
-        self.out.push_back(Out::Msg(Message::OpRequest(OpRequest {
+        self.out.push_back(Message::OpRequest(OpRequest {
             command,
             sid,
             ioid,
             subcmd,
             body,
-        })));
+        }));
     }
 
     /// Report the end of `ioid` and destroy it on the server when it was created there.

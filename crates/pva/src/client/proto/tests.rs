@@ -524,3 +524,14 @@ fn garbage_from_the_server_is_an_error_not_a_panic() {
     let frame = fd.next_frame().unwrap().unwrap();
     assert!(c.handle_frame(&frame).is_err());
 }
+
+#[test]
+fn echo_is_the_application_message_servers_answer() {
+    let mut c = connected();
+    c.echo();
+    // pvxs answers the application echo only; a control echo request goes unanswered there.
+    assert_eq!(
+        sent(&mut c, &OpTypeTable::new()),
+        vec![Message::Echo(Bytes::new())]
+    );
+}
