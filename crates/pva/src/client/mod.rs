@@ -19,4 +19,3 @@ pub use context::Context;
 pub use error::ClientError;
 pub use monitor::{Monitor, MonitorBuilder, MonitorEvent, Update, DEFAULT_QUEUE_SIZE};
 pub use ops::{GetBuilder, InfoBuilder, OpFuture, PutBuilder, RpcBuilder};
-pub use window::ByteBudget;

@@ -21,7 +21,7 @@ use super::conn::{Acker, ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
 use super::proto::{Ioid, OpKind, Request};
-use super::window::{ByteBudget, Window};
+use super::window::DEFAULT_BYTE_BUDGET;
 
 /// Default monitor queue size (pvxs: 4).
 pub const DEFAULT_QUEUE_SIZE: u32 = 4;
@@ -63,7 +63,7 @@ pub struct MonitorBuilder {
     request: Option<String>,
     queue_size: Option<u32>,
     pipeline: Option<bool>,
-    budget: Option<ByteBudget>,
+    budget: Option<u64>,
     server: Option<SocketAddr>,
 }
 
@@ -88,13 +88,11 @@ impl MonitorBuilder {
         self
     }
 
-    /// The byte budget of a pipelined monitor (default [`ByteBudget::default`]: 64 MiB, at
-    /// most 4,096 updates): after the first window of `queue_size` updates, the client grants
-    /// the server as many updates as fit the budget at their running size, so small updates
-    /// flow with a deep window and large frames with a shallow one. The client then holds up
-    /// to `max_window` updates (raised to `queue_size` when smaller).
-    pub fn byte_budget(mut self, budget: ByteBudget) -> Self {
-        self.budget = Some(budget);
+    /// Bytes a pipelined monitor lets the server have in flight (default 64 MiB): the client
+    /// grants as many updates as fit at their running size, at most `queue_size`, so that a
+    /// deep queue serves small updates while large frames stay bounded in memory.
+    pub fn byte_budget(mut self, bytes: u64) -> Self {
+        self.budget = Some(bytes);
         self
     }
 
@@ -120,14 +118,7 @@ impl MonitorBuilder {
         req = req
             .with_record_option("queueSize", queue_size)
             .with_record_option("pipeline", pipeline);
-        let budget = pipeline.then(|| self.budget.unwrap_or_default());
-        // The queue holds what the window lets the server send: it never squashes a pipelined
-        // update the client granted.
-        let capacity = budget.map_or(queue_size, |b| {
-            Window::new(pipeline, queue_size)
-                .with_budget(b)
-                .max_window()
-        });
+        let budget = pipeline.then(|| self.budget.unwrap_or(DEFAULT_BYTE_BUDGET));
         let request = Request {
             channel: self.name.clone(),
             pv_request: req.to_value(),
@@ -137,7 +128,7 @@ impl MonitorBuilder {
                 budget,
             },
         };
-        let queue = Arc::new(EventQueue::new(capacity as usize));
+        let queue = Arc::new(EventQueue::new(queue_size as usize));
         let task =
             tokio::spawn(drive(self.ctx, request, self.server, queue.clone())).abort_handle();
         Ok(Monitor {
@@ -145,7 +136,6 @@ impl MonitorBuilder {
             queue,
             task,
             unacked: None,
-            ack_batch: (queue_size / 2).max(1),
         })
     }
 }
@@ -159,7 +149,6 @@ pub struct Monitor {
     /// Updates taken but not yet reported to the connection, to report them in batches
     /// rather than waking the connection for each one.
     unacked: Option<(Acker, u32)>,
-    ack_batch: u32,
 }
 
 impl Drop for Monitor {
@@ -218,6 +207,7 @@ impl Monitor {
             } => {
                 if let Some(acker) = acker {
                     let n = u32::try_from(squashed + 1).unwrap_or(u32::MAX);
+                    let batch = acker.batch;
                     // Updates between two connection events come over one subscription.
                     let total = match &mut self.unacked {
                         Some((_, count)) => {
@@ -229,7 +219,7 @@ impl Monitor {
                             n
                         }
                     };
-                    if total >= self.ack_batch {
+                    if total >= batch {
                         self.flush_acks();
                     }
                 }

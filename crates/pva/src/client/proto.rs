@@ -40,7 +40,7 @@ use pva_codec::{
     Message, ScalarType, Status, StructDesc, StructValue, TypeCache, Value, ValueEncoder, Writer,
 };
 
-use super::window::{ByteBudget, Window};
+use super::window::Window;
 
 mod credentials;
 mod op;
@@ -71,8 +71,9 @@ pub enum OpKind {
         queue_size: u32,
         /// Flow control with acks.
         pipeline: bool,
-        /// Count the window in bytes (pipelined only): see [`ByteBudget`].
-        budget: Option<ByteBudget>,
+        /// Count the window in bytes too (pipelined only): at most this many bytes in
+        /// flight, see [`Window::with_budget`].
+        budget: Option<u64>,
     },
 }
 

@@ -1,44 +1,29 @@
 //! The flow-control window of a pipelined monitor: how many updates the server may still send,
 //! and when (and how much) the client acknowledges.
 //!
-//! With a [`ByteBudget`] the window is counted in bytes: the client grants the server as many
-//! updates as fit the budget at the updates' running size, so 8-byte scalars flow with a deep
-//! window and 2 MiB frames with a shallow one, and the memory in flight stays bounded whatever
-//! the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
+//! With a byte budget the window is counted in bytes too: the client grants the server as many
+//! updates as fit the budget at the updates' running size (at most its queue size), so 8-byte
+//! scalars flow with a deep window and 2 MiB frames with a shallow one, and the memory in flight
+//! stays bounded whatever the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
 //! to the window, so acknowledging more updates than were taken deepens it, and fewer shrinks it.
 
 /// Default bytes a pipelined monitor lets the server have in flight (sent and not acknowledged).
 pub const DEFAULT_BYTE_BUDGET: u64 = 64 << 20;
 
-/// Default deepest window (in updates) a byte-counted monitor grants to small updates.
-pub const DEFAULT_MAX_WINDOW: u32 = 4096;
+/// The first window of a byte-counted monitor, before any update's size is known (pvxs's
+/// default queue size): small enough for any frame, and deepened by the first ack.
+pub const FIRST_WINDOW: u32 = 4;
 
-/// A window counted in bytes: at most `bytes` in flight, at most `max_window` updates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteBudget {
-    /// Bytes the server may have in flight (sent, not yet acknowledged).
-    pub bytes: u64,
-    /// The deepest window granted, however small the updates.
-    pub max_window: u32,
-}
-
-impl Default for ByteBudget {
-    fn default() -> Self {
-        ByteBudget {
-            bytes: DEFAULT_BYTE_BUDGET,
-            max_window: DEFAULT_MAX_WINDOW,
-        }
-    }
-}
-
-/// Monitor flow control as pvxs does it: the server may first send `queue_size` updates; the
+/// Monitor flow control as pvxs does it: the server may first send a window of updates; the
 /// client acknowledges in batches of at least half its credit. Without a byte budget the credit
-/// is `queue_size` for good; with one it follows the size of the updates.
+/// is `queue_size` for good; with one it is as many updates as fit the budget at their running
+/// size, never more than `queue_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pipeline: bool,
     queue_size: u32,
-    budget: Option<ByteBudget>,
+    /// Bytes the server may have in flight, when the window is counted in bytes.
+    budget: Option<u64>,
     /// Updates the server may still send, as far as we know.
     window: u32,
     /// Updates received and not yet acknowledged (queued, or taken and not yet acked).
@@ -66,14 +51,11 @@ impl Window {
         }
     }
 
-    /// Count the window in bytes: after the first window of `queue_size` updates, grant as many
-    /// as fit `budget` (never fewer than one, never more than its `max_window`, which is raised
-    /// to `queue_size` when smaller).
-    pub fn with_budget(mut self, budget: ByteBudget) -> Self {
-        self.budget = Some(ByteBudget {
-            bytes: budget.bytes.max(1),
-            max_window: budget.max_window.max(self.queue_size),
-        });
+    /// Count the window in bytes as well: at most `bytes` in flight (and at most `queue_size`
+    /// updates), starting from a [`FIRST_WINDOW`] of updates.
+    pub fn with_budget(mut self, bytes: u64) -> Self {
+        self.budget = Some(bytes.max(1));
+        self.window = self.first_window();
         self
     }
 
@@ -82,14 +64,17 @@ impl Window {
         self.pipeline
     }
 
-    /// The queue size announced to the server on create: the first window.
+    /// The most updates the client holds: the size its queue needs.
     pub fn queue_size(&self) -> u32 {
         self.queue_size
     }
 
-    /// The most updates this window ever lets the client hold: the size its queue needs.
-    pub fn max_window(&self) -> u32 {
-        self.budget.map_or(self.queue_size, |b| b.max_window)
+    /// The window announced to the server on create.
+    pub fn first_window(&self) -> u32 {
+        match self.budget {
+            Some(_) => self.queue_size.min(FIRST_WINDOW),
+            None => self.queue_size,
+        }
     }
 
     /// Updates the server may still send before it must wait for an ack.
@@ -103,27 +88,30 @@ impl Window {
         self.window.saturating_add(self.outstanding)
     }
 
-    /// The running size of an update in bytes (0 before the first).
-    pub fn update_size(&self) -> u64 {
-        self.size
-    }
-
-    /// The credit the client aims at: `queue_size` without a budget (or before any update),
-    /// else as many updates of the running size as fit the budget.
+    /// The credit the client aims at: `queue_size` without a budget; with one, as many updates
+    /// of the running size as fit it (the first window before any update).
     pub fn credit(&self) -> u32 {
         match self.budget {
-            Some(b) if self.size > 0 => {
-                let fit = (b.bytes / self.size).min(u64::from(u32::MAX)) as u32;
-                fit.clamp(1, b.max_window)
+            Some(bytes) if self.size > 0 => {
+                let fit = (bytes / self.size).min(u64::from(u32::MAX)) as u32;
+                fit.clamp(1, self.queue_size)
             }
-            _ => self.queue_size,
+            Some(_) => self.first_window(),
+            None => self.queue_size,
         }
+    }
+
+    /// How many taken updates the user's side may gather before reporting them: a quarter of
+    /// the smaller of the credit and the window in flight, so that acks are due in time (the
+    /// first window, before the credit grows, is reported at once).
+    pub fn report_batch(&self) -> u32 {
+        (self.credit().min(self.in_flight()) / 4).max(1)
     }
 
     /// Start over (a new create on a new connection): the first window, nothing to ack. The
     /// running size is kept: the same channel most likely sends the same updates.
     pub fn reset(&mut self) {
-        self.window = self.queue_size;
+        self.window = self.first_window();
         self.outstanding = 0;
         self.unacked = 0;
     }
@@ -175,9 +163,9 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// A pipelined window with the default budget and first window `queue_size`.
+    /// A pipelined window of at most `queue_size` updates and the default budget.
     fn budgeted(queue_size: u32) -> Window {
-        Window::new(true, queue_size).with_budget(ByteBudget::default())
+        Window::new(true, queue_size).with_budget(DEFAULT_BYTE_BUDGET)
     }
 
     /// The server sends as long as the window allows updates of `bytes`; the user takes each
@@ -232,15 +220,16 @@ mod tests {
 
     #[test]
     fn small_updates_get_a_deep_window() {
-        let mut w = budgeted(4);
-        assert_eq!(w.credit(), 4, "nothing known yet: the first window");
+        let mut w = budgeted(4096);
+        assert_eq!(w.first_window(), FIRST_WINDOW, "nothing known yet");
+        assert_eq!(w.credit(), FIRST_WINDOW);
         let acks = stream(&mut w, 10_000, 8, DEFAULT_BYTE_BUDGET);
-        assert_eq!(w.credit(), DEFAULT_MAX_WINDOW);
+        assert_eq!(w.credit(), 4096);
         assert!(
             acks[0] > 1,
             "the first ack grants more than was taken: {acks:?}"
         );
-        assert_eq!(w.in_flight(), DEFAULT_MAX_WINDOW);
+        assert_eq!(w.in_flight(), 4096);
         assert!(
             acks.len() < 10_000 / 100,
             "acks come in batches: {}",
@@ -250,32 +239,40 @@ mod tests {
 
     #[test]
     fn two_mib_frames_get_a_shallow_window() {
-        let mut w = budgeted(64);
-        // The first window of 64 was granted blind; from then on the budget holds.
-        assert!(w.received(2 * MIB));
-        assert_eq!(w.credit(), 32);
-        let mut first = w.clone();
-        for _ in 1..64 {
-            assert!(first.received(2 * MIB));
-        }
-        for _ in 0..64 {
-            first.consumed(1);
-        }
-        assert!(u64::from(first.in_flight()) * 2 * MIB as u64 <= DEFAULT_BYTE_BUDGET);
-        w.consumed(1);
-        stream(&mut w, 1000, 2 * MIB, 64 * 2 * MIB as u64);
+        let mut w = budgeted(4096);
+        assert_eq!(
+            w.available(),
+            FIRST_WINDOW,
+            "the first window fits any frame"
+        );
         stream(&mut w, 1000, 2 * MIB, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), 32);
         assert_eq!(w.in_flight(), 32);
     }
 
     #[test]
+    fn reports_are_batched_by_a_quarter_of_the_window() {
+        let mut w = budgeted(4096);
+        assert_eq!(w.report_batch(), 1, "the first window is reported at once");
+        stream(&mut w, 10_000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.report_batch(), 1024);
+        stream(&mut w, 2000, 2 * MIB, u64::MAX);
+        assert_eq!(w.report_batch(), 8);
+    }
+
+    #[test]
+    fn the_queue_size_caps_the_credit() {
+        let mut w = budgeted(16);
+        stream(&mut w, 1000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), 16);
+        assert_eq!(w.in_flight(), 16);
+    }
+
+    #[test]
     fn mixed_sizes_stay_within_the_budget() {
-        let budget = ByteBudget {
-            bytes: 16 << 20,
-            max_window: 1024,
-        };
-        let mut w = Window::new(true, 4).with_budget(budget);
-        stream(&mut w, 5000, 100, budget.bytes);
+        let budget = 16 << 20;
+        let mut w = Window::new(true, 1024).with_budget(budget);
+        stream(&mut w, 5000, 100, budget);
         assert_eq!(w.credit(), 1024);
         // Frames of 1 MiB after 1,024 scalars were granted: the server may still send what it
         // was given (credit cannot be taken back), but the first ack brings it within budget.
@@ -284,10 +281,7 @@ mod tests {
             assert!(w.received(MIB), "within the window");
             if w.consumed(1).is_some() {
                 acks += 1;
-                assert!(
-                    u64::from(w.in_flight()) * MIB as u64 <= budget.bytes,
-                    "{w:?}"
-                );
+                assert!(u64::from(w.in_flight()) * MIB as u64 <= budget, "{w:?}");
             }
         }
         assert!(acks > 0);
@@ -296,24 +290,18 @@ mod tests {
             let bytes = if i % 2 == 0 { MIB } else { 64 };
             assert!(w.received(bytes), "within the window");
             w.consumed(1);
-            assert!(
-                u64::from(w.in_flight()) * MIB as u64 <= budget.bytes,
-                "{w:?}"
-            );
+            assert!(u64::from(w.in_flight()) * MIB as u64 <= budget, "{w:?}");
             assert!(w.in_flight() >= 8, "the stream never stalls: {w:?}");
         }
         // Back to small updates: the window deepens again.
-        stream(&mut w, 5000, 100, budget.bytes);
+        stream(&mut w, 5000, 100, budget);
         assert_eq!(w.credit(), 1024);
     }
 
     #[test]
     fn a_slow_user_never_holds_more_than_the_budget() {
-        let budget = ByteBudget {
-            bytes: 8 * MIB as u64,
-            max_window: 256,
-        };
-        let mut w = Window::new(true, 4).with_budget(budget);
+        let budget = 8 * MIB as u64;
+        let mut w = Window::new(true, 256).with_budget(budget);
         let mut held = 0u32;
         for round in 0..200 {
             // The server sends all it may; the user takes one update in three rounds.

@@ -87,7 +87,7 @@ impl ClientConn {
                     init(
                         cmd::MONITOR,
                         SUB_INIT | SUB_PIPELINE,
-                        Some(op.window.queue_size()),
+                        Some(op.window.first_window()),
                     )
                 } else {
                     init(cmd::MONITOR, SUB_INIT, None)
