@@ -41,17 +41,6 @@ impl FrameDecoder {
         }
     }
 
-    /// Bytes still to come of the message begun in the buffer, once its header is there: a
-    /// reader that reads no further than that leaves the buffer empty after a large message,
-    /// so that [`FrameDecoder::reserve_for_read`] can place the next one whole.
-    pub fn missing(&self) -> Option<usize> {
-        let header = Header::decode(self.buf.get(..HEADER_SIZE)?).ok()?;
-        if header.control {
-            return None;
-        }
-        (HEADER_SIZE + header.payload_size as usize).checked_sub(self.buf.len())
-    }
-
     /// Make room for at least `min` more bytes before a read, and when the buffer holds no part
     /// of a message yet, for a whole message as large as the last one.
     pub fn reserve_for_read(&mut self, min: usize) {
@@ -335,7 +324,6 @@ mod tests {
         let start = d.buffer().as_ptr();
         d.extend(&bytes[..50_000]);
         assert!(d.next_frame().unwrap().is_none());
-        assert_eq!(d.missing(), Some(bytes.len() - 50_000));
         d.extend(&bytes[50_000..]);
         assert_eq!(
             d.buffer().as_ptr(),

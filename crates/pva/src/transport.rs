@@ -54,19 +54,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(frame));
             }
             self.decoder.reserve_for_read(READ_CHUNK);
-            // Read a large message to its end and no further: the next one then starts in a
-            // buffer of its own size instead of being copied out of this one's.
-            let limit = self.decoder.missing().filter(|&m| m > READ_CHUNK);
-            let read = match limit {
-                Some(limit) => {
-                    (&mut self.io)
-                        .take(limit as u64)
-                        .read_buf(self.decoder.buffer())
-                        .await?
-                }
-                None => self.io.read_buf(self.decoder.buffer()).await?,
-            };
-            if read == 0 {
+            if self.io.read_buf(self.decoder.buffer()).await? == 0 {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
                 } else {
