@@ -24,10 +24,6 @@ pub struct FrameDecoder {
     buf: BytesMut,
     max_message_size: usize,
     partial: Option<(Header, BytesMut)>,
-    /// Header and payload size of the last message: the room to make before reading the next
-    /// one, so that a stream of large messages lands without a reallocation copying the part
-    /// already read.
-    last_size: usize,
 }
 
 impl FrameDecoder {
@@ -37,18 +33,6 @@ impl FrameDecoder {
             buf: BytesMut::with_capacity(64 * 1024),
             max_message_size,
             partial: None,
-            last_size: 0,
-        }
-    }
-
-    /// Make room for at least `min` more bytes before a read, and when the buffer holds no part
-    /// of a message yet, for a whole message as large as the last one.
-    pub fn reserve_for_read(&mut self, min: usize) {
-        let room = self.buf.capacity() - self.buf.len();
-        if self.buf.is_empty() && self.last_size > min.max(room) {
-            self.buf.reserve(self.last_size);
-        } else if room < min / 4 {
-            self.buf.reserve(min);
         }
     }
 
@@ -103,11 +87,10 @@ impl FrameDecoder {
             let payload = self.buf.split_to(size);
             match (header.segment, self.partial.take()) {
                 (Segment::None, None) => {
-                    self.last_size = HEADER_SIZE + size;
                     return Ok(Some(Frame {
                         header,
                         payload: payload.freeze(),
-                    }));
+                    }))
                 }
                 (Segment::First, None) => self.partial = Some((header, payload)),
                 (Segment::Middle | Segment::Last, Some((first, mut acc))) => {
@@ -298,39 +281,6 @@ mod tests {
         assert_eq!(frames[0].header.command, control::SET_BYTE_ORDER);
         assert_eq!(&frames[1].payload[..], b"hello");
         assert_eq!(frames[1].header.order, ByteOrder::Big);
-    }
-
-    #[test]
-    fn room_is_made_for_a_whole_message_as_large_as_the_last() {
-        let mut w = Writer::new(ByteOrder::Little);
-        write_message(&mut w, Direction::FromServer, 2, |w| {
-            w.bytes(&[7u8; 100_000]);
-            Ok(())
-        })
-        .unwrap();
-        let bytes = w.finish_contiguous();
-        let mut d = FrameDecoder::new(1 << 20);
-        d.reserve_for_read(1024);
-        d.extend(&bytes);
-        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 100_000);
-        // The next read gets room for a message of the same size at once: its first part
-        // will not be copied when the rest arrives.
-        d.reserve_for_read(1024);
-        assert!(
-            d.buffer().capacity() >= 100_008,
-            "{}",
-            d.buffer().capacity()
-        );
-        let start = d.buffer().as_ptr();
-        d.extend(&bytes[..50_000]);
-        assert!(d.next_frame().unwrap().is_none());
-        d.extend(&bytes[50_000..]);
-        assert_eq!(
-            d.buffer().as_ptr(),
-            start,
-            "the message landed where it began"
-        );
-        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 100_000);
     }
 
     #[test]

@@ -53,8 +53,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
-            self.decoder.reserve_for_read(READ_CHUNK);
-            if self.io.read_buf(self.decoder.buffer()).await? == 0 {
+            let buf = self.decoder.buffer();
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            if self.io.read_buf(buf).await? == 0 {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
                 } else {
