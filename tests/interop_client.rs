@@ -593,6 +593,60 @@ async fn p4p_pipelined_monitor_sees_all_10000_updates_in_order() {
     .expect("test time limit");
 }
 
+/// pvxs adds whatever an ack carries to its window: our byte-counted window acknowledges more
+/// updates than were taken while they are small, and pvxs then sends more than the first window
+/// of 4 without our taking any; once we have taken them, our acks open the window again.
+/// (pvxs sends what an ack allows only at its next post, so each round posts anew.) Between the
+/// rounds the connection idles past the client's silence limit, kept by echoes pvxs answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4p_accepts_acks_that_deepen_the_window() {
+    timeout(Duration::from_secs(60), async {
+        let ports = free_ports();
+        let mut peer = start_peer("p4p_server.py", "c4w:", ports).await;
+        let ctx = client(ports);
+        let mut mon = ctx
+            .monitor("c4w:counter")
+            .pipeline(true)
+            .queue_size(64)
+            .byte_budget(1 << 20)
+            .exec()
+            .expect("monitor starts");
+        assert_eq!(
+            next_update(&mut mon).await.value.get("value"),
+            Some(&Value::I64(0))
+        );
+        for round in 1..=2 {
+            if round == 2 {
+                // Idle for longer than the client's silence limit (4/3 of EPICS_PVA_CONN_TMO=5):
+                // only echoes pvxs answers keep the connection.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            }
+            peer.command("count counter 10000").await;
+            peer.expect_line("DONE", T).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let waiting = mon.pending();
+            assert!(
+                (5..=64).contains(&waiting),
+                "round {round}: pvxs sent past the first window, within ours: {waiting} waiting"
+            );
+            let mut last = 0;
+            for _ in 0..waiting {
+                let u = next_update(&mut mon).await;
+                let Some(&Value::I64(n)) = u.value.get("value") else {
+                    panic!("counter value {:?}", u.value.get("value"));
+                };
+                // In round 2 the server's queue still holds round 1's last posts first.
+                assert!(round == 2 || n > last, "round {round}: {n} after {last}");
+                assert_eq!(u.squashed, 0, "the client queue never squashes");
+                last = n;
+            }
+        }
+        peer.kill().await;
+    })
+    .await
+    .expect("test time limit");
+}
+
 /// pvAccessCPP with pvDatabase (pvapy 5.6.0) breaks its own pipelining: asked for
 /// `pipeline=true` it sends queueSize copies of the first value, then stalls, and pvapy's own
 /// client loses most updates the same way. So against pvapy the 10,000 updates go without

@@ -41,6 +41,17 @@ impl FrameDecoder {
         &mut self.buf
     }
 
+    /// Bytes still to come of the message begun in the buffer, once its header is there.
+    /// A reader uses it to grow the buffer only when the message does not fit: growing a
+    /// buffer that holds most of a large message copies all of it.
+    pub fn missing(&self) -> Option<usize> {
+        let header = Header::decode(self.buf.get(..HEADER_SIZE)?).ok()?;
+        if header.control {
+            return None;
+        }
+        (HEADER_SIZE + header.payload_size as usize).checked_sub(self.buf.len())
+    }
+
     /// Append bytes (a copy; for tests and UDP).
     pub fn extend(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -281,6 +292,32 @@ mod tests {
         assert_eq!(frames[0].header.command, control::SET_BYTE_ORDER);
         assert_eq!(&frames[1].payload[..], b"hello");
         assert_eq!(frames[1].header.order, ByteOrder::Big);
+    }
+
+    #[test]
+    fn what_is_missing_of_a_message_begun_in_the_buffer() {
+        let mut w = Writer::new(ByteOrder::Little);
+        write_message(&mut w, Direction::FromServer, 2, |w| {
+            w.bytes(&[7u8; 1000]);
+            Ok(())
+        })
+        .unwrap();
+        let bytes = w.finish_contiguous();
+        let mut d = FrameDecoder::new(1 << 20);
+        assert_eq!(d.missing(), None, "nothing buffered");
+        d.extend(&bytes[..5]);
+        assert_eq!(d.missing(), None, "no whole header yet");
+        d.extend(&bytes[5..300]);
+        assert!(d.next_frame().unwrap().is_none());
+        assert_eq!(d.missing(), Some(bytes.len() - 300));
+        assert!(
+            d.buffer().capacity() >= bytes.len(),
+            "room for the whole message"
+        );
+        d.extend(&bytes[300..]);
+        assert_eq!(d.missing(), Some(0));
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 1000);
+        assert_eq!(d.missing(), None);
     }
 
     #[test]

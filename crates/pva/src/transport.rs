@@ -53,8 +53,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
+            // The decoder made room for a message begun in the buffer: while the rest fits, do
+            // not grow it (that would copy the whole message read so far).
+            let missing = self.decoder.missing();
             let buf = self.decoder.buffer();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            let room = buf.capacity() - buf.len();
+            if room < READ_CHUNK / 4 && missing.is_none_or(|m| m > room) {
                 buf.reserve(READ_CHUNK);
             }
             if self.io.read_buf(buf).await? == 0 {

@@ -1,6 +1,9 @@
 //! The client's monitor queue over a loopback server: bounded, every squashed update counted,
-//! and a dropped monitor destroyed on the server at once.
+//! a dropped monitor destroyed on the server at once; and the byte-counted window, where a fast
+//! server of 2 MiB frames and a slow user keep no more bytes in flight than the budget (counted
+//! by a TCP relay between the client and the server) while small updates get a deep window.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +11,12 @@ use pva::client::{Context, Monitor, MonitorEvent, Update};
 use pva::server::{Server, SharedPv, StaticSource};
 use pva::{ClientConfig, ServerConfig};
 use pva_codec::nt::NtScalar;
-use pva_codec::{ScalarType, Value};
+use pva_codec::{PodArray, ScalarArray, ScalarType, StructDesc, StructValue, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: u64 = 1 << 20;
+const FRAME: usize = 2 << 20;
 
 async fn serve(name: &str) -> (Server, SharedPv) {
     let pv = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
@@ -133,4 +141,124 @@ async fn dropping_a_monitor_destroys_the_subscription_on_the_server_at_once() {
     })
     .await;
     assert!(gone.is_ok(), "the server still holds the dropped monitor");
+}
+
+/// A relay on loopback to `server`; the returned counter holds the bytes it has passed from
+/// the server to the client.
+async fn relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let down = Arc::new(AtomicU64::new(0));
+    let counter = down.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let upstream = TcpStream::connect(server).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut cr, &mut uw).await });
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = match ur.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    });
+    (addr, down)
+}
+
+fn frame_pv() -> SharedPv {
+    let desc = Arc::new(
+        StructDesc::builder("frame_t")
+            .scalar("count", ScalarType::I64)
+            .array("value", ScalarType::U8)
+            .build(),
+    );
+    let mut v = StructValue::new(desc);
+    v.set(
+        "value",
+        Value::Array(ScalarArray::U8(PodArray::from_vec(vec![7u8; FRAME]))),
+    )
+    .unwrap();
+    SharedPv::readonly(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget() {
+    let frames = frame_pv();
+    let scalars = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
+    let source = Arc::new(StaticSource::new());
+    source.add("w:frames", frames.clone());
+    source.add("w:scalars", scalars.clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("start server");
+    let (via, down) = relay(server.tcp_addr()).await;
+    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    // 4 frames of 2 MiB (and their headers) fit; a fifth does not.
+    let budget = 9 * MIB;
+    let monitor = |name: &str| {
+        ctx.monitor(name)
+            .queue_size(256)
+            .pipeline(true)
+            .byte_budget(budget)
+            .server(via)
+            .exec()
+            .unwrap()
+    };
+
+    // Small updates: after the first, the client grants far more than its first window of 4.
+    let mut small = monitor("w:scalars");
+    next_update(&mut small).await;
+    for n in 1..=200i64 {
+        let mut v = scalars.current();
+        v.set("value", n).unwrap();
+        scalars.post(v);
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        small.pending() > 4,
+        "small updates flow with a deep window: {} waiting",
+        small.pending()
+    );
+    drop(small);
+
+    // 2 MiB frames, posted far faster than the user takes them.
+    let poster = {
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            for n in 1.. {
+                let mut v = frames.current();
+                v.set("count", n).unwrap();
+                frames.post(v);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut m = monitor("w:frames");
+    let before = down.load(Ordering::SeqCst);
+    let mut most = 0u64;
+    for taken in 0..40u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let in_flight = down.load(Ordering::SeqCst) - before - taken * FRAME as u64;
+        most = most.max(in_flight);
+        assert!(
+            in_flight <= budget,
+            "{in_flight} bytes in flight after {taken} frames taken, budget {}",
+            budget
+        );
+        assert!(m.pending() <= 4, "{} frames held", m.pending());
+        let u = next_update(&mut m).await;
+        assert_eq!(u.squashed, 0, "the client queue never squashes");
+    }
+    poster.abort();
+    assert!(
+        most >= 3 * FRAME as u64,
+        "the server filled the window (at most {most} bytes were in flight)"
+    );
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::monitor::EventQueue;
 use super::proto::{ClientConn, Credentials, Event, Failure, Ioid, Output, Request};
+use super::window::Window;
 use crate::squash;
 use crate::transport::{write_chunks, FrameReader};
 
@@ -67,6 +68,9 @@ pub(crate) enum Sink {
 pub(crate) struct Acker {
     conn: mpsc::WeakUnboundedSender<ConnCmd>,
     ioid: Ioid,
+    /// Report taken updates in batches of this many ([`Window::report_batch`] when the update
+    /// was delivered): acks go out in time without a message per update.
+    pub(crate) batch: u32,
 }
 
 impl Acker {
@@ -266,15 +270,20 @@ impl ConnTask {
                 if updates.as_ref().is_some_and(|(id, _)| *id != ioid) {
                     self.deliver(updates.take());
                 }
-                let pipelined = self.proto.window(ioid).is_some_and(|w| w.pipeline());
+                let batch = self
+                    .proto
+                    .window(ioid)
+                    .filter(|w| w.pipeline())
+                    .map(Window::report_batch);
                 let item = MonitorItem::Update(squash::Update {
                     value,
                     changed,
                     overrun,
                     squashed: 0,
-                    carry: pipelined.then(|| Acker {
+                    carry: batch.map(|batch| Acker {
                         conn: self.me.clone(),
                         ioid,
+                        batch,
                     }),
                 });
                 updates

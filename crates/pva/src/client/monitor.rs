@@ -9,6 +9,7 @@
 //! many updates were lost, so none is lost silently. Dropping a [`Monitor`] destroys the
 //! subscription on the server at once.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use super::conn::{Acker, ConnCmd, MonitorItem, Sink};
 use super::context::{parse_request, Context};
 use super::error::ClientError;
 use super::proto::{Ioid, OpKind, Request};
+use super::window::DEFAULT_BYTE_BUDGET;
 use crate::squash::{self, Carry, Entry, SquashQueue};
 
 /// Default monitor queue size (pvxs: 4).
@@ -61,6 +63,8 @@ pub struct MonitorBuilder {
     request: Option<String>,
     queue_size: Option<u32>,
     pipeline: Option<bool>,
+    budget: Option<u64>,
+    server: Option<SocketAddr>,
 }
 
 impl MonitorBuilder {
@@ -84,6 +88,20 @@ impl MonitorBuilder {
         self
     }
 
+    /// Bytes a pipelined monitor lets the server have in flight (default 64 MiB): the client
+    /// grants as many updates as fit at their running size, at most `queue_size`, so that a
+    /// deep queue serves small updates while large frames stay bounded in memory.
+    pub fn byte_budget(mut self, bytes: u64) -> Self {
+        self.budget = Some(bytes);
+        self
+    }
+
+    /// Subscribe at this server, without searching for the channel (as pvxs's `server()`).
+    pub fn server(mut self, addr: SocketAddr) -> Self {
+        self.server = Some(addr);
+        self
+    }
+
     /// Start the subscription; it searches and connects in the background.
     pub fn exec(self) -> Result<Monitor, ClientError> {
         let mut req = parse_request(self.request.as_deref())?;
@@ -100,22 +118,24 @@ impl MonitorBuilder {
         req = req
             .with_record_option("queueSize", queue_size)
             .with_record_option("pipeline", pipeline);
+        let budget = pipeline.then(|| self.budget.unwrap_or(DEFAULT_BYTE_BUDGET));
         let request = Request {
             channel: self.name.clone(),
             pv_request: req.to_value(),
             kind: OpKind::Monitor {
                 queue_size,
                 pipeline,
+                budget,
             },
         };
         let queue = Arc::new(EventQueue::new(queue_size as usize));
-        let task = tokio::spawn(drive(self.ctx, request, queue.clone())).abort_handle();
+        let task =
+            tokio::spawn(drive(self.ctx, request, self.server, queue.clone())).abort_handle();
         Ok(Monitor {
             name: self.name,
             queue,
             task,
             unacked: None,
-            ack_batch: (queue_size / 2).max(1),
         })
     }
 }
@@ -129,7 +149,6 @@ pub struct Monitor {
     /// Updates taken but not yet reported to the connection, to report them in batches
     /// rather than waking the connection for each one.
     unacked: Option<(Acker, u32)>,
-    ack_batch: u32,
 }
 
 impl Drop for Monitor {
@@ -188,6 +207,7 @@ impl Monitor {
             }) => {
                 if let Some(acker) = carry {
                     let n = u32::try_from(squashed + 1).unwrap_or(u32::MAX);
+                    let batch = acker.batch;
                     // Updates between two connection events come over one subscription.
                     let total = match &mut self.unacked {
                         Some((_, count)) => {
@@ -199,7 +219,7 @@ impl Monitor {
                             n
                         }
                     };
-                    if total >= self.ack_batch {
+                    if total >= batch {
                         self.flush_acks();
                     }
                 }
@@ -235,6 +255,8 @@ impl Context {
             request: None,
             queue_size: None,
             pipeline: None,
+            budget: None,
+            server: None,
         }
     }
 }
@@ -242,14 +264,17 @@ impl Context {
 /// Pause between attempts to subscribe again after a failed connection.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-/// Search, connect and subscribe; after each loss, again, until the server ends it or the
-/// user drops the monitor.
-async fn drive(ctx: Context, request: Request, events: Arc<EventQueue>) {
+/// Search (unless `at` names the server), connect and subscribe; after each loss, again, until
+/// the server ends it or the user drops the monitor.
+async fn drive(ctx: Context, request: Request, at: Option<SocketAddr>, events: Arc<EventQueue>) {
     let _done = SenderDone(events.clone());
     loop {
-        let server = tokio::select! {
-            s = ctx.resolve(&request.channel) => s,
-            _ = events.closed() => return,
+        let server = match at {
+            Some(addr) => addr,
+            None => tokio::select! {
+                s = ctx.resolve(&request.channel) => s,
+                _ = events.closed() => return,
+            },
         };
         let conn = match ctx.connection(server).await {
             Ok(c) => c,

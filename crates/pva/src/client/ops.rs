@@ -15,64 +15,101 @@ use super::proto::{OpKind, Output};
 /// A boxed operation future, so builders can be awaited directly.
 pub type OpFuture<T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>;
 
-fn unexpected(name: &str) -> ClientError {
-    ClientError::Protocol {
-        name: name.to_owned(),
-        message: "answer of the wrong kind".into(),
+/// What every one-shot builder holds: where to run, with which pvRequest, within what time.
+struct Once {
+    ctx: Context,
+    name: String,
+    request: Option<String>,
+    timeout: Option<Duration>,
+    server: Option<SocketAddr>,
+}
+
+impl Once {
+    fn new(ctx: &Context, name: &str) -> Self {
+        Once {
+            ctx: ctx.clone(),
+            name: name.to_owned(),
+            request: None,
+            timeout: None,
+            server: None,
+        }
     }
+
+    /// Run `kind` and take its output with `pick`; an output of another kind is a protocol
+    /// error.
+    async fn run<T>(
+        self,
+        kind: OpKind,
+        pick: impl FnOnce(Output) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let req = parse_request(self.request.as_deref())?;
+        let out = self
+            .ctx
+            .run_once(&self.name, req.to_value(), kind, self.timeout, self.server)
+            .await?;
+        pick(out).ok_or_else(|| ClientError::Protocol {
+            name: self.name,
+            message: "answer of the wrong kind".into(),
+        })
+    }
+}
+
+/// The pvRequest and time limit setters of a builder whose [`Once`] is `self.$op`.
+macro_rules! request_and_timeout {
+    ($op:tt) => {
+        /// The pvRequest text (`field(value,alarm)`); by default every field (for an RPC,
+        /// none).
+        pub fn request(mut self, text: impl Into<String>) -> Self {
+            self.$op.request = Some(text.into());
+            self
+        }
+
+        /// Overall time limit (search, connect and operation); default 5 s
+        /// (`ClientConfig::timeout`).
+        pub fn timeout(mut self, t: Duration) -> Self {
+            self.$op.timeout = Some(t);
+            self
+        }
+    };
+}
+
+/// Lets a builder be awaited directly, as its `exec`.
+macro_rules! awaitable {
+    ($builder:ty, $out:ty) => {
+        impl IntoFuture for $builder {
+            type Output = Result<$out, ClientError>;
+            type IntoFuture = OpFuture<$out>;
+            fn into_future(self) -> Self::IntoFuture {
+                Box::pin(self.exec())
+            }
+        }
+    };
 }
 
 /// Reads a channel once.
 #[must_use = "a get does nothing until executed or awaited"]
-pub struct GetBuilder {
-    ctx: Context,
-    name: String,
-    request: Option<String>,
-    timeout: Option<Duration>,
-}
+pub struct GetBuilder(Once);
 
 impl GetBuilder {
-    /// The pvRequest text (`field(value,alarm)`); by default every field.
-    pub fn request(mut self, text: impl Into<String>) -> Self {
-        self.request = Some(text.into());
-        self
-    }
-
-    /// Overall time limit (search, connect and get); default 5 s (`ClientConfig::timeout`).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
+    request_and_timeout!(0);
 
     /// Run it.
     pub async fn exec(self) -> Result<StructValue, ClientError> {
-        let req = parse_request(self.request.as_deref())?;
-        match self
-            .ctx
-            .run_once(&self.name, req.to_value(), OpKind::Get, self.timeout, None)
-            .await?
-        {
-            Output::Get(v) => Ok(v),
-            _ => Err(unexpected(&self.name)),
-        }
+        self.0
+            .run(OpKind::Get, |out| match out {
+                Output::Get(v) => Some(v),
+                _ => None,
+            })
+            .await
     }
 }
 
-impl IntoFuture for GetBuilder {
-    type Output = Result<StructValue, ClientError>;
-    type IntoFuture = OpFuture<StructValue>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.exec())
-    }
-}
+awaitable!(GetBuilder, StructValue);
 
 /// Writes fields of a channel.
 #[must_use = "a put does nothing until executed or awaited"]
 pub struct PutBuilder {
-    ctx: Context,
-    name: String,
-    request: Option<String>,
-    timeout: Option<Duration>,
+    op: Once,
     fields: Vec<(String, Value)>,
 }
 
@@ -84,112 +121,55 @@ impl PutBuilder {
         self
     }
 
-    /// The pvRequest text; by default every field.
-    pub fn request(mut self, text: impl Into<String>) -> Self {
-        self.request = Some(text.into());
-        self
-    }
-
-    /// Overall time limit; default 5 s (`ClientConfig::timeout`).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
+    request_and_timeout!(op);
 
     /// Run it.
     pub async fn exec(self) -> Result<(), ClientError> {
-        let req = parse_request(self.request.as_deref())?;
-        match self
-            .ctx
-            .run_once(
-                &self.name,
-                req.to_value(),
-                OpKind::Put(self.fields),
-                self.timeout,
-                None,
-            )
-            .await?
-        {
-            Output::Put => Ok(()),
-            _ => Err(unexpected(&self.name)),
-        }
+        self.op
+            .run(OpKind::Put(self.fields), |out| {
+                matches!(out, Output::Put).then_some(())
+            })
+            .await
     }
 }
 
-impl IntoFuture for PutBuilder {
-    type Output = Result<(), ClientError>;
-    type IntoFuture = OpFuture<()>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.exec())
-    }
-}
+awaitable!(PutBuilder, ());
 
 /// Calls a channel (RPC) with an argument structure.
 #[must_use = "a call does nothing until executed or awaited"]
 pub struct RpcBuilder {
-    ctx: Context,
-    name: String,
+    op: Once,
     arg: StructValue,
-    request: Option<String>,
-    timeout: Option<Duration>,
-    server: Option<SocketAddr>,
 }
 
 impl RpcBuilder {
     /// Call the channel on this server, without searching for it (as pvxs's `server()`), for
     /// channels no server advertises, such as the `server` channel of pvxs servers.
     pub fn server(mut self, addr: SocketAddr) -> Self {
-        self.server = Some(addr);
+        self.op.server = Some(addr);
         self
     }
 
-    /// The pvRequest text; by default empty.
-    pub fn request(mut self, text: impl Into<String>) -> Self {
-        self.request = Some(text.into());
-        self
-    }
-
-    /// Overall time limit; default 5 s (`ClientConfig::timeout`).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
+    request_and_timeout!(op);
 
     /// Run it; `None` when the server returned no value.
     pub async fn exec(self) -> Result<Option<Value>, ClientError> {
-        let req = parse_request(self.request.as_deref())?;
-        match self
-            .ctx
-            .run_once(
-                &self.name,
-                req.to_value(),
-                OpKind::Rpc(self.arg),
-                self.timeout,
-                self.server,
-            )
-            .await?
-        {
-            Output::Rpc(v) => Ok(v),
-            _ => Err(unexpected(&self.name)),
-        }
+        self.op
+            .run(OpKind::Rpc(self.arg), |out| match out {
+                Output::Rpc(v) => Some(v),
+                _ => None,
+            })
+            .await
     }
 }
 
-impl IntoFuture for RpcBuilder {
-    type Output = Result<Option<Value>, ClientError>;
-    type IntoFuture = OpFuture<Option<Value>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.exec())
-    }
-}
+awaitable!(RpcBuilder, Option<Value>);
 
 /// Asks a channel's type.
 #[must_use = "an info does nothing until executed or awaited"]
 pub struct InfoBuilder {
-    ctx: Context,
-    name: String,
+    op: Once,
     sub_field: String,
-    timeout: Option<Duration>,
 }
 
 impl InfoBuilder {
@@ -201,56 +181,33 @@ impl InfoBuilder {
 
     /// Overall time limit; default 5 s (`ClientConfig::timeout`).
     pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
+        self.op.timeout = Some(t);
         self
     }
 
     /// Run it.
     pub async fn exec(self) -> Result<FieldDesc, ClientError> {
-        let empty = parse_request(None)?.to_value();
-        match self
-            .ctx
-            .run_once(
-                &self.name,
-                empty,
-                OpKind::Info(self.sub_field),
-                self.timeout,
-                None,
-            )
-            .await?
-        {
-            Output::Info(d) => Ok(d),
-            _ => Err(unexpected(&self.name)),
-        }
+        self.op
+            .run(OpKind::Info(self.sub_field), |out| match out {
+                Output::Info(d) => Some(d),
+                _ => None,
+            })
+            .await
     }
 }
 
-impl IntoFuture for InfoBuilder {
-    type Output = Result<FieldDesc, ClientError>;
-    type IntoFuture = OpFuture<FieldDesc>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.exec())
-    }
-}
+awaitable!(InfoBuilder, FieldDesc);
 
 impl Context {
     /// Read channel `name` once.
     pub fn get(&self, name: &str) -> GetBuilder {
-        GetBuilder {
-            ctx: self.clone(),
-            name: name.to_owned(),
-            request: None,
-            timeout: None,
-        }
+        GetBuilder(Once::new(self, name))
     }
 
     /// Write fields of channel `name`; add them with [`PutBuilder::set`].
     pub fn put(&self, name: &str) -> PutBuilder {
         PutBuilder {
-            ctx: self.clone(),
-            name: name.to_owned(),
-            request: None,
-            timeout: None,
+            op: Once::new(self, name),
             fields: Vec::new(),
         }
     }
@@ -258,22 +215,16 @@ impl Context {
     /// Call channel `name` with `arg`.
     pub fn rpc(&self, name: &str, arg: StructValue) -> RpcBuilder {
         RpcBuilder {
-            ctx: self.clone(),
-            name: name.to_owned(),
+            op: Once::new(self, name),
             arg,
-            request: None,
-            timeout: None,
-            server: None,
         }
     }
 
     /// Ask the type of channel `name`.
     pub fn info(&self, name: &str) -> InfoBuilder {
         InfoBuilder {
-            ctx: self.clone(),
-            name: name.to_owned(),
+            op: Once::new(self, name),
             sub_field: String::new(),
-            timeout: None,
         }
     }
 }

@@ -1,15 +1,39 @@
 //! The flow-control window of a pipelined monitor: how many updates the server may still send,
-//! and when the client acknowledges the ones its user has taken.
+//! and when (and how much) the client acknowledges.
+//!
+//! With a byte budget the window is counted in bytes too: the client grants the server as many
+//! updates as fit the budget at the updates' running size (at most its queue size), so 8-byte
+//! scalars flow with a deep window and 2 MiB frames with a shallow one, and the memory in flight
+//! stays bounded whatever the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
+//! to the window, so acknowledging more updates than were taken deepens it, and fewer shrinks it.
 
-/// Monitor flow control as pvxs does it: the server may send `queue_size` updates; the client
-/// acknowledges consumed updates in batches of at least `ack_at`.
+/// Default bytes a pipelined monitor lets the server have in flight (sent and not acknowledged).
+pub const DEFAULT_BYTE_BUDGET: u64 = 64 << 20;
+
+/// The first window of a byte-counted monitor, before any update's size is known (pvxs's
+/// default queue size): small enough for any frame, and deepened by the first ack.
+pub const FIRST_WINDOW: u32 = 4;
+
+/// Monitor flow control as pvxs does it: the server may first send a window of updates; the
+/// client acknowledges in batches of at least half its credit. Without a byte budget the credit
+/// is `queue_size` for good; with one it is as many updates as fit the budget at their running
+/// size, never more than `queue_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pipeline: bool,
     queue_size: u32,
-    ack_at: u32,
+    /// Bytes the server may have in flight, when the window is counted in bytes.
+    budget: Option<u64>,
+    /// Updates the server may still send, as far as we know.
     window: u32,
+    /// Updates received and not yet acknowledged (queued, or taken and not yet acked).
+    outstanding: u32,
+    /// Of `outstanding`, those the user has taken.
     unacked: u32,
+    /// Running size of an update in bytes (0: none seen yet): rises at once to a larger
+    /// update and decays by 1/64 of the difference towards smaller ones, so that streams of
+    /// mixed sizes are counted at their large updates.
+    size: u64,
 }
 
 impl Window {
@@ -19,10 +43,20 @@ impl Window {
         Window {
             pipeline,
             queue_size,
-            ack_at: (queue_size / 2).clamp(1, queue_size),
+            budget: None,
             window: queue_size,
+            outstanding: 0,
             unacked: 0,
+            size: 0,
         }
+    }
+
+    /// Count the window in bytes as well: at most `bytes` in flight (and at most `queue_size`
+    /// updates), starting from a [`FIRST_WINDOW`] of updates.
+    pub fn with_budget(mut self, bytes: u64) -> Self {
+        self.budget = Some(bytes.max(1));
+        self.window = self.first_window();
+        self
     }
 
     /// Whether acks are sent at all.
@@ -30,9 +64,17 @@ impl Window {
         self.pipeline
     }
 
-    /// The queue size announced to the server on create.
+    /// The most updates the client holds: the size its queue needs.
     pub fn queue_size(&self) -> u32 {
         self.queue_size
+    }
+
+    /// The window announced to the server on create.
+    pub fn first_window(&self) -> u32 {
+        match self.budget {
+            Some(_) => self.queue_size.min(FIRST_WINDOW),
+            None => self.queue_size,
+        }
     }
 
     /// Updates the server may still send before it must wait for an ack.
@@ -40,38 +82,77 @@ impl Window {
         self.window
     }
 
-    /// Start over (a new create on a new connection): full window, nothing to ack.
+    /// Updates the server may have in flight once the acks due are sent: its remaining window
+    /// plus what it sent and we have not acknowledged.
+    pub fn in_flight(&self) -> u32 {
+        self.window.saturating_add(self.outstanding)
+    }
+
+    /// The credit the client aims at: `queue_size` without a budget; with one, as many updates
+    /// of the running size as fit it (the first window before any update).
+    pub fn credit(&self) -> u32 {
+        match self.budget {
+            Some(bytes) if self.size > 0 => {
+                let fit = (bytes / self.size).min(u64::from(u32::MAX)) as u32;
+                fit.clamp(1, self.queue_size)
+            }
+            Some(_) => self.first_window(),
+            None => self.queue_size,
+        }
+    }
+
+    /// How many taken updates the user's side may gather before reporting them: a quarter of
+    /// the smaller of the credit and the window in flight, so that acks are due in time (the
+    /// first window, before the credit grows, is reported at once).
+    pub fn report_batch(&self) -> u32 {
+        (self.credit().min(self.in_flight()) / 4).max(1)
+    }
+
+    /// Start over (a new create on a new connection): the first window, nothing to ack. The
+    /// running size is kept: the same channel most likely sends the same updates.
     pub fn reset(&mut self) {
-        self.window = self.queue_size;
+        self.window = self.first_window();
+        self.outstanding = 0;
         self.unacked = 0;
     }
 
-    /// An update arrived; false when the server exceeded the window.
-    pub fn received(&mut self) -> bool {
+    /// An update of `bytes` arrived; false when the server exceeded the window.
+    pub fn received(&mut self, bytes: usize) -> bool {
         if !self.pipeline {
             return true;
         }
+        let bytes = bytes as u64;
+        self.size = if bytes >= self.size {
+            bytes
+        } else {
+            self.size - (self.size - bytes) / 64
+        };
         match self.window.checked_sub(1) {
             Some(w) => {
                 self.window = w;
+                self.outstanding += 1;
                 true
             }
             None => false,
         }
     }
 
-    /// The user took `n` updates; returns how many to acknowledge now, if it is time to.
+    /// The user took `n` updates; returns how many to acknowledge now, if it is time to. The
+    /// ack brings the server's credit to [`Window::credit`]: more than was taken while the
+    /// credit grows, fewer (or none yet) while it shrinks.
     pub fn consumed(&mut self, n: u32) -> Option<u32> {
         if !self.pipeline || n == 0 {
             return None;
         }
-        self.unacked = self.unacked.saturating_add(n);
-        if self.unacked < self.ack_at {
+        self.unacked = self.unacked.saturating_add(n).min(self.outstanding);
+        let credit = self.credit();
+        let ack = (self.unacked + credit).saturating_sub(self.in_flight());
+        if ack == 0 || ack < (credit / 2).max(1) {
             return None;
         }
-        let ack = self.unacked;
-        self.window = self.window.saturating_add(ack).min(self.queue_size);
+        self.outstanding -= self.unacked;
         self.unacked = 0;
+        self.window = self.window.saturating_add(ack);
         Some(ack)
     }
 }
@@ -80,13 +161,37 @@ impl Window {
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
+    /// A pipelined window of at most `queue_size` updates and the default budget.
+    fn budgeted(queue_size: u32) -> Window {
+        Window::new(true, queue_size).with_budget(DEFAULT_BYTE_BUDGET)
+    }
+
+    /// The server sends as long as the window allows updates of `bytes`; the user takes each
+    /// at once. Returns the acks sent, and checks the bytes in flight never exceed `limit`.
+    fn stream(w: &mut Window, updates: usize, bytes: usize, limit: u64) -> Vec<u32> {
+        let mut acks = Vec::new();
+        for _ in 0..updates {
+            assert!(w.available() > 0, "the window stalled: {w:?}");
+            assert!(w.received(bytes));
+            acks.extend(w.consumed(1));
+            assert!(
+                u64::from(w.in_flight()) * bytes as u64 <= limit,
+                "{} updates of {bytes} B in flight: {w:?}",
+                w.in_flight()
+            );
+        }
+        acks
+    }
+
     #[test]
     fn acks_in_batches_of_half_the_queue() {
         let mut w = Window::new(true, 4);
         for _ in 0..4 {
-            assert!(w.received());
+            assert!(w.received(100));
         }
-        assert!(!w.received(), "a fifth update overruns a window of 4");
+        assert!(!w.received(100), "a fifth update overruns a window of 4");
         assert_eq!(w.consumed(1), None);
         assert_eq!(w.consumed(1), Some(2));
         assert_eq!(w.available(), 2);
@@ -98,7 +203,7 @@ mod tests {
     fn without_pipeline_nothing_is_acked() {
         let mut w = Window::new(false, 4);
         for _ in 0..100 {
-            assert!(w.received());
+            assert!(w.received(100));
         }
         assert_eq!(w.consumed(50), None);
     }
@@ -107,9 +212,108 @@ mod tests {
     fn queue_of_one_acks_every_update() {
         let mut w = Window::new(true, 0);
         assert_eq!(w.queue_size(), 1);
-        assert!(w.received());
+        assert!(w.received(100));
         assert_eq!(w.consumed(1), Some(1));
         w.reset();
         assert_eq!(w.available(), 1);
+    }
+
+    #[test]
+    fn small_updates_get_a_deep_window() {
+        let mut w = budgeted(4096);
+        assert_eq!(w.first_window(), FIRST_WINDOW, "nothing known yet");
+        assert_eq!(w.credit(), FIRST_WINDOW);
+        let acks = stream(&mut w, 10_000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), 4096);
+        assert!(
+            acks[0] > 1,
+            "the first ack grants more than was taken: {acks:?}"
+        );
+        assert_eq!(w.in_flight(), 4096);
+        assert!(
+            acks.len() < 10_000 / 100,
+            "acks come in batches: {}",
+            acks.len()
+        );
+    }
+
+    #[test]
+    fn two_mib_frames_get_a_shallow_window() {
+        let mut w = budgeted(4096);
+        assert_eq!(
+            w.available(),
+            FIRST_WINDOW,
+            "the first window fits any frame"
+        );
+        stream(&mut w, 1000, 2 * MIB, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), 32);
+        assert_eq!(w.in_flight(), 32);
+    }
+
+    #[test]
+    fn reports_are_batched_by_a_quarter_of_the_window() {
+        let mut w = budgeted(4096);
+        assert_eq!(w.report_batch(), 1, "the first window is reported at once");
+        stream(&mut w, 10_000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.report_batch(), 1024);
+        stream(&mut w, 2000, 2 * MIB, u64::MAX);
+        assert_eq!(w.report_batch(), 8);
+    }
+
+    #[test]
+    fn the_queue_size_caps_the_credit() {
+        let mut w = budgeted(16);
+        stream(&mut w, 1000, 8, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.credit(), 16);
+        assert_eq!(w.in_flight(), 16);
+    }
+
+    #[test]
+    fn mixed_sizes_stay_within_the_budget() {
+        let budget = 16 << 20;
+        let mut w = Window::new(true, 1024).with_budget(budget);
+        stream(&mut w, 5000, 100, budget);
+        assert_eq!(w.credit(), 1024);
+        // Frames of 1 MiB after 1,024 scalars were granted: the server may still send what it
+        // was given (credit cannot be taken back), but the first ack brings it within budget.
+        let mut acks = 0;
+        for _ in 0..1100 {
+            assert!(w.received(MIB), "within the window");
+            if w.consumed(1).is_some() {
+                acks += 1;
+                assert!(u64::from(w.in_flight()) * MIB as u64 <= budget, "{w:?}");
+            }
+        }
+        assert!(acks > 0);
+        // Alternating sizes are counted at the larger one: the budget holds for every frame.
+        for i in 0..2000 {
+            let bytes = if i % 2 == 0 { MIB } else { 64 };
+            assert!(w.received(bytes), "within the window");
+            w.consumed(1);
+            assert!(u64::from(w.in_flight()) * MIB as u64 <= budget, "{w:?}");
+            assert!(w.in_flight() >= 8, "the stream never stalls: {w:?}");
+        }
+        // Back to small updates: the window deepens again.
+        stream(&mut w, 5000, 100, budget);
+        assert_eq!(w.credit(), 1024);
+    }
+
+    #[test]
+    fn a_slow_user_never_holds_more_than_the_budget() {
+        let budget = 8 * MIB as u64;
+        let mut w = Window::new(true, 256).with_budget(budget);
+        let mut held = 0u32;
+        for round in 0..200 {
+            // The server sends all it may; the user takes one update in three rounds.
+            while w.available() > 0 {
+                assert!(w.received(2 * MIB));
+                held += 1;
+            }
+            assert!(held <= 4, "round {round}: {held} frames of 2 MiB held");
+            if round % 3 == 0 {
+                held -= 1;
+                w.consumed(1);
+            }
+        }
     }
 }
