@@ -2,6 +2,7 @@
 //! gets an error reply or is closed (with one log line naming it), the server's memory stays
 //! bounded, and a p4p client monitoring a counter throughout misses no update.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use common::p4p_monitor::P4pMonitor;

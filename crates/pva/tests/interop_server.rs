@@ -1,6 +1,7 @@
 //! Our server against the p4p (pvxs) and pvapy (pvAccessCPP) clients: get, put, info and
 //! monitor of every scalar and of the type matrix, over loopback.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
