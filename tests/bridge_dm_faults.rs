@@ -441,14 +441,11 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
             .await;
         let slot = &setup.slot;
         let messages = Messages::watch(setup.udp, slot);
-        slot.start(&marker_request("steady", "uid-keep", &setup.marker()))
-            .await
-            .unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(
+            &slot,
+            &marker_request("steady", "uid-keep", &setup.marker()),
+        )
+        .await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Processing], WAIT).await,
@@ -580,12 +577,7 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
             .await;
         let slot = &setup.slot;
         let states = watch_states(setup.udp, slot);
-        slot.start(&request("endless", "uid-lost")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("endless", "uid-lost")).await;
         let job_id = slot.status().await.unwrap().job_id;
 
         setup.proxy.set(Mode::Down);
@@ -640,12 +632,7 @@ fn a_stage_failing_without_error_message_is_explained_from_its_child_process() {
             )
             .await;
         let slot = &setup.slot;
-        slot.start(&request("breaks", "uid-noerr")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("breaks", "uid-noerr")).await;
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", setup.bridge.log());
         let message = slot.status().await.unwrap().message;

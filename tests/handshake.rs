@@ -37,12 +37,7 @@ fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
         let states = watch_states(run.udp, &slot);
         let mut request = request("stream-done", "uid-done");
         request.expected_frames = Some(4);
-        slot.start(&request).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request).await;
         slot.command(Command::AcqDone).await.unwrap();
         let end = slot.wait_for_state(&[State::Done], WAIT).await;
         assert_eq!(end, Ok(State::Done), "{}", run.bridge.log());
@@ -143,12 +138,7 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
         )).await;
 
         let slot = run.slot();
-        slot.start(&request("fails", "uid-fail")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("fails", "uid-fail")).await;
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", run.bridge.log());
         let status = slot.status().await.unwrap();
@@ -185,12 +175,7 @@ fn abort_during_acquisition_stops_the_dm_job() {
         .await;
 
         let slot = run.slot();
-        slot.start(&request("long", "uid-abort")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("long", "uid-abort")).await;
         slot.command(Command::Abort).await.unwrap();
         assert_eq!(
             slot.state().await.unwrap(),
@@ -257,12 +242,7 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
         request
             .args_dict
             .insert("markerFile".into(), marker.display().to_string().into());
-        slot.start(&request).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request).await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Processing], WAIT).await,

@@ -312,12 +312,7 @@ fn a_processing_timeout_leaves_the_job_running_unless_told_to_stop_it() {
         let (left, stopped) = tokio::join!(left, stopped);
         for (run, uid) in [(&left, "uid-left"), (&stopped, "uid-stop")] {
             let slot = run.slot();
-            slot.start(&request("slow", uid)).await.unwrap();
-            assert_eq!(
-                slot.wait_for_state(&[State::Ready], WAIT).await,
-                Ok(State::Ready)
-            );
-            slot.command(Command::AcqStarted).await.unwrap();
+            start_acquiring(&slot, &request("slow", uid)).await;
             slot.command(Command::AcqDone).await.unwrap();
         }
         let (a, b) = (left.slot(), stopped.slot());
@@ -378,12 +373,7 @@ fn two_slots_run_at_once_to_done_each_with_its_own_job() {
             async move {
                 let mut request = request("pair", uid);
                 request.expected_frames = Some(2);
-                slot.start(&request).await.unwrap();
-                assert_eq!(
-                    slot.wait_for_state(&[State::Ready], WAIT).await,
-                    Ok(State::Ready)
-                );
-                slot.command(Command::AcqStarted).await.unwrap();
+                start_acquiring(&slot, &request).await;
                 slot.command(Command::AcqDone).await.unwrap();
                 let end = slot.wait_for_state(&[State::Done], WAIT).await;
                 (end, slot.status().await.unwrap())

@@ -9,7 +9,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use coordinator::{HandshakeClient, RunRequest, State};
+use coordinator::{Command, HandshakeClient, RunRequest, State};
 use dm::client::read_login_file;
 use dm::{ClientConfig, DmClient, ProcessingJob, Stage, Workflow};
 use pva::client::{Context, MonitorEvent};
@@ -288,6 +288,17 @@ pub fn watch_states(udp: u16, client: &HandshakeClient) -> tokio::task::JoinHand
     })
 }
 
+/// Start `request` on `slot`, wait for READY and put ACQ_STARTED: the run is acquiring.
+pub async fn start_acquiring(slot: &HandshakeClient, request: &RunRequest) {
+    slot.start(request).await.unwrap();
+    assert_eq!(
+        slot.wait_for_state(&[State::Ready], WAIT).await,
+        Ok(State::Ready)
+    );
+    slot.command(Command::AcqStarted).await.unwrap();
+}
+
+/// A run request for `workflow` with Bluesky uid `run_uid`.
 pub fn request(workflow: &str, run_uid: &str) -> RunRequest {
     let mut request = RunRequest::new(workflow);
     request.run_uid = Some(run_uid.into());
