@@ -59,18 +59,7 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
         .iter()
         .map(|s| s["state"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        states,
-        [
-            "STARTING",
-            "WAIT_READY",
-            "READY",
-            "ACQUIRING",
-            "DRAINING",
-            "PROCESSING",
-            "DONE"
-        ]
-    );
+    assert_eq!(states, common::handshake::DONE_HISTORY);
     let times: Vec<f64> = summary["states"]
         .as_array()
         .unwrap()

@@ -288,6 +288,19 @@ pub fn watch_states(udp: u16, client: &HandshakeClient) -> tokio::task::JoinHand
     })
 }
 
+/// A DM stage's shell command: `steps` one after the other (`&&`), a step written
+/// `workflow ARGS` being `pvabridge workflow ARGS` on the run's handshake prefix.
+pub fn stage_command(steps: &[&str]) -> String {
+    steps
+        .iter()
+        .map(|step| match step.strip_prefix("workflow ") {
+            Some(args) => format!("pvabridge workflow {args} --handshake $handshakePrefix"),
+            None => step.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
 /// Start `request` on `slot`, wait for READY and put ACQ_STARTED: the run is acquiring.
 pub async fn start_acquiring(slot: &HandshakeClient, request: &RunRequest) {
     slot.start(request).await.unwrap();
@@ -296,6 +309,43 @@ pub async fn start_acquiring(slot: &HandshakeClient, request: &RunRequest) {
         Ok(State::Ready)
     );
     slot.command(Command::AcqStarted).await.unwrap();
+}
+
+/// The states a run that ends DONE goes through, in order, as its history records them.
+pub const DONE_HISTORY: [&str; 7] = [
+    "STARTING",
+    "WAIT_READY",
+    "READY",
+    "ACQUIRING",
+    "DRAINING",
+    "PROCESSING",
+    "DONE",
+];
+
+/// Run the Python peer `script` with `python` and `args`, searching the servers on `udp_ports`
+/// (on loopback), bounded in time; whether it succeeded, and the JSON it printed.
+pub async fn p4p_peer(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+    udp_ports: &[u16],
+) -> (bool, Value) {
+    let mut cmd = Process::new(python);
+    cmd.arg(super::peer_script(script)).args(args);
+    super::loopback_env(&mut cmd, udp_ports[0]);
+    let list: Vec<String> = udp_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    cmd.env("EPICS_PVA_ADDR_LIST", list.join(" "));
+    let out = tokio::task::spawn_blocking(move || super::run_bounded(cmd, WAIT * 2))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{script} printed {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), result)
 }
 
 /// A run request for `workflow` with Bluesky uid `run_uid`.
