@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::handshake::EmbeddedBridge;
 use common::handshake::{dm_client, run_test, slot, BINARY, WAIT};
 use common::{first_line, spawn_server};
 use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
@@ -27,8 +28,7 @@ const FRAMES: u64 = 48;
 
 /// The processes of one run: bridge, detector and distributing relay, each on its own UDP port.
 struct Group {
-    _bridge: common::Running,
-    bridge_log: std::path::PathBuf,
+    bridge: EmbeddedBridge,
     _detector: common::Running,
     _relay: common::Running,
     detector: Context,
@@ -52,23 +52,9 @@ impl Group {
         let det_pv = format!("so:{name}:det:Image");
         let dist_pv = format!("so:{name}:dist");
 
-        let mut serve = Command::new(BINARY);
-        serve
-            .args([
-                "serve",
-                "--json",
-                "--prefix",
-                &prefix,
-                "--poll-period",
-                "0.2",
-            ])
-            .args(bridge_options)
-            .arg("--embedded-dm")
-            .arg(dir.path().join("dm"))
-            .env("RUST_LOG", "info");
-        let bridge_log = dir.path().join("bridge.log");
-        let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &ports);
-        let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
+        let bridge = EmbeddedBridge::start(dir.path(), &prefix, bridge_udp, &ports, |serve| {
+            serve.args(bridge_options).env("RUST_LOG", "info");
+        });
 
         let mut simdet = Command::new(BINARY);
         simdet.args([
@@ -104,10 +90,7 @@ impl Group {
              done; st=0; \
              for k in {members}; do wait $(cat '{d}/m'$k.pid) || st=$?; done; exit $st"
         );
-        let dm = dm_client(
-            info["dmUrl"].as_str().unwrap(),
-            Path::new(info["dmLoginFile"].as_str().unwrap()),
-        );
+        let dm = bridge.dm();
         dm.add_workflow(&Workflow {
             name: name.into(),
             stages: BTreeMap::from([(
@@ -133,8 +116,7 @@ impl Group {
         request.consumers = Some(MEMBERS);
         slot.start(&request).await.unwrap();
         Group {
-            _bridge: bridge,
-            bridge_log,
+            bridge,
             _detector: detector,
             _relay: relay,
             detector: detector_ctx,
@@ -191,7 +173,7 @@ impl Group {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.bridge_log).unwrap_or_default()
+        self.bridge.log()
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {

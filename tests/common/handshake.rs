@@ -189,6 +189,64 @@ impl EmbeddedRun {
     }
 }
 
+/// `pvabridge serve --json` of one slot with an embedded DM service, started by
+/// [`super::spawn_server`]: the process, its startup JSON and where its log is.
+pub struct EmbeddedBridge {
+    /// The process, killed when this is dropped.
+    pub process: super::Running,
+    /// What it printed at startup (`dmUrl`, `dmLoginFile`, ...).
+    pub info: Value,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl EmbeddedBridge {
+    /// Serve slot `prefix` (polling DM every 0.2 s) on UDP port `udp`, searching `search`, the
+    /// DM service's data and the log in `dir`; `configure` adds options or environment.
+    pub fn start(
+        dir: &Path,
+        prefix: &str,
+        udp: u16,
+        search: &[u16],
+        configure: impl FnOnce(&mut Process),
+    ) -> EmbeddedBridge {
+        let mut serve = Process::new(BINARY);
+        serve
+            .args([
+                "serve",
+                "--json",
+                "--prefix",
+                prefix,
+                "--poll-period",
+                "0.2",
+            ])
+            .arg("--embedded-dm")
+            .arg(dir.join("dm"));
+        configure(&mut serve);
+        let log = dir.join("bridge.log");
+        let mut process = super::spawn_server(serve, udp, &log, search);
+        let line = super::first_line(&mut process);
+        let info = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+        EmbeddedBridge { process, info, log }
+    }
+
+    /// A client of its DM service, logged in as the bridge is.
+    pub fn dm(&self) -> DmClient {
+        let login_file = self.info["dmLoginFile"].as_str().expect("dmLoginFile");
+        dm_client(
+            self.info["dmUrl"].as_str().expect("dmUrl"),
+            Path::new(login_file),
+        )
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A client of the DM service at `url`, with the credentials of `login_file`.
 pub fn dm_client(url: &str, login_file: &Path) -> DmClient {
     let (username, password) = read_login_file(login_file).expect("login file");
     DmClient::new(ClientConfig::new(url, username, password)).expect("DM client")

@@ -28,6 +28,7 @@ import sys
 import threading
 
 import numpy as np
+from ops_args import split_ops
 from p4p.client.thread import Context, RemoteError
 
 # Seconds one get, put or connection may take. Generous, because a loaded 2-core machine can
@@ -96,18 +97,8 @@ def wake_after_start(sub):
 
 def main(argv):
     ctx = Context("pva", nt=False)
-    ops = []
-    cur = []
-    for a in argv:
-        if a == "--":
-            ops.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    if cur:
-        ops.append(cur)
     try:
-        for op in ops:
+        for op in split_ops(argv):
             kind, pv, args = op[0], op[1], op[2:]
             if kind == "get":
                 v = ctx.get(pv, request=args[0] if args else None, timeout=OP_TIMEOUT)

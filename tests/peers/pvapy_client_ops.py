@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import pvaccess as pva
+from ops_args import split_ops
 
 TYPES = {
     "boolean": pva.BOOLEAN,
@@ -112,17 +113,8 @@ def assign(obj, path, spec):
 
 
 def main(argv):
-    ops, cur = [], []
-    for a in argv:
-        if a == "--":
-            ops.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    if cur:
-        ops.append(cur)
     try:
-        for op in ops:
+        for op in split_ops(argv):
             kind, pv, args = op[0], op[1], op[2:]
             ch = pva.Channel(pv)
             ch.setTimeout(OP_TIMEOUT)
