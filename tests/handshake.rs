@@ -135,16 +135,13 @@ fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "e2e:fail:",
-            workflow(
+            streaming_workflow(
                 "fails",
-                &[(
-                    "01-STREAM",
-                    &stage_command(&[
-                        "workflow ready",
-                        "workflow wait-state ACQUIRING --max-wait 30",
-                        "echo 'detector stream broke at frame 3' >&2 && exit 3",
-                    ]),
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "echo 'detector stream broke at frame 3' >&2 && exit 3",
+                ],
             ),
         )
         .await;
@@ -176,10 +173,7 @@ fn abort_during_acquisition_stops_the_dm_job() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "e2e:abort:",
-            workflow(
-                "long",
-                &[("01-STREAM", &stage_command(&["workflow ready", "sleep 60"]))],
-            ),
+            streaming_workflow("long", &["workflow ready", "sleep 60"]),
         )
         .await;
 
@@ -224,13 +218,7 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
             .to_string();
         let dm = dm_client(&dm_url, &users);
         let marker = dir.path().join("go");
-        dm.add_workflow(&workflow(
-            "survives",
-            &[(
-                "01-STREAM",
-                &stage_command(&["workflow ready", "workflow wait-state DRAINING --max-wait 30", "workflow progress $expectedFrames", "i=0 && while [ ! -f $markerFile ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done && test -f $markerFile"]),
-            )],
-        ))
+        dm.add_workflow(&streaming_workflow("survives", &["workflow ready", "workflow wait-state DRAINING --max-wait 30", "workflow progress $expectedFrames", "i=0 && while [ ! -f $markerFile ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done && test -f $markerFile"]))
         .await
         .unwrap();
         let dm_args = [
@@ -294,16 +282,13 @@ fn p4p_plays_the_bluesky_side_like_ophyd_async() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "e2e:p4p:",
-            workflow(
+            streaming_workflow(
                 "p4p-run",
-                &[(
-                    "01-STREAM",
-                    &stage_command(&[
-                        "workflow ready",
-                        "workflow wait-state DRAINING --max-wait 30",
-                        "workflow progress $expectedFrames",
-                    ]),
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state DRAINING --max-wait 30",
+                    "workflow progress $expectedFrames",
+                ],
             ),
         )
         .await;

@@ -40,18 +40,15 @@ fn a_workflow_ending_acquisition_itself_is_seen_by_p4p_and_a_late_acq_done_succe
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "wf:end:",
-            workflow(
+            streaming_workflow(
                 "ends-itself",
-                &[(
-                    "01-STREAM",
-                    &stage_command(&[
-                        "workflow ready",
-                        "workflow wait-state ACQUIRING --max-wait 30",
-                        "workflow end-acquisition --reason 'enough data on the sample'",
-                        "sleep 1",
-                        "workflow progress $expectedFrames",
-                    ]),
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "workflow end-acquisition --reason 'enough data on the sample'",
+                    "sleep 1",
+                    "workflow progress $expectedFrames",
+                ],
             ),
         )
         .await;
@@ -94,18 +91,15 @@ fn a_workflow_failing_the_run_fails_it_with_the_reason_and_its_job_is_stopped() 
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "wf:fail:",
-            workflow(
+            streaming_workflow(
                 "fails-itself",
-                &[(
-                    "01-STREAM",
-                    &stage_command(&[
-                        "workflow ready",
-                        "workflow wait-state ACQUIRING --max-wait 30",
-                        "sleep 0.5",
-                        "workflow fail --message 'the sample moved out of the beam'",
-                        "sleep 30",
-                    ]),
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "sleep 0.5",
+                    "workflow fail --message 'the sample moved out of the beam'",
+                    "sleep 30",
+                ],
             ),
         )
         .await;
@@ -342,17 +336,14 @@ fn two_slots_run_at_once_to_done_each_with_its_own_job() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start_with(
             "wf:a:",
-            workflow(
+            streaming_workflow(
                 "pair",
-                &[(
-                    "01-STREAM",
-                    &stage_command(&[
-                        "workflow ready",
-                        "workflow wait-state DRAINING --max-wait 30",
-                        "workflow progress $expectedFrames",
-                        "sleep 1",
-                    ]),
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state DRAINING --max-wait 30",
+                    "workflow progress $expectedFrames",
+                    "sleep 1",
+                ],
             ),
             &["--prefix", "wf:b:"],
         )

@@ -84,8 +84,8 @@ impl Bridge {
     }
 }
 
-/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
-pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+/// `pvabridge serve --json` of slot `prefix`, polling DM every 0.2 s.
+fn serve_command(prefix: &str) -> Process {
     let mut cmd = Process::new(BINARY);
     cmd.args([
         "serve",
@@ -94,11 +94,17 @@ pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) ->
         prefix,
         "--poll-period",
         "0.2",
-    ])
-    .args(dm)
-    .arg("--state-dir")
-    .arg(dir.join("state"))
-    .env("RUST_LOG", "info");
+    ]);
+    cmd
+}
+
+/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
+pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+    let mut cmd = serve_command(prefix);
+    cmd.args(dm)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("RUST_LOG", "info");
     loopback(&mut cmd, udp);
     let log = dir.join(log_name);
     let (process, line) = spawn_reporting(cmd, &log);
@@ -210,18 +216,8 @@ impl EmbeddedBridge {
         search: &[u16],
         configure: impl FnOnce(&mut Process),
     ) -> EmbeddedBridge {
-        let mut serve = Process::new(BINARY);
-        serve
-            .args([
-                "serve",
-                "--json",
-                "--prefix",
-                prefix,
-                "--poll-period",
-                "0.2",
-            ])
-            .arg("--embedded-dm")
-            .arg(dir.join("dm"));
+        let mut serve = serve_command(prefix);
+        serve.arg("--embedded-dm").arg(dir.join("dm"));
         configure(&mut serve);
         let log = dir.join("bridge.log");
         let mut process = super::spawn_server(serve, udp, &log, search);
@@ -357,6 +353,11 @@ pub fn stage_command(steps: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" && ")
+}
+
+/// A workflow of one stage, 01-STREAM, that runs `steps` (see [`stage_command`]).
+pub fn streaming_workflow(name: &str, steps: &[&str]) -> Workflow {
+    workflow(name, &[("01-STREAM", &stage_command(steps))])
 }
 
 /// Start `request` on `slot`, wait for READY and put ACQ_STARTED: the run is acquiring.

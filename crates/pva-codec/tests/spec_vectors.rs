@@ -201,14 +201,23 @@ fn encode_full(desc: &FieldDesc, order: ByteOrder) -> Vec<u8> {
     w.finish_contiguous().to_vec()
 }
 
+/// A structure `id` of the scalar `members`.
+fn scalars(id: &str, members: &[(&str, ScalarType)]) -> StructDesc {
+    members
+        .iter()
+        .fold(StructDesc::builder(id), |b, (name, t)| b.scalar(*name, *t))
+        .build()
+}
+
 fn time_stamp_t() -> FieldDesc {
-    FieldDesc::Struct(Arc::new(
-        StructDesc::builder("timeStamp_t")
-            .scalar("secondsPastEpoch", ScalarType::I64)
-            .scalar("nanoSeconds", ScalarType::I32)
-            .scalar("userTag", ScalarType::I32)
-            .build(),
-    ))
+    FieldDesc::Struct(Arc::new(scalars(
+        "timeStamp_t",
+        &[
+            ("secondsPastEpoch", ScalarType::I64),
+            ("nanoSeconds", ScalarType::I32),
+            ("userTag", ScalarType::I32),
+        ],
+    )))
 }
 
 fn time_stamp_t_body() -> Vec<u8> {
@@ -261,19 +270,25 @@ fn example_structure() -> FieldDesc {
             )
             .structure(
                 "timeStamp",
-                StructDesc::builder("time_t")
-                    .scalar("secondsPastEpoch", ScalarType::I64)
-                    .scalar("nanoseconds", ScalarType::I32)
-                    .scalar("userTag", ScalarType::I32)
-                    .build(),
+                scalars(
+                    "time_t",
+                    &[
+                        ("secondsPastEpoch", ScalarType::I64),
+                        ("nanoseconds", ScalarType::I32),
+                        ("userTag", ScalarType::I32),
+                    ],
+                ),
             )
             .structure(
                 "alarm",
-                StructDesc::builder("alarm_t")
-                    .scalar("severity", ScalarType::I32)
-                    .scalar("status", ScalarType::I32)
-                    .scalar("message", ScalarType::String)
-                    .build(),
+                scalars(
+                    "alarm_t",
+                    &[
+                        ("severity", ScalarType::I32),
+                        ("status", ScalarType::I32),
+                        ("message", ScalarType::String),
+                    ],
+                ),
             )
             .field("valueUnion", FieldDesc::Union(Arc::new(value_union)))
             .field("variantUnion", FieldDesc::Any)
