@@ -18,21 +18,33 @@ use pva_codec::{
 };
 use serde_json::{json, Value as Json};
 
+/// A test of `check` for each Python client, p4p (pvxs) and pvapy (pvAccessCPP): `check` takes
+/// the client's peer script.
+macro_rules! with_each_client {
+    ($check:ident: $p4p:ident, $pvapy:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $p4p() {
+            $check("p4p_client_ops.py").await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pvapy() {
+            $check("pvapy_client_ops.py").await;
+        }
+    };
+}
+
 fn scalar_pv(t: ScalarType, v: impl Into<Value>) -> SharedPv {
     let mut s: StructValue = NtScalar::new(t).create();
     s.set("value", v).expect("value fits its type");
     SharedPv::mailbox(s)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_puts_and_reads_types_of_every_scalar() {
-    check_scalars("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_puts_and_reads_types_of_every_scalar() {
-    check_scalars("pvapy_client_ops.py").await;
-}
+with_each_client!(
+    check_scalars:
+    p4p_client_gets_puts_and_reads_types_of_every_scalar,
+    pvapy_client_gets_puts_and_reads_types_of_every_scalar
+);
 
 async fn check_scalars(script: &'static str) {
     let source = Arc::new(StaticSource::new());
@@ -174,15 +186,11 @@ fn source_value(source: &StaticSource, name: &str) -> Value {
         .expect("value field")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_monitor_sees_every_update_in_order() {
-    check_monitor("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_monitor_sees_every_update_in_order() {
-    check_monitor("pvapy_client_ops.py").await;
-}
+with_each_client!(
+    check_monitor:
+    p4p_client_monitor_sees_every_update_in_order,
+    pvapy_client_monitor_sees_every_update_in_order
+);
 
 async fn check_monitor(script: &'static str) {
     let source = Arc::new(StaticSource::new());
@@ -931,25 +939,17 @@ async fn check_matrix_monitor(script: &'static str) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_reads_types_of_and_puts_the_type_matrix() {
-    check_matrix_get_info_put("p4p_client_ops.py").await;
-}
+with_each_client!(
+    check_matrix_get_info_put:
+    p4p_client_gets_reads_types_of_and_puts_the_type_matrix,
+    pvapy_client_gets_reads_types_of_and_puts_the_type_matrix
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_reads_types_of_and_puts_the_type_matrix() {
-    check_matrix_get_info_put("pvapy_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_monitors_the_type_matrix() {
-    check_matrix_monitor("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_monitors_the_type_matrix() {
-    check_matrix_monitor("pvapy_client_ops.py").await;
-}
+with_each_client!(
+    check_matrix_monitor:
+    p4p_client_monitors_the_type_matrix,
+    pvapy_client_monitors_the_type_matrix
+);
 
 /// A get with `field(value,alarm.severity)` serves only those fields, with the PV's type ids;
 /// a monitor with `field(value)` sends only changes of `value`.
@@ -1033,15 +1033,11 @@ async fn check_field_selection(script: &'static str) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_and_monitors_a_field_selection() {
-    check_field_selection("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_and_monitors_a_field_selection() {
-    check_field_selection("pvapy_client_ops.py").await;
-}
+with_each_client!(
+    check_field_selection:
+    p4p_client_gets_and_monitors_a_field_selection,
+    pvapy_client_gets_and_monitors_a_field_selection
+);
 
 /// Null elements of a structure array (p4p only: pvapy's Python layer crashes on them, from a
 /// pvxs server too).

@@ -364,9 +364,9 @@ async fn expect_error_reply(addr: SocketAddr, what: &str, bytes: impl FnOnce(u32
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_is_refused_and_harms_no_other_client() {
-    logs();
+/// A server of `t:count` (a counter) and `t:mailbox` with `config` and `options`, and the p4p
+/// monitor that watches the counter tick while a test attacks the server.
+async fn serve_watched(config: ServerConfig, options: ServerOptions) -> (Server, Watch) {
     let counter = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
     let source = Arc::new(StaticSource::new());
     source.add("t:count", counter.clone());
@@ -374,6 +374,16 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         "t:mailbox",
         SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
     );
+    let server = Server::start_with(config, vec![source], options)
+        .await
+        .expect("server starts");
+    let watch = Watch::start(counter, server.udp_addr().port(), "t:count").await;
+    (server, watch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_harms_no_other_client() {
+    logs();
     let config = ServerConfig {
         idle_timeout: Duration::from_secs(3),
         ..ServerConfig::isolated()
@@ -388,13 +398,8 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         },
         ..ServerOptions::default()
     };
-    let server = Server::start_with(config, vec![source], options)
-        .await
-        .expect("server starts");
-    let addr = server.tcp_addr();
-    let udp = server.udp_addr();
-
-    let watch = Watch::start(counter, udp.port(), "t:count").await;
+    let (server, watch) = serve_watched(config, options).await;
+    let (addr, udp) = (server.tcp_addr(), server.udp_addr());
     let before = common::resident_bytes();
 
     timeout(Duration::from_secs(120), async {
@@ -611,13 +616,6 @@ async fn limits_refuse_only_the_peer_that_reaches_them() {
     const PER_HOST: usize = 4;
     const IN_ALL: usize = 8;
     const SEARCHES_PER_SECOND: u32 = 20;
-    let counter = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
-    let source = Arc::new(StaticSource::new());
-    source.add("t:count", counter.clone());
-    source.add(
-        "t:mailbox",
-        SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
-    );
     let options = ServerOptions {
         limits: ServerLimits {
             connection: ConnLimits {
@@ -633,13 +631,9 @@ async fn limits_refuse_only_the_peer_that_reaches_them() {
         },
         ..ServerOptions::default()
     };
-    let server = Server::start_with(ServerConfig::isolated(), vec![source], options)
-        .await
-        .expect("server starts");
-    let addr = server.tcp_addr();
-    let udp = server.udp_addr();
     // The p4p monitor connects from 127.0.0.1, one connection of the eight.
-    let watch = Watch::start(counter, udp.port(), "t:count").await;
+    let (server, watch) = serve_watched(ServerConfig::isolated(), options).await;
+    let (addr, udp) = (server.tcp_addr(), server.udp_addr());
 
     timeout(Duration::from_secs(60), async {
         // Channels and operations past their limits: an error status, and the connection
