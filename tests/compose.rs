@@ -440,12 +440,7 @@ fn run_through_the_deployment(
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                ns.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
+                ns.block_on(async {
                     let wait = Duration::from_secs(30);
                     let run = async {
                         let config =
@@ -469,14 +464,7 @@ fn run_through_the_deployment(
                         request.expected_frames = Some(FRAMES as u64);
                         request.data_channel = Some("bl:det:Pva1:Image".into());
                         request.run_uid = Some("uid-compose".into());
-                        slot.start(&request).await.map_err(|e| e.to_string())?;
-                        let ready = slot.wait_for_state(&[State::Ready], wait).await;
-                        if ready != Ok(State::Ready) {
-                            return Err(format!("not READY: {ready:?}"));
-                        }
-                        slot.command(Handshake::AcqStarted)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        common::handshake::try_start_acquiring(&slot, &request, wait).await?;
                         put("bl:det:cam1:Acquire", "value.index", 1).await?;
                         common::handshake::wait_for_value(
                             &ctx,

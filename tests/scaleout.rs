@@ -421,12 +421,7 @@ fn members_on_two_hosts_share_a_run() {
     let outcome = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                a.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
+                a.block_on(async {
                     tokio::time::timeout(Duration::from_secs(60), async {
                         let dm = dm_client(
                             info["dmUrl"].as_str().unwrap(),
@@ -452,14 +447,7 @@ fn members_on_two_hosts_share_a_run() {
                         request.expected_frames = Some(FRAMES);
                         request.data_channel = Some("so2:dist".into());
                         request.consumers = Some(MEMBERS);
-                        slot.start(&request).await.map_err(|e| e.to_string())?;
-                        let ready = slot.wait_for_state(&[State::Ready], WAIT).await;
-                        if ready != Ok(State::Ready) {
-                            return Err(format!("not READY: {ready:?}"));
-                        }
-                        slot.command(Handshake::AcqStarted)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        common::handshake::try_start_acquiring(&slot, &request, WAIT).await?;
                         ctx.put("so2:det:Acquire")
                             .set("value", 1i32)
                             .exec()
@@ -481,7 +469,7 @@ fn members_on_two_hosts_share_a_run() {
                         Ok((end, status.frames_received, status.frames_missed))
                     })
                     .await
-                    .unwrap_or_else(|_| Err("the run did not end in time".into()))
+                    .unwrap_or_else(|_| Err("the run did not end in time".to_string()))
                 })
             })
             .join()

@@ -407,6 +407,23 @@ pub async fn p4p_peer(
     (out.status.success(), result)
 }
 
+/// [`start_acquiring`] for a test that reports rather than panics (on a thread of a network
+/// namespace, say): READY within `wait`, or what went wrong.
+pub async fn try_start_acquiring(
+    slot: &HandshakeClient,
+    request: &RunRequest,
+    wait: Duration,
+) -> Result<(), String> {
+    slot.start(request).await.map_err(|e| e.to_string())?;
+    let ready = slot.wait_for_state(&[State::Ready], wait).await;
+    if ready != Ok(State::Ready) {
+        return Err(format!("not READY: {ready:?}"));
+    }
+    slot.command(Command::AcqStarted)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A run request for `workflow` with Bluesky uid `run_uid`.
 pub fn request(workflow: &str, run_uid: &str) -> RunRequest {
     let mut request = RunRequest::new(workflow);
