@@ -18,10 +18,10 @@ use pva_codec::{
 };
 use serde_json::{json, Value as Json};
 
-/// A test of `check` for each Python client, p4p (pvxs) and pvapy (pvAccessCPP): `check` takes
-/// the client's peer script.
+/// For each `check: p4p_test, pvapy_test;`, a test of `check` with each Python client, p4p
+/// (pvxs) and pvapy (pvAccessCPP): `check` takes the client's peer script.
 macro_rules! with_each_client {
-    ($check:ident: $p4p:ident, $pvapy:ident) => {
+    ($($check:ident: $p4p:ident, $pvapy:ident;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $p4p() {
             $check("p4p_client_ops.py").await;
@@ -31,7 +31,25 @@ macro_rules! with_each_client {
         async fn $pvapy() {
             $check("pvapy_client_ops.py").await;
         }
-    };
+    )*};
+}
+
+with_each_client! {
+    check_scalars:
+        p4p_client_gets_puts_and_reads_types_of_every_scalar,
+        pvapy_client_gets_puts_and_reads_types_of_every_scalar;
+    check_monitor:
+        p4p_client_monitor_sees_every_update_in_order,
+        pvapy_client_monitor_sees_every_update_in_order;
+    check_matrix_get_info_put:
+        p4p_client_gets_reads_types_of_and_puts_the_type_matrix,
+        pvapy_client_gets_reads_types_of_and_puts_the_type_matrix;
+    check_matrix_monitor:
+        p4p_client_monitors_the_type_matrix,
+        pvapy_client_monitors_the_type_matrix;
+    check_field_selection:
+        p4p_client_gets_and_monitors_a_field_selection,
+        pvapy_client_gets_and_monitors_a_field_selection;
 }
 
 fn scalar_pv(t: ScalarType, v: impl Into<Value>) -> SharedPv {
@@ -39,12 +57,6 @@ fn scalar_pv(t: ScalarType, v: impl Into<Value>) -> SharedPv {
     s.set("value", v).expect("value fits its type");
     SharedPv::mailbox(s)
 }
-
-with_each_client!(
-    check_scalars:
-    p4p_client_gets_puts_and_reads_types_of_every_scalar,
-    pvapy_client_gets_puts_and_reads_types_of_every_scalar
-);
 
 async fn check_scalars(script: &'static str) {
     let source = Arc::new(StaticSource::new());
@@ -185,12 +197,6 @@ fn source_value(source: &StaticSource, name: &str) -> Value {
         .cloned()
         .expect("value field")
 }
-
-with_each_client!(
-    check_monitor:
-    p4p_client_monitor_sees_every_update_in_order,
-    pvapy_client_monitor_sees_every_update_in_order
-);
 
 async fn check_monitor(script: &'static str) {
     let source = Arc::new(StaticSource::new());
@@ -939,18 +945,6 @@ async fn check_matrix_monitor(script: &'static str) {
     server.stop().await;
 }
 
-with_each_client!(
-    check_matrix_get_info_put:
-    p4p_client_gets_reads_types_of_and_puts_the_type_matrix,
-    pvapy_client_gets_reads_types_of_and_puts_the_type_matrix
-);
-
-with_each_client!(
-    check_matrix_monitor:
-    p4p_client_monitors_the_type_matrix,
-    pvapy_client_monitors_the_type_matrix
-);
-
 /// A get with `field(value,alarm.severity)` serves only those fields, with the PV's type ids;
 /// a monitor with `field(value)` sends only changes of `value`.
 async fn check_field_selection(script: &'static str) {
@@ -1032,12 +1026,6 @@ async fn check_field_selection(script: &'static str) {
     .unwrap();
     server.stop().await;
 }
-
-with_each_client!(
-    check_field_selection:
-    p4p_client_gets_and_monitors_a_field_selection,
-    pvapy_client_gets_and_monitors_a_field_selection
-);
 
 /// Null elements of a structure array (p4p only: pvapy's Python layer crashes on them, from a
 /// pvxs server too).

@@ -403,79 +403,61 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
     let before = common::resident_bytes();
 
     timeout(Duration::from_secs(120), async {
-        expect_closed(addr, "t:count", "wrong magic", |_| {
-            vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
-        })
-        .await;
-        expect_closed(addr, "t:count", "a size claiming 3 GiB", |_| {
-            let mut m = message(cmd::GET, Segment::None, &[]);
-            m[4..8].copy_from_slice(&0xC000_0000u32.to_le_bytes());
-            m.extend_from_slice(&[0u8; 64]);
-            m
-        })
-        .await;
-        expect_closed(addr, "t:count", "a truncated create-channel", |_| {
-            message(cmd::CREATE_CHANNEL, Segment::None, &[0x01, 0x00, 0x07])
-        })
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a pvRequest nested 64 levels deep",
-            |sid| {
+        // Each is closed at once, with one log line about it.
+        let closing: [(&str, &str, fn(u32) -> Vec<u8>); 8] = [
+            ("t:count", "wrong magic", |_| {
+                vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
+            }),
+            ("t:count", "a size claiming 3 GiB", |_| {
+                let mut m = message(cmd::GET, Segment::None, &[]);
+                m[4..8].copy_from_slice(&0xC000_0000u32.to_le_bytes());
+                m.extend_from_slice(&[0u8; 64]);
+                m
+            }),
+            ("t:count", "a truncated create-channel", |_| {
+                message(cmd::CREATE_CHANNEL, Segment::None, &[0x01, 0x00, 0x07])
+            }),
+            ("t:count", "a pvRequest nested 64 levels deep", |sid| {
                 let mut p = op(sid, 1, SUB_INIT);
                 p.extend(nested_type(64));
                 message(cmd::GET, Segment::None, &p)
-            },
-        )
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a type-cache reference never defined",
-            |sid| {
+            }),
+            ("t:count", "a type-cache reference never defined", |sid| {
                 let mut p = op(sid, 1, SUB_INIT);
                 p.extend_from_slice(&[0xFE, 0x34, 0x12]);
                 message(cmd::GET, Segment::None, &p)
-            },
-        )
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a segmented message that never ends",
-            |_| {
+            }),
+            ("t:count", "a segmented message that never ends", |_| {
                 let chunk = vec![0u8; 256 * 1024];
                 let mut bytes = message(cmd::CREATE_CHANNEL, Segment::First, &chunk);
                 for _ in 0..(2 * MAX_MESSAGE / chunk.len()) {
                     bytes.extend(message(cmd::CREATE_CHANNEL, Segment::Middle, &chunk));
                 }
                 bytes
-            },
-        )
-        .await;
-        expect_closed(addr, "t:count", "a first segment and then silence", |_| {
-            message(cmd::CREATE_CHANNEL, Segment::First, &[0x01, 0x00])
-        })
-        .await;
-        expect_closed(
-            addr,
-            "t:mailbox",
-            "a put whose bitset runs past the structure",
-            |sid| {
-                // Put INIT with an empty pvRequest, then data whose bitset marks bit 100.
-                let mut init = op(sid, 5, SUB_INIT);
-                init.extend_from_slice(&[0x80, 0x00, 0x00]);
-                let mut put = op(sid, 5, 0x00);
-                put.push(13);
-                put.extend_from_slice(&[0u8; 12]);
-                put.push(0x10);
-                let mut bytes = message(cmd::PUT, Segment::None, &init);
-                bytes.extend(message(cmd::PUT, Segment::None, &put));
-                bytes
-            },
-        )
-        .await;
+            }),
+            ("t:count", "a first segment and then silence", |_| {
+                message(cmd::CREATE_CHANNEL, Segment::First, &[0x01, 0x00])
+            }),
+            (
+                "t:mailbox",
+                "a put whose bitset runs past the structure",
+                |sid| {
+                    // Put INIT with an empty pvRequest, then data whose bitset marks bit 100.
+                    let mut init = op(sid, 5, SUB_INIT);
+                    init.extend_from_slice(&[0x80, 0x00, 0x00]);
+                    let mut put = op(sid, 5, 0x00);
+                    put.push(13);
+                    put.extend_from_slice(&[0u8; 12]);
+                    put.push(0x10);
+                    let mut bytes = message(cmd::PUT, Segment::None, &init);
+                    bytes.extend(message(cmd::PUT, Segment::None, &put));
+                    bytes
+                },
+            ),
+        ];
+        for (pv, what, bytes) in closing {
+            expect_closed(addr, pv, what, bytes).await;
+        }
         expect_error_reply(addr, "a get on a channel that does not exist", |_| {
             let mut p = op(9999, 1, SUB_INIT);
             p.extend_from_slice(&[0x80, 0x00, 0x00]);
