@@ -262,22 +262,28 @@ impl Drop for Group {
     }
 }
 
+/// A group `name` (its members asking the detector's server for their shares with
+/// `from_server`) acquires undisturbed and ends DONE with every frame booked once.
+async fn every_frame_booked_once(name: &str, from_server: bool) {
+    let group = Group::start(name, &[], from_server).await;
+    group.acquire(async {}).await;
+    group.done_with_every_frame_once().await;
+}
+
 #[test]
 fn four_members_share_a_run_and_book_every_frame_exactly_once() {
-    run_test(Duration::from_secs(80), async {
-        let group = Group::start("all", &[], false).await;
-        group.acquire(async {}).await;
-        group.done_with_every_frame_once().await;
-    });
+    run_test(
+        Duration::from_secs(80),
+        every_frame_booked_once("all", false),
+    );
 }
 
 #[test]
 fn four_members_asking_the_detectors_server_for_their_shares_book_every_frame_once() {
-    run_test(Duration::from_secs(80), async {
-        let group = Group::start("pyd", &[], true).await;
-        group.acquire(async {}).await;
-        group.done_with_every_frame_once().await;
-    });
+    run_test(
+        Duration::from_secs(80),
+        every_frame_booked_once("pyd", true),
+    );
 }
 
 #[test]

@@ -52,6 +52,15 @@ with_each_client! {
         pvapy_client_gets_and_monitors_a_field_selection;
 }
 
+/// An isolated server of `source`, and its UDP port.
+async fn serve(source: Arc<StaticSource>) -> (Server, u16) {
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("server starts");
+    let udp = server.udp_addr().port();
+    (server, udp)
+}
+
 fn scalar_pv(t: ScalarType, v: impl Into<Value>) -> SharedPv {
     let mut s: StructValue = NtScalar::new(t).create();
     s.set("value", v).expect("value fits its type");
@@ -202,10 +211,7 @@ async fn check_monitor(script: &'static str) {
     let source = Arc::new(StaticSource::new());
     let pv = scalar_pv(ScalarType::I64, 0i64);
     source.add("t:counter", pv.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
 
     // Count up every few milliseconds while the client monitors.
     let poster = tokio::spawn(async move {
@@ -876,10 +882,7 @@ async fn check_matrix_monitor(script: &'static str) {
             pv
         })
         .collect();
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let peer = peer_name(script);
     tokio::task::spawn_blocking(move || {
         let mut args = Vec::new();
@@ -956,10 +959,7 @@ async fn check_field_selection(script: &'static str) {
     let pv = SharedPv::mailbox(initial.clone());
     let source = Arc::new(StaticSource::new());
     source.add("t:sel", pv.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let peer = peer_name(script);
     tokio::task::spawn_blocking(move || {
         let args: Vec<String> = [
@@ -1053,10 +1053,7 @@ async fn p4p_client_reads_null_structure_array_elements() {
     });
     let source = Arc::new(StaticSource::new());
     source.add("t:nulls", SharedPv::readonly(v));
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let results = tokio::task::spawn_blocking(move || {
         peer_client("p4p_client_ops.py", udp, &["get", "t:nulls"])
     })

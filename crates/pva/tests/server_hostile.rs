@@ -474,16 +474,7 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         let reply_port = sock.local_addr().unwrap().port();
         for i in 0..20_000u32 {
             let datagram = if i % 2 == 0 {
-                let mut s = i.to_le_bytes().to_vec();
-                s.extend_from_slice(&[0x81, 0, 0, 0]);
-                s.extend_from_slice(&[0u8; 16]);
-                s.extend_from_slice(&reply_port.to_le_bytes());
-                s.push(1);
-                s.extend(string("tcp"));
-                s.extend_from_slice(&1u16.to_le_bytes());
-                s.extend_from_slice(&i.to_le_bytes());
-                s.extend(string("t:count"));
-                message(cmd::SEARCH, Segment::None, &s)
+                search(i, reply_port, "t:count")
             } else {
                 vec![0xCA, 0x02, 0x00, 0x03, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]
             };
