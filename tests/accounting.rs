@@ -34,6 +34,9 @@ fn id(r: &Json, key: &str) -> i64 {
 
 /// The books of a consumer that joined a running stream: everything after its initial value
 /// came, and the initial value was not counted.
+/// Simulated detector options: 16x16 frames at 300 frames/s.
+const SMALL_AND_FAST: &[&str] = &["--nx", "16", "--ny", "16", "--fps", "300"];
+
 /// A consumer with `args` that joins the stream on `udp` well into it (1.5 s late) succeeds,
 /// having joined without loss (see [`assert_joined_without_loss`]); its report.
 fn join_late_without_loss(udp: u16, args: &[&str], expected: u64) -> Json {
@@ -60,18 +63,7 @@ fn consume_joining_a_running_simdet_misses_nothing() {
     let udp = common::free_udp_port();
     let det = simdet(
         udp,
-        &[
-            "--pv",
-            "acc:sim",
-            "--nx",
-            "16",
-            "--ny",
-            "16",
-            "--fps",
-            "300",
-            "--runtime",
-            "20",
-        ],
+        &[&["--pv", "acc:sim"], SMALL_AND_FAST, &["--runtime", "20"]].concat(),
     );
     join_late_without_loss(udp, &["--pv", "acc:sim", "--expected", "300"], 300);
     drop(det);
@@ -138,21 +130,18 @@ fn simdet_start_id_wraps_like_an_int32_and_consume_follows() {
     let det = simdet(
         udp,
         &[
-            "--pv",
-            "acc:wrap",
-            "--nx",
-            "16",
-            "--ny",
-            "16",
-            "--fps",
-            "300",
-            "--frames",
-            "60",
-            "--start-id",
-            &start.to_string(),
-            "--start-delay",
-            "3",
-        ],
+            &["--pv", "acc:wrap"],
+            SMALL_AND_FAST,
+            &[
+                "--frames",
+                "60",
+                "--start-id",
+                &start.to_string(),
+                "--start-delay",
+                "3",
+            ],
+        ]
+        .concat(),
     );
     let cons = consumer(
         udp,

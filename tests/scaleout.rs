@@ -91,19 +91,9 @@ impl Group {
              for k in {members}; do wait $(cat '{d}/m'$k.pid) || st=$?; done; exit $st"
         );
         let dm = bridge.dm();
-        dm.add_workflow(&Workflow {
-            name: name.into(),
-            stages: BTreeMap::from([(
-                "01-CONSUME".to_string(),
-                Stage {
-                    command,
-                    ..Stage::default()
-                },
-            )]),
-            ..Workflow::default()
-        })
-        .await
-        .unwrap();
+        dm.add_workflow(&consume_workflow(name, command))
+            .await
+            .unwrap();
 
         let mut config = pva::ClientConfig::isolated(([127, 0, 0, 1], detector_udp).into());
         config.addr_list.push(([127, 0, 0, 1], relay_udp).into());
@@ -252,6 +242,21 @@ impl Group {
 }
 
 /// The members are the DM job's children, which outlive the bridge: a failed test stops them too.
+/// A workflow `name` of one stage, 01-CONSUME, that runs `command`.
+fn consume_workflow(name: &str, command: String) -> Workflow {
+    Workflow {
+        name: name.into(),
+        stages: BTreeMap::from([(
+            "01-CONSUME".to_string(),
+            Stage {
+                command,
+                ..Stage::default()
+            },
+        )]),
+        ..Workflow::default()
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         for k in 0..MEMBERS {
@@ -433,19 +438,9 @@ fn members_on_two_hosts_share_a_run() {
                             info["dmUrl"].as_str().unwrap(),
                             Path::new(info["dmLoginFile"].as_str().unwrap()),
                         );
-                        dm.add_workflow(&Workflow {
-                            name: "hosts".into(),
-                            stages: BTreeMap::from([(
-                                "01-CONSUME".to_string(),
-                                Stage {
-                                    command,
-                                    ..Stage::default()
-                                },
-                            )]),
-                            ..Workflow::default()
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        dm.add_workflow(&consume_workflow("hosts", command))
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
                         let ctx = Context::new(config).unwrap();
                         let slot = HandshakeClient::new(ctx.clone(), "so2:").with_timeout(WAIT);
