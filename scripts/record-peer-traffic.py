@@ -960,22 +960,14 @@ def read_fielddesc(r, registry):
         return {"k": "array_of", "elem": read_fielddesc(r, registry)}
     if code & 0xE0 == 0x80:  # complex
         sub = code & 0x07
-        if sub == 0:  # struct
+        if sub in (0, 1):  # struct or union: an id, then named members
             tid = r.string()
             n = r.size()
             fields = []
             for _ in range(n):
                 fname = r.string()
                 fields.append((fname, read_fielddesc(r, registry)))
-            node = {"k": "struct", "id": tid, "fields": fields}
-        elif sub == 1:
-            tid = r.string()
-            n = r.size()
-            fields = []
-            for _ in range(n):
-                fname = r.string()
-                fields.append((fname, read_fielddesc(r, registry)))
-            node = {"k": "union", "id": tid, "fields": fields}
+            node = {"k": "struct" if sub == 0 else "union", "id": tid, "fields": fields}
         elif sub == 2:
             node = {"k": "any"}
         elif sub == 3:
