@@ -433,7 +433,7 @@ fn the_services_start_as_compose_starts_them_and_their_health_commands_succeed()
 fn run_through_the_deployment(
     ns: &common::netns::Netns,
 ) -> Result<(coordinator::State, i64, i64), String> {
-    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use coordinator::{HandshakeClient, RunRequest};
     use pva::client::Context;
 
     const FRAMES: i32 = 10;
@@ -474,15 +474,9 @@ fn run_through_the_deployment(
                             wait,
                         )
                         .await?;
-                        slot.command(Handshake::AcqDone)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let end = slot
-                            .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let status = slot.status().await.map_err(|e| e.to_string())?;
-                        Ok((end, status.frames_received, status.frames_missed))
+                        let (end, received, missed) =
+                            common::handshake::try_finish(&slot, wait).await?;
+                        Ok((end.map_err(|e| e.to_string())?, received, missed))
                     };
                     tokio::time::timeout(Duration::from_secs(90), run)
                         .await

@@ -222,7 +222,7 @@ fn pvapy_hpc_consumer_next_to_simdet_processes_every_frame() {
 fn a_run_across_three_hosts_ends_done_with_default_configuration() {
     use std::collections::BTreeMap;
 
-    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use coordinator::{HandshakeClient, RunRequest, State};
     use dm::{ClientConfig, DmClient, Stage, Workflow};
     use pva::client::Context;
 
@@ -328,14 +328,7 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
                         .map_err(|e| e.to_string())?;
                     common::handshake::wait_for_value(&ctx, "x3:det:Acquire", "value", 0, wait)
                         .await?;
-                    slot.command(Handshake::AcqDone)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let end = slot
-                        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
-                        .await;
-                    let status = slot.status().await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>((end, status.frames_received, status.frames_missed))
+                    common::handshake::try_finish(&slot, wait).await
                 }).await })
             })
             .join()

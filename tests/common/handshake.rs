@@ -9,7 +9,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use coordinator::{Command, HandshakeClient, RunRequest, State};
+use coordinator::{AgentError, Command, HandshakeClient, RunRequest, State};
 use dm::client::read_login_file;
 use dm::{ClientConfig, DmClient, ProcessingJob, Stage, Workflow};
 use pva::client::{Context, MonitorEvent};
@@ -422,6 +422,22 @@ pub async fn try_start_acquiring(
     slot.command(Command::AcqStarted)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// [`try_start_acquiring`]'s other end: put ACQ_DONE and wait (at most `wait`) for a final
+/// state; how that wait ended, and the frames received and missed then.
+pub async fn try_finish(
+    slot: &HandshakeClient,
+    wait: Duration,
+) -> Result<(Result<State, AgentError>, i64, i64), String> {
+    slot.command(Command::AcqDone)
+        .await
+        .map_err(|e| e.to_string())?;
+    let end = slot
+        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
+        .await;
+    let status = slot.status().await.map_err(|e| e.to_string())?;
+    Ok((end, status.frames_received, status.frames_missed))
 }
 
 /// A run request for `workflow` with Bluesky uid `run_uid`.
