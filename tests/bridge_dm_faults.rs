@@ -439,11 +439,7 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
             .await;
         let slot = &setup.slot;
         let messages = Messages::watch(setup.udp, slot);
-        start_acquiring(
-            &slot,
-            &marker_request("steady", "uid-keep", &setup.marker()),
-        )
-        .await;
+        start_acquiring(slot, &marker_request("steady", "uid-keep", &setup.marker())).await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Processing], WAIT).await,
@@ -572,7 +568,7 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
             .await;
         let slot = &setup.slot;
         let states = watch_states(setup.udp, slot);
-        start_acquiring(&slot, &request("endless", "uid-lost")).await;
+        start_acquiring(slot, &request("endless", "uid-lost")).await;
         let job_id = slot.status().await.unwrap().job_id;
 
         setup.proxy.set(Mode::Down);
@@ -625,7 +621,7 @@ fn a_stage_failing_without_error_message_is_explained_from_its_child_process() {
             )
             .await;
         let slot = &setup.slot;
-        start_acquiring(&slot, &request("breaks", "uid-noerr")).await;
+        start_acquiring(slot, &request("breaks", "uid-noerr")).await;
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", setup.bridge.log());
         let message = slot.status().await.unwrap().message;

@@ -364,6 +364,10 @@ async fn expect_error_reply(addr: SocketAddr, what: &str, bytes: impl FnOnce(u32
     }
 }
 
+/// A malformed message a server must close the connection on: the PV the connection opens, what
+/// the message is, and its bytes given that channel's server id.
+type Malformed = (&'static str, &'static str, fn(u32) -> Vec<u8>);
+
 /// A server of `t:count` (a counter) and `t:mailbox` with `config` and `options`, and the p4p
 /// monitor that watches the counter tick while a test attacks the server.
 async fn serve_watched(config: ServerConfig, options: ServerOptions) -> (Server, Watch) {
@@ -404,7 +408,7 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
 
     timeout(Duration::from_secs(120), async {
         // Each is closed at once, with one log line about it.
-        let closing: [(&str, &str, fn(u32) -> Vec<u8>); 8] = [
+        let closing: [Malformed; 8] = [
             ("t:count", "wrong magic", |_| {
                 vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
             }),
