@@ -360,6 +360,38 @@ def jsonable(x):
     return repr(x)
 
 
+# ---- clients ----
+
+
+def wait_for_quit():
+    """Until QUIT on stdin (bounded, see stdin_lines)."""
+    for line in stdin_lines():
+        if line == "QUIT":
+            break
+
+
+def report_updates(case, got, to_dict):
+    """Emit the summary of each update taken from queue `got` (to_dict makes it a plain dict)
+    as it comes; once case["updates"] came, stop at QUIT. Bounded by CHILD_LIFETIME."""
+    ntype = case["normative_type"]
+    n = 0
+    done = False
+    deadline = time.monotonic() + CHILD_LIFETIME
+    lines = stdin_lines()
+    while not done and time.monotonic() < deadline:
+        try:
+            update = got.get(timeout=0.2)
+            emit("UPDATE", n, json.dumps(jsonable(summarize(ntype, to_dict(update)))))
+            n += 1
+        except queue.Empty:
+            pass
+        if n >= case["updates"]:
+            for line in lines:
+                if line == "QUIT":
+                    done = True
+                    break
+
+
 # ---- p4p client ----
 
 
@@ -372,28 +404,11 @@ def role_client_p4p(case):
         if case["operation"] == "get":
             V = ctxt.get(case["pv"], timeout=STEP_TIMEOUT)
             emit("UPDATE", 0, json.dumps(jsonable(summarize(ntype, p4p_dict(V)))))
-            for line in stdin_lines():
-                if line == "QUIT":
-                    break
+            wait_for_quit()
         else:
             got = queue.Queue()
             sub = ctxt.monitor(case["pv"], got.put, notify_disconnect=False)
-            n = 0
-            done = False
-            deadline = time.monotonic() + CHILD_LIFETIME
-            lines = stdin_lines()
-            while not done and time.monotonic() < deadline:
-                try:
-                    V = got.get(timeout=0.2)
-                    emit("UPDATE", n, json.dumps(jsonable(summarize(ntype, p4p_dict(V)))))
-                    n += 1
-                except queue.Empty:
-                    pass
-                if n >= case["updates"]:
-                    for line in lines:
-                        if line == "QUIT":
-                            done = True
-                            break
+            report_updates(case, got, p4p_dict)
             sub.close()
     finally:
         ctxt.close()
@@ -432,28 +447,11 @@ def role_client_pvapy(case):
     if case["operation"] == "get":
         V = ch.get("field()")
         emit("UPDATE", 0, json.dumps(jsonable(summarize(ntype, V.toDict()))))
-        for line in stdin_lines():
-            if line == "QUIT":
-                break
+        wait_for_quit()
     else:
         got = queue.Queue()
         ch.monitor(lambda V: got.put(V.toDict()), "field()")
-        n = 0
-        done = False
-        deadline = time.monotonic() + CHILD_LIFETIME
-        lines = stdin_lines()
-        while not done and time.monotonic() < deadline:
-            try:
-                d = got.get(timeout=0.2)
-                emit("UPDATE", n, json.dumps(jsonable(summarize(ntype, d))))
-                n += 1
-            except queue.Empty:
-                pass
-            if n >= case["updates"]:
-                for line in lines:
-                    if line == "QUIT":
-                        done = True
-                        break
+        report_updates(case, got, dict)
         ch.stopMonitor()
     del ch
 
@@ -962,22 +960,14 @@ def read_fielddesc(r, registry):
         return {"k": "array_of", "elem": read_fielddesc(r, registry)}
     if code & 0xE0 == 0x80:  # complex
         sub = code & 0x07
-        if sub == 0:  # struct
+        if sub in (0, 1):  # struct or union: an id, then named members
             tid = r.string()
             n = r.size()
             fields = []
             for _ in range(n):
                 fname = r.string()
                 fields.append((fname, read_fielddesc(r, registry)))
-            node = {"k": "struct", "id": tid, "fields": fields}
-        elif sub == 1:
-            tid = r.string()
-            n = r.size()
-            fields = []
-            for _ in range(n):
-                fname = r.string()
-                fields.append((fname, read_fielddesc(r, registry)))
-            node = {"k": "union", "id": tid, "fields": fields}
+            node = {"k": "struct" if sub == 0 else "union", "id": tid, "fields": fields}
         elif sub == 2:
             node = {"k": "any"}
         elif sub == 3:

@@ -34,6 +34,19 @@ fn id(r: &Json, key: &str) -> i64 {
 
 /// The books of a consumer that joined a running stream: everything after its initial value
 /// came, and the initial value was not counted.
+/// Simulated detector options: 16x16 frames at 300 frames/s.
+const SMALL_AND_FAST: &[&str] = &["--nx", "16", "--ny", "16", "--fps", "300"];
+
+/// A consumer with `args` that joins the stream on `udp` well into it (1.5 s late) succeeds,
+/// having joined without loss (see [`assert_joined_without_loss`]); its report.
+fn join_late_without_loss(udp: u16, args: &[&str], expected: u64) -> Json {
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, r) = consumer(udp, args).finish(LIMIT);
+    assert_eq!(code, Some(0), "{r}");
+    assert_joined_without_loss(&r, expected);
+    r
+}
+
 fn assert_joined_without_loss(r: &Json, expected: u64) {
     assert_eq!(count(r, "received"), expected, "{r}");
     assert_eq!(count(r, "missed"), 0, "{r}");
@@ -50,24 +63,9 @@ fn consume_joining_a_running_simdet_misses_nothing() {
     let udp = common::free_udp_port();
     let det = simdet(
         udp,
-        &[
-            "--pv",
-            "acc:sim",
-            "--nx",
-            "16",
-            "--ny",
-            "16",
-            "--fps",
-            "300",
-            "--runtime",
-            "20",
-        ],
+        &[&["--pv", "acc:sim"], SMALL_AND_FAST, &["--runtime", "20"]].concat(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let cons = consumer(udp, &["--pv", "acc:sim", "--expected", "300"]);
-    let (code, r) = cons.finish(LIMIT);
-    assert_eq!(code, Some(0), "{r}");
-    assert_joined_without_loss(&r, 300);
+    join_late_without_loss(udp, &["--pv", "acc:sim", "--expected", "300"], 300);
     drop(det);
 }
 
@@ -76,11 +74,7 @@ fn consume_joining_a_running_p4p_detector_misses_nothing() {
     let udp = common::free_udp_port();
     let mut det = p4p_detector(udp, "acc:p4p", 5001);
     det.send("run 3000 250");
-    std::thread::sleep(Duration::from_millis(1500));
-    let cons = consumer(udp, &["--pv", "acc:p4p", "--expected", "250"]);
-    let (code, r) = cons.finish(LIMIT);
-    assert_eq!(code, Some(0), "{r}");
-    assert_joined_without_loss(&r, 250);
+    let r = join_late_without_loss(udp, &["--pv", "acc:p4p", "--expected", "250"], 250);
     assert!(id(&r, "initial_id") > 5000, "{r}");
 }
 
@@ -88,16 +82,9 @@ fn consume_joining_a_running_p4p_detector_misses_nothing() {
 fn consume_joining_a_running_pvapy_ad_sim_server_misses_nothing() {
     let udp = common::free_udp_port();
     let server = pvapy_ad_sim_server(udp, "acc:pvapy", 100, 20);
-    // Well into its stream.
-    std::thread::sleep(Duration::from_millis(1500));
     // pvapy's server re-sends old frames to pipelined monitors: no pipelining with it.
-    let cons = consumer(
-        udp,
-        &["--pv", "acc:pvapy", "--expected", "100", "--no-pipeline"],
-    );
-    let (code, r) = cons.finish(LIMIT);
-    assert_eq!(code, Some(0), "{r}");
-    assert_joined_without_loss(&r, 100);
+    let args = ["--pv", "acc:pvapy", "--expected", "100", "--no-pipeline"];
+    join_late_without_loss(udp, &args, 100);
     drop(server);
 }
 
@@ -143,21 +130,18 @@ fn simdet_start_id_wraps_like_an_int32_and_consume_follows() {
     let det = simdet(
         udp,
         &[
-            "--pv",
-            "acc:wrap",
-            "--nx",
-            "16",
-            "--ny",
-            "16",
-            "--fps",
-            "300",
-            "--frames",
-            "60",
-            "--start-id",
-            &start.to_string(),
-            "--start-delay",
-            "3",
-        ],
+            &["--pv", "acc:wrap"],
+            SMALL_AND_FAST,
+            &[
+                "--frames",
+                "60",
+                "--start-id",
+                &start.to_string(),
+                "--start-delay",
+                "3",
+            ],
+        ]
+        .concat(),
     );
     let cons = consumer(
         udp,

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{first_line, search_only, spawn_server};
+use common::handshake::EmbeddedBridge;
+use common::{search_only, spawn_server};
 
-use dm::client::read_login_file;
-use dm::{ClientConfig, DmClient, JobStatus, Workflow};
+use dm::{JobStatus, Workflow};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_pvabridge");
@@ -41,25 +41,9 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))
     .unwrap();
-    let mut serve = Command::new(BINARY);
-    serve
-        .args([
-            "serve",
-            "--json",
-            "--prefix",
-            "bs:wf:",
-            "--poll-period",
-            "0.2",
-        ])
-        .arg("--embedded-dm")
-        .arg(dir.path().join("dm"))
-        .env("PATH", path)
-        .env("RUST_LOG", "info");
-    let bridge_log = dir.path().join("bridge.log");
-    let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
-    let line = first_line(&mut bridge);
-    let info: Value =
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+    let bridge = EmbeddedBridge::start(dir.path(), "bs:wf:", bridge_udp, &search, |serve| {
+        serve.env("PATH", path).env("RUST_LOG", "info");
+    });
 
     let mut simdet = Command::new(BINARY);
     simdet.args(["simdet", "--ad-prefix", "bs:det:"]);
@@ -71,14 +55,7 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
         .enable_all()
         .build()
         .unwrap();
-    let (username, password) =
-        read_login_file(Path::new(info["dmLoginFile"].as_str().unwrap())).unwrap();
-    let dm = DmClient::new(ClientConfig::new(
-        info["dmUrl"].as_str().unwrap(),
-        username,
-        password,
-    ))
-    .unwrap();
+    let dm = bridge.dm();
     let workflow: Workflow = serde_json::from_str(
         &std::fs::read_to_string(example("stream-stats.workflow.json")).unwrap(),
     )
@@ -103,7 +80,7 @@ fn a_bluesky_plan_drives_streaming_runs_through_the_bridge_to_done() {
     let out = common::run_bounded(plan, Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let bridge_text = || std::fs::read_to_string(&bridge_log).unwrap_or_default();
+    let bridge_text = || bridge.log();
     let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!(
             "the plan printed {stdout}\nstderr:\n{stderr}\nbridge:\n{}",

@@ -411,11 +411,9 @@ impl Setup {
 
 /// A stage that reports ready, waits for DRAINING, reports every frame, then waits for the
 /// test's marker file.
-const STREAM_THEN_WAIT: &str = "pvabridge workflow ready --handshake $handshakePrefix \
-     && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
-     && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
-     && i=0 && while [ ! -f $markerFile ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done \
-     && test -f $markerFile";
+fn stream_then_wait() -> String {
+    stage_command(&["workflow ready", "workflow wait-state DRAINING --max-wait 30", "workflow progress $expectedFrames", "i=0 && while [ ! -f $markerFile ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done && test -f $markerFile"])
+}
 
 fn marker_request(workflow: &str, run_uid: &str, marker: &Path) -> coordinator::RunRequest {
     let mut request = request(workflow, run_uid);
@@ -437,18 +435,11 @@ fn dm_faults_during_processing_keep_the_run_and_its_one_job_to_done() {
         let prefix = "faults:keep:";
         let setup = Setup::start(prefix, &["--dm-lost-timeout", "30"]).await;
         setup
-            .add_workflow("steady", &[("01-STREAM", STREAM_THEN_WAIT)])
+            .add_workflow("steady", &[("01-STREAM", &stream_then_wait())])
             .await;
         let slot = &setup.slot;
         let messages = Messages::watch(setup.udp, slot);
-        slot.start(&marker_request("steady", "uid-keep", &setup.marker()))
-            .await
-            .unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(slot, &marker_request("steady", "uid-keep", &setup.marker())).await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Processing], WAIT).await,
@@ -572,20 +563,12 @@ fn dm_down_past_the_limit_fails_the_run_and_its_job_is_stopped_when_dm_returns()
         setup
             .add_workflow(
                 "endless",
-                &[(
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix && sleep 30",
-                )],
+                &[("01-STREAM", &stage_command(&["workflow ready", "sleep 30"]))],
             )
             .await;
         let slot = &setup.slot;
         let states = watch_states(setup.udp, slot);
-        slot.start(&request("endless", "uid-lost")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(slot, &request("endless", "uid-lost")).await;
         let job_id = slot.status().await.unwrap().job_id;
 
         setup.proxy.set(Mode::Down);
@@ -633,19 +616,12 @@ fn a_stage_failing_without_error_message_is_explained_from_its_child_process() {
                 "breaks",
                 &[(
                     "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix \
-                     && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
-                     && echo 'opening /data/scan' >&2 && echo 'disk quota exceeded on /data' >&2 && exit 4",
+                    &stage_command(&["workflow ready", "workflow wait-state ACQUIRING --max-wait 30", "echo 'opening /data/scan' >&2 && echo 'disk quota exceeded on /data' >&2 && exit 4"]),
                 )],
             )
             .await;
         let slot = &setup.slot;
-        slot.start(&request("breaks", "uid-noerr")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(slot, &request("breaks", "uid-noerr")).await;
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", setup.bridge.log());
         let message = slot.status().await.unwrap().message;
@@ -677,7 +653,7 @@ fn a_start_answered_500_is_sent_once_and_the_run_ends_with_the_reason() {
         let prefix = "faults:start500:";
         let setup = Setup::start(prefix, &["--start-timeout", "3"]).await;
         setup
-            .add_workflow("never-runs", &[("01-STREAM", STREAM_THEN_WAIT)])
+            .add_workflow("never-runs", &[("01-STREAM", &stream_then_wait())])
             .await;
         let slot = &setup.slot;
         setup.proxy.set(Mode::ServerError);
@@ -723,7 +699,7 @@ fn a_start_whose_answer_was_lost_finds_its_job_instead_of_starting_another() {
         let prefix = "faults:lostanswer:";
         let setup = Setup::start(prefix, &[]).await;
         setup
-            .add_workflow("answer-lost", &[("01-STREAM", STREAM_THEN_WAIT)])
+            .add_workflow("answer-lost", &[("01-STREAM", &stream_then_wait())])
             .await;
         let slot = &setup.slot;
         std::fs::write(setup.marker(), "").unwrap();

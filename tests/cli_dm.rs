@@ -94,24 +94,30 @@ fn with_users() -> tempfile::TempDir {
     dir
 }
 
+/// Write `text` to `dir/file`, start a service in `dir` and add that file's workflow with
+/// `pvabridge dm add-workflow`: the service, and what the command printed.
+fn service_with_workflow(dir: &Path, file: &str, text: &str) -> (ServiceProcess, String) {
+    let workflow = dir.join(file);
+    std::fs::write(&workflow, text).unwrap();
+    let service = start_service(dir);
+    let added = ok_stdout(dm(
+        &service,
+        dir,
+        &["add-workflow", workflow.to_str().unwrap()],
+    ));
+    (service, added)
+}
+
 #[test]
 fn the_dm_commands_drive_the_embedded_service() {
     let dir = with_users();
-    let workflow = dir.path().join("workflow.json");
-    std::fs::write(
-        &workflow,
+    let (service, added) = service_with_workflow(
+        dir.path(),
+        "workflow.json",
         r#"{"name": "cli-demo", "description": "two stages",
             "stages": {"01-HELLO": {"command": "echo hello $sample", "outputVariableRegexList": ["hello (?P<greeted>\\w+)"]},
                        "02-BYE": {"command": "echo bye $greeted"}}}"#,
-    )
-    .unwrap();
-    let service = start_service(dir.path());
-
-    let added = ok_stdout(dm(
-        &service,
-        dir.path(),
-        &["add-workflow", workflow.to_str().unwrap()],
-    ));
+    );
     assert_eq!(
         added.trim(),
         "name=cli-demo owner=alice stages=01-HELLO,02-BYE"
@@ -304,11 +310,11 @@ fn list_runs_reads_the_run_catalog_through_a_configurable_path() {
 #[test]
 fn a_python_dict_workflow_a_watched_job_filters_and_display_keys() {
     let dir = with_users();
-    let workflow = dir.path().join("workflow.py");
     // As the DM tools' workflow files are written: a Python dict, comments, either quote
     // style, a raw string, True, trailing commas.
-    std::fs::write(
-        &workflow,
+    let (service, added) = service_with_workflow(
+        dir.path(),
+        "workflow.py",
         r#"# three stages, the second one slow enough to be seen
 {
     'name': 'py-demo',
@@ -322,14 +328,7 @@ fn a_python_dict_workflow_a_watched_job_filters_and_display_keys() {
     },
 }
 "#,
-    )
-    .unwrap();
-    let service = start_service(dir.path());
-    let added = ok_stdout(dm(
-        &service,
-        dir.path(),
-        &["add-workflow", workflow.to_str().unwrap()],
-    ));
+    );
     assert_eq!(
         added.trim(),
         "name=py-demo owner=alice stages=01-HELLO,02-WAIT,03-BYE"

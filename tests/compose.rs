@@ -433,19 +433,14 @@ fn the_services_start_as_compose_starts_them_and_their_health_commands_succeed()
 fn run_through_the_deployment(
     ns: &common::netns::Netns,
 ) -> Result<(coordinator::State, i64, i64), String> {
-    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use coordinator::{HandshakeClient, RunRequest};
     use pva::client::Context;
 
     const FRAMES: i32 = 10;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                ns.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
+                ns.block_on(async {
                     let wait = Duration::from_secs(30);
                     let run = async {
                         let config =
@@ -469,14 +464,7 @@ fn run_through_the_deployment(
                         request.expected_frames = Some(FRAMES as u64);
                         request.data_channel = Some("bl:det:Pva1:Image".into());
                         request.run_uid = Some("uid-compose".into());
-                        slot.start(&request).await.map_err(|e| e.to_string())?;
-                        let ready = slot.wait_for_state(&[State::Ready], wait).await;
-                        if ready != Ok(State::Ready) {
-                            return Err(format!("not READY: {ready:?}"));
-                        }
-                        slot.command(Handshake::AcqStarted)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        common::handshake::try_start_acquiring(&slot, &request, wait).await?;
                         put("bl:det:cam1:Acquire", "value.index", 1).await?;
                         common::handshake::wait_for_value(
                             &ctx,
@@ -486,15 +474,9 @@ fn run_through_the_deployment(
                             wait,
                         )
                         .await?;
-                        slot.command(Handshake::AcqDone)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let end = slot
-                            .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let status = slot.status().await.map_err(|e| e.to_string())?;
-                        Ok((end, status.frames_received, status.frames_missed))
+                        let (end, received, missed) =
+                            common::handshake::try_finish(&slot, wait).await?;
+                        Ok((end.map_err(|e| e.to_string())?, received, missed))
                     };
                     tokio::time::timeout(Duration::from_secs(90), run)
                         .await

@@ -6,12 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::handshake::{dm_client, workflow};
-use common::proc::{p4p_detector, pvapy_ad_sim_server, simdet, Proc, BINARY};
-use common::{first_line, spawn_server};
+use common::handshake::workflow;
+use common::handshake::EmbeddedBridge;
+use common::proc::{p4p_detector, pvapy_ad_sim_server, simdet, Proc};
 use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
 use pva::client::Context;
 use serde_json::Value;
@@ -77,28 +76,11 @@ fn consecutive_runs(
     let bridge_udp = common::free_udp_port();
     let search = [bridge_udp, detector_udp];
     let prefix = format!("{name}:");
-    let mut serve = Command::new(BINARY);
-    serve
-        .args([
-            "serve",
-            "--json",
-            "--prefix",
-            &prefix,
-            "--poll-period",
-            "0.2",
-        ])
-        .arg("--embedded-dm")
-        .arg(dir.path().join("dm"));
-    let bridge_log = dir.path().join("bridge.log");
-    let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
-    let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
-    let log = || std::fs::read_to_string(&bridge_log).unwrap_or_default();
+    let bridge = EmbeddedBridge::start(dir.path(), &prefix, bridge_udp, &search, |_| {});
+    let log = || bridge.log();
     common::handshake::run_test(Duration::from_secs(150), async {
         let mut detector = detector;
-        let dm = dm_client(
-            info["dmUrl"].as_str().unwrap(),
-            Path::new(info["dmLoginFile"].as_str().unwrap()),
-        );
+        let dm = bridge.dm();
         let stage =
             "pvabridge workflow consume --handshake $handshakePrefix --drain-timeout 3 --json";
         dm.add_workflow(&workflow("runs", &[("01-CONSUME", stage)]))

@@ -29,6 +29,19 @@ fn bare(cmd: &mut Command) {
     }
 }
 
+/// Run `pvabridge demo` (`cmd`) with no EPICS setting of the developer's: its JSON summary,
+/// once it has succeeded.
+fn run_demo(mut cmd: Command) -> Value {
+    bare(&mut cmd);
+    let out = common::run_bounded(cmd, Duration::from_secs(90));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|_| panic!("not JSON:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(out.status.success(), "{summary:#}\nstderr:\n{stderr}");
+    summary
+}
+
 #[test]
 fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistics() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,13 +50,7 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
     cmd.args(["demo", "--frames", "200", "--fps", "200", "--nx", "32"])
         .args(["--ny", "24", "--dtype", "int32", "--json", "--keep"])
         .arg(&keep);
-    bare(&mut cmd);
-    let out = common::run_bounded(cmd, Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|_| panic!("not JSON:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(out.status.success(), "{summary:#}\nstderr:\n{stderr}");
+    let summary = run_demo(cmd);
     assert_eq!(summary["finalState"], "DONE", "{summary:#}");
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["frames"]["expected"], FRAMES);
@@ -59,18 +66,7 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
         .iter()
         .map(|s| s["state"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        states,
-        [
-            "STARTING",
-            "WAIT_READY",
-            "READY",
-            "ACQUIRING",
-            "DRAINING",
-            "PROCESSING",
-            "DONE"
-        ]
-    );
+    assert_eq!(states, common::handshake::DONE_HISTORY);
     let times: Vec<f64> = summary["states"]
         .as_array()
         .unwrap()
@@ -131,13 +127,7 @@ fn three_demo_runs_go_through_one_bridge_and_detector_whose_counter_goes_on() {
     cmd.args(["demo", "--runs", "3", "--frames", "50", "--fps", "200"])
         .args(["--nx", "16", "--ny", "16", "--json", "--quiet", "--keep"])
         .arg(&keep);
-    bare(&mut cmd);
-    let out = common::run_bounded(cmd, Duration::from_secs(90));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|_| panic!("not JSON:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(out.status.success(), "{summary:#}\nstderr:\n{stderr}");
+    let summary = run_demo(cmd);
     assert_eq!(summary["ok"], true, "{summary:#}");
     let runs = summary["runs"].as_array().expect("one summary a run");
     assert_eq!(runs.len(), 3, "{summary:#}");

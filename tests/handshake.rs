@@ -19,30 +19,31 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 #[test]
 fn a_streaming_run_ends_done_with_every_frame_accounted_for() {
     run_test(TEST_LIMIT, async {
-        let run = EmbeddedRun::start("e2e:done:", workflow(
-            "stream-done",
-            &[
-                (
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix \
-                     && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
-                     && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
-                     && pvabridge workflow message \"processed $expectedFrames frames\" --handshake $handshakePrefix",
-                ),
-                ("02-FINISH", "echo finished $runUid"),
-            ],
-        )).await;
+        let run = EmbeddedRun::start(
+            "e2e:done:",
+            workflow(
+                "stream-done",
+                &[
+                    (
+                        "01-STREAM",
+                        &stage_command(&[
+                            "workflow ready",
+                            "workflow wait-state DRAINING --max-wait 30",
+                            "workflow progress $expectedFrames",
+                            "workflow message \"processed $expectedFrames frames\"",
+                        ]),
+                    ),
+                    ("02-FINISH", "echo finished $runUid"),
+                ],
+            ),
+        )
+        .await;
 
         let slot = run.slot();
         let states = watch_states(run.udp, &slot);
         let mut request = request("stream-done", "uid-done");
         request.expected_frames = Some(4);
-        slot.start(&request).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request).await;
         slot.command(Command::AcqDone).await.unwrap();
         let end = slot.wait_for_state(&[State::Done], WAIT).await;
         assert_eq!(end, Ok(State::Done), "{}", run.bridge.log());
@@ -132,23 +133,21 @@ fn a_workflow_that_never_becomes_ready_times_out_and_its_job_is_stopped() {
 #[test]
 fn a_job_failing_mid_run_fails_the_run_with_dms_error() {
     run_test(TEST_LIMIT, async {
-        let run = EmbeddedRun::start("e2e:fail:", workflow(
-            "fails",
-            &[(
-                "01-STREAM",
-                "pvabridge workflow ready --handshake $handshakePrefix \
-                 && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
-                 && echo 'detector stream broke at frame 3' >&2 && exit 3",
-            )],
-        )).await;
+        let run = EmbeddedRun::start(
+            "e2e:fail:",
+            streaming_workflow(
+                "fails",
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "echo 'detector stream broke at frame 3' >&2 && exit 3",
+                ],
+            ),
+        )
+        .await;
 
         let slot = run.slot();
-        slot.start(&request("fails", "uid-fail")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("fails", "uid-fail")).await;
         let end = slot.wait_for_state(&[State::Failed], WAIT).await;
         assert_eq!(end, Ok(State::Failed), "{}", run.bridge.log());
         let status = slot.status().await.unwrap();
@@ -174,23 +173,12 @@ fn abort_during_acquisition_stops_the_dm_job() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "e2e:abort:",
-            workflow(
-                "long",
-                &[(
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix && sleep 60",
-                )],
-            ),
+            streaming_workflow("long", &["workflow ready", "sleep 60"]),
         )
         .await;
 
         let slot = run.slot();
-        slot.start(&request("long", "uid-abort")).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request("long", "uid-abort")).await;
         slot.command(Command::Abort).await.unwrap();
         assert_eq!(
             slot.state().await.unwrap(),
@@ -230,17 +218,7 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
             .to_string();
         let dm = dm_client(&dm_url, &users);
         let marker = dir.path().join("go");
-        dm.add_workflow(&workflow(
-            "survives",
-            &[(
-                "01-STREAM",
-                "pvabridge workflow ready --handshake $handshakePrefix \
-                 && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
-                 && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
-                 && i=0 && while [ ! -f $markerFile ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done \
-                 && test -f $markerFile",
-            )],
-        ))
+        dm.add_workflow(&streaming_workflow("survives", &["workflow ready", "workflow wait-state DRAINING --max-wait 30", "workflow progress $expectedFrames", "i=0 && while [ ! -f $markerFile ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done && test -f $markerFile"]))
         .await
         .unwrap();
         let dm_args = [
@@ -257,12 +235,7 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
         request
             .args_dict
             .insert("markerFile".into(), marker.display().to_string().into());
-        slot.start(&request).await.unwrap();
-        assert_eq!(
-            slot.wait_for_state(&[State::Ready], WAIT).await,
-            Ok(State::Ready)
-        );
-        slot.command(Command::AcqStarted).await.unwrap();
+        start_acquiring(&slot, &request).await;
         slot.command(Command::AcqDone).await.unwrap();
         assert_eq!(
             slot.wait_for_state(&[State::Processing], WAIT).await,
@@ -294,18 +267,7 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
             .iter()
             .map(|t| t["state"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            history,
-            [
-                "STARTING",
-                "WAIT_READY",
-                "READY",
-                "ACQUIRING",
-                "DRAINING",
-                "PROCESSING",
-                "DONE"
-            ]
-        );
+        assert_eq!(history, DONE_HISTORY);
         assert!(
             second.log().contains("resuming in PROCESSING"),
             "{}",
@@ -318,34 +280,29 @@ fn a_bridge_restarted_during_processing_follows_the_same_job_to_done() {
 fn p4p_plays_the_bluesky_side_like_ophyd_async() {
     let python = common::python();
     run_test(TEST_LIMIT, async {
-        let run = EmbeddedRun::start("e2e:p4p:", workflow(
-            "p4p-run",
-            &[(
-                "01-STREAM",
-                "pvabridge workflow ready --handshake $handshakePrefix \
-                 && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
-                 && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix",
-            )],
-        )).await;
+        let run = EmbeddedRun::start(
+            "e2e:p4p:",
+            streaming_workflow(
+                "p4p-run",
+                &[
+                    "workflow ready",
+                    "workflow wait-state DRAINING --max-wait 30",
+                    "workflow progress $expectedFrames",
+                ],
+            ),
+        )
+        .await;
         let mut request = request("p4p-run", "uid-p4p");
         request.expected_frames = Some(3);
 
-        let mut cmd = Process::new(&python);
-        cmd.arg(common::peer_script("p4p_handshake.py"))
-            .arg("e2e:p4p:")
-            .arg(request.to_json());
-        common::loopback_env(&mut cmd, run.udp);
-        let out = tokio::task::spawn_blocking(move || common::run_bounded(cmd, WAIT * 2))
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-            panic!(
-                "p4p printed {stdout}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        assert!(out.status.success(), "{result}\n{}", run.bridge.log());
+        let (succeeded, result) = p4p_peer(
+            &python,
+            "p4p_handshake.py",
+            &["e2e:p4p:", &request.to_json()],
+            &[run.udp],
+        )
+        .await;
+        assert!(succeeded, "{result}\n{}", run.bridge.log());
         assert_eq!(result["pviId"], "epics:nt/NTPVI:1.0");
         assert_eq!(result["pvi"]["state"]["r"], "e2e:p4p:State");
         assert_eq!(result["pvi"]["command"]["rw"], "e2e:p4p:Command");

@@ -30,22 +30,8 @@ async fn workflow_command(udp: u16, prefix: &str, args: &[&str]) -> std::process
 /// Run a p4p peer script with `args` against the bridge (and more UDP ports to search); its
 /// JSON output.
 async fn p4p(script: &str, args: &[&str], udp_ports: &[u16]) -> Value {
-    let mut cmd = Process::new(common::python());
-    cmd.arg(common::peer_script(script)).args(args);
-    common::loopback_env(&mut cmd, udp_ports[0]);
-    let list: Vec<String> = udp_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    cmd.env("EPICS_PVA_ADDR_LIST", list.join(" "));
-    let out = tokio::task::spawn_blocking(move || common::run_bounded(cmd, WAIT * 2))
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "{script} printed {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(out.status.success(), "{script}: {result}");
+    let (succeeded, result) = p4p_peer(&common::python(), script, args, udp_ports).await;
+    assert!(succeeded, "{script}: {result}");
     result
 }
 
@@ -54,16 +40,15 @@ fn a_workflow_ending_acquisition_itself_is_seen_by_p4p_and_a_late_acq_done_succe
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "wf:end:",
-            workflow(
+            streaming_workflow(
                 "ends-itself",
-                &[(
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix \
-                     && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
-                     && pvabridge workflow end-acquisition --handshake $handshakePrefix --reason 'enough data on the sample' \
-                     && sleep 1 \
-                     && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix",
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "workflow end-acquisition --reason 'enough data on the sample'",
+                    "sleep 1",
+                    "workflow progress $expectedFrames",
+                ],
             ),
         )
         .await;
@@ -106,16 +91,15 @@ fn a_workflow_failing_the_run_fails_it_with_the_reason_and_its_job_is_stopped() 
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start(
             "wf:fail:",
-            workflow(
+            streaming_workflow(
                 "fails-itself",
-                &[(
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix \
-                     && pvabridge workflow wait-state ACQUIRING --handshake $handshakePrefix --max-wait 30 \
-                     && sleep 0.5 \
-                     && pvabridge workflow fail --handshake $handshakePrefix --message 'the sample moved out of the beam' \
-                     && sleep 30",
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state ACQUIRING --max-wait 30",
+                    "sleep 0.5",
+                    "workflow fail --message 'the sample moved out of the beam'",
+                    "sleep 30",
+                ],
             ),
         )
         .await;
@@ -296,14 +280,11 @@ fn the_consumers_books_reach_members_and_its_stats_pv_is_read_by_p4p_through_wor
 #[test]
 fn a_processing_timeout_leaves_the_job_running_unless_told_to_stop_it() {
     run_test(TEST_LIMIT, async {
-        let stages = [
-            (
-                "01-STREAM",
-                "pvabridge workflow ready --handshake $handshakePrefix \
-                 && pvabridge workflow wait-state PROCESSING --handshake $handshakePrefix --max-wait 30",
-            ),
-            ("02-ANALYSE", "sleep 4"),
-        ];
+        let stream = stage_command(&[
+            "workflow ready",
+            "workflow wait-state PROCESSING --max-wait 30",
+        ]);
+        let stages = [("01-STREAM", stream.as_str()), ("02-ANALYSE", "sleep 4")];
         let options = ["--drain-idle-timeout", "0.3", "--processing-timeout", "1"];
         let left = EmbeddedRun::start_with("wf:left:", workflow("slow", &stages), &options);
         let mut stopping = options.to_vec();
@@ -312,12 +293,7 @@ fn a_processing_timeout_leaves_the_job_running_unless_told_to_stop_it() {
         let (left, stopped) = tokio::join!(left, stopped);
         for (run, uid) in [(&left, "uid-left"), (&stopped, "uid-stop")] {
             let slot = run.slot();
-            slot.start(&request("slow", uid)).await.unwrap();
-            assert_eq!(
-                slot.wait_for_state(&[State::Ready], WAIT).await,
-                Ok(State::Ready)
-            );
-            slot.command(Command::AcqStarted).await.unwrap();
+            start_acquiring(&slot, &request("slow", uid)).await;
             slot.command(Command::AcqDone).await.unwrap();
         }
         let (a, b) = (left.slot(), stopped.slot());
@@ -360,15 +336,14 @@ fn two_slots_run_at_once_to_done_each_with_its_own_job() {
     run_test(TEST_LIMIT, async {
         let run = EmbeddedRun::start_with(
             "wf:a:",
-            workflow(
+            streaming_workflow(
                 "pair",
-                &[(
-                    "01-STREAM",
-                    "pvabridge workflow ready --handshake $handshakePrefix \
-                     && pvabridge workflow wait-state DRAINING --handshake $handshakePrefix --max-wait 30 \
-                     && pvabridge workflow progress $expectedFrames --handshake $handshakePrefix \
-                     && sleep 1",
-                )],
+                &[
+                    "workflow ready",
+                    "workflow wait-state DRAINING --max-wait 30",
+                    "workflow progress $expectedFrames",
+                    "sleep 1",
+                ],
             ),
             &["--prefix", "wf:b:"],
         )
@@ -378,12 +353,7 @@ fn two_slots_run_at_once_to_done_each_with_its_own_job() {
             async move {
                 let mut request = request("pair", uid);
                 request.expected_frames = Some(2);
-                slot.start(&request).await.unwrap();
-                assert_eq!(
-                    slot.wait_for_state(&[State::Ready], WAIT).await,
-                    Ok(State::Ready)
-                );
-                slot.command(Command::AcqStarted).await.unwrap();
+                start_acquiring(&slot, &request).await;
                 slot.command(Command::AcqDone).await.unwrap();
                 let end = slot.wait_for_state(&[State::Done], WAIT).await;
                 (end, slot.status().await.unwrap())

@@ -222,7 +222,7 @@ fn pvapy_hpc_consumer_next_to_simdet_processes_every_frame() {
 fn a_run_across_three_hosts_ends_done_with_default_configuration() {
     use std::collections::BTreeMap;
 
-    use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
+    use coordinator::{HandshakeClient, RunRequest, State};
     use dm::{ClientConfig, DmClient, Stage, Workflow};
     use pva::client::Context;
 
@@ -286,12 +286,7 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
     let outcome = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                b.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async { tokio::time::timeout(LIMIT, async {
+                b.block_on(async { tokio::time::timeout(LIMIT, async {
                     let dm = DmClient::new(ClientConfig::new(dm_url, "dmuser", "secret")).unwrap();
                     let stage = Stage {
                         command: format!(
@@ -323,15 +318,8 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
                     request.expected_frames = Some(20);
                     request.data_channel = Some("x3:det:Image".into());
                     request.run_uid = Some("uid-across".into());
-                    slot.start(&request).await.map_err(|e| e.to_string())?;
                     let wait = Duration::from_secs(30);
-                    let ready = slot.wait_for_state(&[State::Ready], wait).await;
-                    if ready != Ok(State::Ready) {
-                        return Err(format!("not READY: {ready:?}"));
-                    }
-                    slot.command(Handshake::AcqStarted)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    common::handshake::try_start_acquiring(&slot, &request, wait).await?;
                     ctx.put("x3:det:Acquire")
                         .set("value", 1i32)
                         .timeout(Duration::from_secs(10))
@@ -340,14 +328,7 @@ fn a_run_across_three_hosts_ends_done_with_default_configuration() {
                         .map_err(|e| e.to_string())?;
                     common::handshake::wait_for_value(&ctx, "x3:det:Acquire", "value", 0, wait)
                         .await?;
-                    slot.command(Handshake::AcqDone)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let end = slot
-                        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
-                        .await;
-                    let status = slot.status().await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>((end, status.frames_received, status.frames_missed))
+                    common::handshake::try_finish(&slot, wait).await
                 }).await })
             })
             .join()
@@ -386,12 +367,7 @@ fn monitors_resume_after_server_restarts() {
     let b_for_ours = &b;
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            b_for_ours.enter_thread();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
+            b_for_ours.block_on(async {
                 let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
                 let ctx = Context::new(config).unwrap();
                 let mut monitor = ctx.monitor("rs:counter").exec().unwrap();
@@ -487,12 +463,7 @@ fn a_client_claiming_another_hosts_name_is_refused() {
     let refusal = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                b.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
+                b.block_on(async {
                     let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
                     let claim = Credentials {
                         host: "localhost".into(),

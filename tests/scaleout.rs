@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::handshake::EmbeddedBridge;
 use common::handshake::{dm_client, run_test, slot, BINARY, WAIT};
 use common::{first_line, spawn_server};
 use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
@@ -27,8 +28,7 @@ const FRAMES: u64 = 48;
 
 /// The processes of one run: bridge, detector and distributing relay, each on its own UDP port.
 struct Group {
-    _bridge: common::Running,
-    bridge_log: std::path::PathBuf,
+    bridge: EmbeddedBridge,
     _detector: common::Running,
     _relay: common::Running,
     detector: Context,
@@ -52,23 +52,9 @@ impl Group {
         let det_pv = format!("so:{name}:det:Image");
         let dist_pv = format!("so:{name}:dist");
 
-        let mut serve = Command::new(BINARY);
-        serve
-            .args([
-                "serve",
-                "--json",
-                "--prefix",
-                &prefix,
-                "--poll-period",
-                "0.2",
-            ])
-            .args(bridge_options)
-            .arg("--embedded-dm")
-            .arg(dir.path().join("dm"))
-            .env("RUST_LOG", "info");
-        let bridge_log = dir.path().join("bridge.log");
-        let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &ports);
-        let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
+        let bridge = EmbeddedBridge::start(dir.path(), &prefix, bridge_udp, &ports, |serve| {
+            serve.args(bridge_options).env("RUST_LOG", "info");
+        });
 
         let mut simdet = Command::new(BINARY);
         simdet.args([
@@ -104,23 +90,10 @@ impl Group {
              done; st=0; \
              for k in {members}; do wait $(cat '{d}/m'$k.pid) || st=$?; done; exit $st"
         );
-        let dm = dm_client(
-            info["dmUrl"].as_str().unwrap(),
-            Path::new(info["dmLoginFile"].as_str().unwrap()),
-        );
-        dm.add_workflow(&Workflow {
-            name: name.into(),
-            stages: BTreeMap::from([(
-                "01-CONSUME".to_string(),
-                Stage {
-                    command,
-                    ..Stage::default()
-                },
-            )]),
-            ..Workflow::default()
-        })
-        .await
-        .unwrap();
+        let dm = bridge.dm();
+        dm.add_workflow(&consume_workflow(name, command))
+            .await
+            .unwrap();
 
         let mut config = pva::ClientConfig::isolated(([127, 0, 0, 1], detector_udp).into());
         config.addr_list.push(([127, 0, 0, 1], relay_udp).into());
@@ -133,8 +106,7 @@ impl Group {
         request.consumers = Some(MEMBERS);
         slot.start(&request).await.unwrap();
         Group {
-            _bridge: bridge,
-            bridge_log,
+            bridge,
             _detector: detector,
             _relay: relay,
             detector: detector_ctx,
@@ -191,7 +163,7 @@ impl Group {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.bridge_log).unwrap_or_default()
+        self.bridge.log()
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -270,6 +242,21 @@ impl Group {
 }
 
 /// The members are the DM job's children, which outlive the bridge: a failed test stops them too.
+/// A workflow `name` of one stage, 01-CONSUME, that runs `command`.
+fn consume_workflow(name: &str, command: String) -> Workflow {
+    Workflow {
+        name: name.into(),
+        stages: BTreeMap::from([(
+            "01-CONSUME".to_string(),
+            Stage {
+                command,
+                ..Stage::default()
+            },
+        )]),
+        ..Workflow::default()
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         for k in 0..MEMBERS {
@@ -280,22 +267,28 @@ impl Drop for Group {
     }
 }
 
+/// A group `name` (its members asking the detector's server for their shares with
+/// `from_server`) acquires undisturbed and ends DONE with every frame booked once.
+async fn every_frame_booked_once(name: &str, from_server: bool) {
+    let group = Group::start(name, &[], from_server).await;
+    group.acquire(async {}).await;
+    group.done_with_every_frame_once().await;
+}
+
 #[test]
 fn four_members_share_a_run_and_book_every_frame_exactly_once() {
-    run_test(Duration::from_secs(80), async {
-        let group = Group::start("all", &[], false).await;
-        group.acquire(async {}).await;
-        group.done_with_every_frame_once().await;
-    });
+    run_test(
+        Duration::from_secs(80),
+        every_frame_booked_once("all", false),
+    );
 }
 
 #[test]
 fn four_members_asking_the_detectors_server_for_their_shares_book_every_frame_once() {
-    run_test(Duration::from_secs(80), async {
-        let group = Group::start("pyd", &[], true).await;
-        group.acquire(async {}).await;
-        group.done_with_every_frame_once().await;
-    });
+    run_test(
+        Duration::from_secs(80),
+        every_frame_booked_once("pyd", true),
+    );
 }
 
 #[test]
@@ -439,30 +432,15 @@ fn members_on_two_hosts_share_a_run() {
     let outcome = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                a.enter_thread();
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
+                a.block_on(async {
                     tokio::time::timeout(Duration::from_secs(60), async {
                         let dm = dm_client(
                             info["dmUrl"].as_str().unwrap(),
                             Path::new(info["dmLoginFile"].as_str().unwrap()),
                         );
-                        dm.add_workflow(&Workflow {
-                            name: "hosts".into(),
-                            stages: BTreeMap::from([(
-                                "01-CONSUME".to_string(),
-                                Stage {
-                                    command,
-                                    ..Stage::default()
-                                },
-                            )]),
-                            ..Workflow::default()
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        dm.add_workflow(&consume_workflow("hosts", command))
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let config = pva::ClientConfig::from_lookup(&|_| None).unwrap();
                         let ctx = Context::new(config).unwrap();
                         let slot = HandshakeClient::new(ctx.clone(), "so2:").with_timeout(WAIT);
@@ -470,14 +448,7 @@ fn members_on_two_hosts_share_a_run() {
                         request.expected_frames = Some(FRAMES);
                         request.data_channel = Some("so2:dist".into());
                         request.consumers = Some(MEMBERS);
-                        slot.start(&request).await.map_err(|e| e.to_string())?;
-                        let ready = slot.wait_for_state(&[State::Ready], WAIT).await;
-                        if ready != Ok(State::Ready) {
-                            return Err(format!("not READY: {ready:?}"));
-                        }
-                        slot.command(Handshake::AcqStarted)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        common::handshake::try_start_acquiring(&slot, &request, WAIT).await?;
                         ctx.put("so2:det:Acquire")
                             .set("value", 1i32)
                             .exec()
@@ -499,7 +470,7 @@ fn members_on_two_hosts_share_a_run() {
                         Ok((end, status.frames_received, status.frames_missed))
                     })
                     .await
-                    .unwrap_or_else(|_| Err("the run did not end in time".into()))
+                    .unwrap_or_else(|_| Err("the run did not end in time".to_string()))
                 })
             })
             .join()

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{first_line, search_only, spawn_server};
+use common::handshake::EmbeddedBridge;
+use common::{search_only, spawn_server};
 use coordinator::{Command as Handshake, HandshakeClient, RunRequest, State};
-use dm::client::read_login_file;
-use dm::{ClientConfig, DmClient, Stage, Workflow};
+use dm::{Stage, Workflow};
 use pva::client::Context;
 use serde_json::Value;
 
@@ -24,21 +24,7 @@ fn frames_that_never_come_are_lost_and_fail_the_run_with_the_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (bridge_udp, detector_udp) = (common::free_udp_port(), common::free_udp_port());
     let search = [bridge_udp, detector_udp];
-    let mut serve = Command::new(BINARY);
-    serve
-        .args([
-            "serve",
-            "--json",
-            "--prefix",
-            "wc:lost:",
-            "--poll-period",
-            "0.2",
-        ])
-        .arg("--embedded-dm")
-        .arg(dir.path().join("dm"));
-    let bridge_log = dir.path().join("bridge.log");
-    let mut bridge = spawn_server(serve, bridge_udp, &bridge_log, &search);
-    let info: Value = serde_json::from_str(&first_line(&mut bridge)).expect("startup JSON");
+    let bridge = EmbeddedBridge::start(dir.path(), "wc:lost:", bridge_udp, &search, |_| {});
     let mut simdet = Command::new(BINARY);
     simdet.args([
         "simdet",
@@ -79,14 +65,7 @@ fn frames_that_never_come_are_lost_and_fail_the_run_with_the_counts() {
         .unwrap();
     runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(90), async {
-            let (username, password) =
-                read_login_file(Path::new(info["dmLoginFile"].as_str().unwrap())).unwrap();
-            let dm = DmClient::new(ClientConfig::new(
-                info["dmUrl"].as_str().unwrap(),
-                username,
-                password,
-            ))
-            .unwrap();
+            let dm = bridge.dm();
             // No --channel and no --expected: both come from the run's Request.
             let stage = Stage {
                 command: format!(
@@ -112,7 +91,7 @@ fn frames_that_never_come_are_lost_and_fail_the_run_with_the_counts() {
             request.run_uid = Some("uid-lost".into());
             slot.start(&request).await.unwrap();
             let ready = slot.wait_for_state(&[State::Ready], WAIT).await;
-            let log = || std::fs::read_to_string(&bridge_log).unwrap_or_default();
+            let log = || bridge.log();
             assert_eq!(ready, Ok(State::Ready), "{}", log());
             slot.command(Handshake::AcqStarted).await.unwrap();
             ctx.put("wc:det:Acquire")

@@ -102,16 +102,7 @@ def test_a_clean_run_ends_done_with_the_start_document_in_the_dm_catalog(
     services, RE, wf, det, documents, pva
 ):
     md = {"sample": "Si(111)", "proposal": 4242}
-    RE(
-        streaming_run(
-            wf,
-            [det],
-            workflow="stream-stats",
-            num_frames=FRAMES,
-            md=md,
-            ready_timeout=READY_TIMEOUT,
-        )
-    )
+    RE(plan(wf, [det], md=md))
     (start,) = docs(documents, "start")
     uid = start["uid"]
     assert_clean_run(services, pva, documents, uid)
@@ -154,25 +145,28 @@ def test_a_runengine_abort_from_another_thread_aborts_the_run(
     watcher.start()
     # 400 frames at 200 frames/s: two seconds of acquisition to abort in.
     with pytest.raises(RunEngineInterrupted):
-        RE(
-            streaming_run(
-                wf, [det], workflow="stream-stats", num_frames=400, ready_timeout=READY_TIMEOUT
-            )
-        )
+        RE(plan(wf, [det], num_frames=400))
     watcher.join(timeout=10)
     assert aborted.is_set(), "the watcher never saw ACQUIRING"
     (stop,) = docs(documents, "stop")
     assert stop["exit_status"] == "abort"
     assert_aborted(services, pva, RE)
 
-    # The RunEngine and the slot take the next run.
+    assert_next_run_clean(services, RE, wf, det, documents, pva)
+
+
+def plan(slot, detectors, workflow="stream-stats", **options):
+    """streaming_run of `workflow` with the tests' defaults: FRAMES frames, READY_TIMEOUT."""
+    options = {"num_frames": FRAMES, "ready_timeout": READY_TIMEOUT, **options}
+    return streaming_run(slot, detectors, workflow=workflow, **options)
+
+
+def assert_next_run_clean(services, RE, wf, det, documents, pva):
+    """The RunEngine and the slot take the next run: once the detector has finished, a run of
+    FRAMES frames ends clean."""
     until("the detector to finish", lambda: detector_done(pva))
     documents.clear()
-    RE(
-        streaming_run(
-            wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
-        )
-    )
+    RE(plan(wf, [det]))
     (start,) = docs(documents, "start")
     assert_clean_run(services, pva, documents, start["uid"])
 
@@ -192,43 +186,19 @@ def test_a_plan_that_raises_during_acquisition_aborts_the_run(
     with init_devices():
         faulty = ShutterFault(DETECTOR)
     with pytest.raises(Exception, match="shutter closed"):
-        RE(
-            streaming_run(
-                wf,
-                [faulty],
-                workflow="stream-stats",
-                num_frames=FRAMES,
-                ready_timeout=READY_TIMEOUT,
-            )
-        )
+        RE(plan(wf, [faulty]))
     (stop,) = docs(documents, "stop")
     assert stop["exit_status"] == "fail"
     assert_aborted(services, pva, RE)
 
-    until("the detector to finish", lambda: detector_done(pva))
-    documents.clear()
-    RE(
-        streaming_run(
-            wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
-        )
-    )
-    (start,) = docs(documents, "start")
-    assert_clean_run(services, pva, documents, start["uid"])
+    assert_next_run_clean(services, RE, wf, det, documents, pva)
 
 
 def test_a_failing_workflow_makes_the_plan_raise_with_the_bridge_message(
     services, RE, wf, det, documents, pva
 ):
     with pytest.raises(WorkflowError) as raised:
-        RE(
-            streaming_run(
-                wf,
-                [det],
-                workflow="stream-then-fail",
-                num_frames=FRAMES,
-                ready_timeout=READY_TIMEOUT,
-            )
-        )
+        RE(plan(wf, [det], workflow="stream-then-fail"))
     message = slot_value(pva, "Message")
     assert slot_state(pva) is HandshakeState.FAILED
     assert raised.value.state is HandshakeState.FAILED
@@ -247,12 +217,10 @@ def test_wait_false_returns_during_processing_and_reports_in_the_log(
 ):
     caplog.set_level(logging.INFO, logger="pvabridge_bluesky")
     returned = RE(
-        streaming_run(
+        plan(
             wf,
             [det],
             workflow="stream-then-reduce",
-            ready_timeout=READY_TIMEOUT,
-            num_frames=FRAMES,
             args={"reduceSeconds": 3},
             wait=False,
             reporting_period=0.5,
@@ -268,11 +236,7 @@ def test_wait_false_returns_during_processing_and_reports_in_the_log(
 
     # The slot is busy: another run is refused, and the one under way goes on.
     with pytest.raises(SlotBusy, match="busy"):
-        RE(
-            streaming_run(
-                wf, [det], workflow="stream-stats", num_frames=FRAMES, ready_timeout=READY_TIMEOUT
-            )
-        )
+        RE(plan(wf, [det]))
     assert RE.state == "idle"
     assert slot_state(pva) is HandshakeState.PROCESSING
 
@@ -300,15 +264,7 @@ def test_consecutive_runs_in_one_runengine_session(services, RE, wf, det, docume
         by_name = StreamingWorkflow(SLOT, name="wf", use_pvi=False)
     for n, slot in enumerate((wf, by_name, wf), start=1):
         documents.clear()
-        RE(
-            streaming_run(
-                slot,
-                [det],
-                workflow="stream-stats",
-                num_frames=FRAMES,
-                ready_timeout=READY_TIMEOUT,
-            )
-        )
+        RE(plan(slot, [det]))
         (start,) = docs(documents, "start")
         assert_clean_run(services, pva, documents, start["uid"])
         (primary,) = [

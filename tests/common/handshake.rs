@@ -9,7 +9,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use coordinator::{HandshakeClient, RunRequest, State};
+use coordinator::{AgentError, Command, HandshakeClient, RunRequest, State};
 use dm::client::read_login_file;
 use dm::{ClientConfig, DmClient, ProcessingJob, Stage, Workflow};
 use pva::client::{Context, MonitorEvent};
@@ -84,8 +84,8 @@ impl Bridge {
     }
 }
 
-/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
-pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+/// `pvabridge serve --json` of slot `prefix`, polling DM every 0.2 s.
+fn serve_command(prefix: &str) -> Process {
     let mut cmd = Process::new(BINARY);
     cmd.args([
         "serve",
@@ -94,11 +94,17 @@ pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) ->
         prefix,
         "--poll-period",
         "0.2",
-    ])
-    .args(dm)
-    .arg("--state-dir")
-    .arg(dir.join("state"))
-    .env("RUST_LOG", "info");
+    ]);
+    cmd
+}
+
+/// `pvabridge serve --json` with `dm` options, its state in `dir/state`.
+pub fn serve(dir: &Path, udp: u16, prefix: &str, dm: &[&str], log_name: &str) -> Bridge {
+    let mut cmd = serve_command(prefix);
+    cmd.args(dm)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("RUST_LOG", "info");
     loopback(&mut cmd, udp);
     let log = dir.join(log_name);
     let (process, line) = spawn_reporting(cmd, &log);
@@ -189,6 +195,54 @@ impl EmbeddedRun {
     }
 }
 
+/// `pvabridge serve --json` of one slot with an embedded DM service, started by
+/// [`super::spawn_server`]: the process, its startup JSON and where its log is.
+pub struct EmbeddedBridge {
+    /// The process, killed when this is dropped.
+    pub process: super::Running,
+    /// What it printed at startup (`dmUrl`, `dmLoginFile`, ...).
+    pub info: Value,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl EmbeddedBridge {
+    /// Serve slot `prefix` (polling DM every 0.2 s) on UDP port `udp`, searching `search`, the
+    /// DM service's data and the log in `dir`; `configure` adds options or environment.
+    pub fn start(
+        dir: &Path,
+        prefix: &str,
+        udp: u16,
+        search: &[u16],
+        configure: impl FnOnce(&mut Process),
+    ) -> EmbeddedBridge {
+        let mut serve = serve_command(prefix);
+        serve.arg("--embedded-dm").arg(dir.join("dm"));
+        configure(&mut serve);
+        let log = dir.join("bridge.log");
+        let mut process = super::spawn_server(serve, udp, &log, search);
+        let line = super::first_line(&mut process);
+        let info = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("startup line {line:?} is not JSON"));
+        EmbeddedBridge { process, info, log }
+    }
+
+    /// A client of its DM service, logged in as the bridge is.
+    pub fn dm(&self) -> DmClient {
+        let login_file = self.info["dmLoginFile"].as_str().expect("dmLoginFile");
+        dm_client(
+            self.info["dmUrl"].as_str().expect("dmUrl"),
+            Path::new(login_file),
+        )
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A client of the DM service at `url`, with the credentials of `login_file`.
 pub fn dm_client(url: &str, login_file: &Path) -> DmClient {
     let (username, password) = read_login_file(login_file).expect("login file");
     DmClient::new(ClientConfig::new(url, username, password)).expect("DM client")
@@ -288,6 +342,105 @@ pub fn watch_states(udp: u16, client: &HandshakeClient) -> tokio::task::JoinHand
     })
 }
 
+/// A DM stage's shell command: `steps` one after the other (`&&`), a step written
+/// `workflow ARGS` being `pvabridge workflow ARGS` on the run's handshake prefix.
+pub fn stage_command(steps: &[&str]) -> String {
+    steps
+        .iter()
+        .map(|step| match step.strip_prefix("workflow ") {
+            Some(args) => format!("pvabridge workflow {args} --handshake $handshakePrefix"),
+            None => step.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+/// A workflow of one stage, 01-STREAM, that runs `steps` (see [`stage_command`]).
+pub fn streaming_workflow(name: &str, steps: &[&str]) -> Workflow {
+    workflow(name, &[("01-STREAM", &stage_command(steps))])
+}
+
+/// Start `request` on `slot`, wait for READY and put ACQ_STARTED: the run is acquiring.
+pub async fn start_acquiring(slot: &HandshakeClient, request: &RunRequest) {
+    slot.start(request).await.unwrap();
+    assert_eq!(
+        slot.wait_for_state(&[State::Ready], WAIT).await,
+        Ok(State::Ready)
+    );
+    slot.command(Command::AcqStarted).await.unwrap();
+}
+
+/// The states a run that ends DONE goes through, in order, as its history records them.
+pub const DONE_HISTORY: [&str; 7] = [
+    "STARTING",
+    "WAIT_READY",
+    "READY",
+    "ACQUIRING",
+    "DRAINING",
+    "PROCESSING",
+    "DONE",
+];
+
+/// Run the Python peer `script` with `python` and `args`, searching the servers on `udp_ports`
+/// (on loopback), bounded in time; whether it succeeded, and the JSON it printed.
+pub async fn p4p_peer(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+    udp_ports: &[u16],
+) -> (bool, Value) {
+    let mut cmd = Process::new(python);
+    cmd.arg(super::peer_script(script)).args(args);
+    super::loopback_env(&mut cmd, udp_ports[0]);
+    let list: Vec<String> = udp_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    cmd.env("EPICS_PVA_ADDR_LIST", list.join(" "));
+    let out = tokio::task::spawn_blocking(move || super::run_bounded(cmd, WAIT * 2))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{script} printed {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), result)
+}
+
+/// [`start_acquiring`] for a test that reports rather than panics (on a thread of a network
+/// namespace, say): READY within `wait`, or what went wrong.
+pub async fn try_start_acquiring(
+    slot: &HandshakeClient,
+    request: &RunRequest,
+    wait: Duration,
+) -> Result<(), String> {
+    slot.start(request).await.map_err(|e| e.to_string())?;
+    let ready = slot.wait_for_state(&[State::Ready], wait).await;
+    if ready != Ok(State::Ready) {
+        return Err(format!("not READY: {ready:?}"));
+    }
+    slot.command(Command::AcqStarted)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`try_start_acquiring`]'s other end: put ACQ_DONE and wait (at most `wait`) for a final
+/// state; how that wait ended, and the frames received and missed then.
+pub async fn try_finish(
+    slot: &HandshakeClient,
+    wait: Duration,
+) -> Result<(Result<State, AgentError>, i64, i64), String> {
+    slot.command(Command::AcqDone)
+        .await
+        .map_err(|e| e.to_string())?;
+    let end = slot
+        .wait_for_state(&[State::Done, State::Failed, State::Timeout], wait)
+        .await;
+    let status = slot.status().await.map_err(|e| e.to_string())?;
+    Ok((end, status.frames_received, status.frames_missed))
+}
+
+/// A run request for `workflow` with Bluesky uid `run_uid`.
 pub fn request(workflow: &str, run_uid: &str) -> RunRequest {
     let mut request = RunRequest::new(workflow);
     request.run_uid = Some(run_uid.into());

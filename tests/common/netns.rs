@@ -117,6 +117,17 @@ impl Netns {
             .expect("open the namespace");
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
     }
+
+    /// Run `task` to completion in this namespace on a current-thread tokio runtime: what a
+    /// process of this host would do. Call it on a thread of its own (see [`Self::enter_thread`]).
+    pub fn block_on<T>(&self, task: impl std::future::Future<Output = T>) -> T {
+        self.enter_thread();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(task)
+    }
 }
 
 impl Default for Netns {

@@ -28,6 +28,7 @@ import sys
 import threading
 
 import numpy as np
+from ops_args import run_ops
 from p4p.client.thread import Context, RemoteError
 
 # Seconds one get, put or connection may take. Generous, because a loaded 2-core machine can
@@ -96,81 +97,68 @@ def wake_after_start(sub):
 
 def main(argv):
     ctx = Context("pva", nt=False)
-    ops = []
-    cur = []
-    for a in argv:
-        if a == "--":
-            ops.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    if cur:
-        ops.append(cur)
-    try:
-        for op in ops:
-            kind, pv, args = op[0], op[1], op[2:]
-            if kind == "get":
-                v = ctx.get(pv, request=args[0] if args else None, timeout=OP_TIMEOUT)
-                got = {"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}
-                got["spec"] = plain(v.type().aspy())
-                print(json.dumps(got))
-            elif kind == "put":
+
+    def do_op(kind, pv, args):
+        if kind == "get":
+            v = ctx.get(pv, request=args[0] if args else None, timeout=OP_TIMEOUT)
+            got = {"op": "get", "pv": pv, "id": v.getID(), "value": plain(v.todict())}
+            got["spec"] = plain(v.type().aspy())
+            print(json.dumps(got))
+        elif kind == "put":
+            ctx.put(pv, {"value": json.loads(args[0])}, timeout=OP_TIMEOUT)
+            v = ctx.get(pv, timeout=OP_TIMEOUT)
+            print(json.dumps({"op": "put", "pv": pv, "value": plain(v["value"])}))
+        elif kind == "tryput":
+            try:
                 ctx.put(pv, {"value": json.loads(args[0])}, timeout=OP_TIMEOUT)
-                v = ctx.get(pv, timeout=OP_TIMEOUT)
-                print(json.dumps({"op": "put", "pv": pv, "value": plain(v["value"])}))
-            elif kind == "tryput":
-                try:
-                    ctx.put(pv, {"value": json.loads(args[0])}, timeout=OP_TIMEOUT)
-                    print(json.dumps({"op": "tryput", "pv": pv, "ok": True}))
-                except RemoteError as e:
-                    print(json.dumps({"op": "tryput", "pv": pv, "ok": False, "error": str(e)}))
-            elif kind == "set":
-                ctx.put(pv, typed(json.loads(args[0])), timeout=OP_TIMEOUT)
-                v = ctx.get(pv, timeout=OP_TIMEOUT)
-                print(json.dumps({"op": "set", "pv": pv, "value": plain(v.todict())}))
-            elif kind == "monitor":
-                want = int(args[0])
-                seen = []
-                events = []
-                done = threading.Event()
+                print(json.dumps({"op": "tryput", "pv": pv, "ok": True}))
+            except RemoteError as e:
+                print(json.dumps({"op": "tryput", "pv": pv, "ok": False, "error": str(e)}))
+        elif kind == "set":
+            ctx.put(pv, typed(json.loads(args[0])), timeout=OP_TIMEOUT)
+            v = ctx.get(pv, timeout=OP_TIMEOUT)
+            print(json.dumps({"op": "set", "pv": pv, "value": plain(v.todict())}))
+        elif kind == "monitor":
+            want = int(args[0])
+            seen = []
+            events = []
+            done = threading.Event()
 
-                def cb(v):
-                    if done.is_set():
-                        return
-                    if isinstance(v, Exception):
-                        events.append("%s: %s" % (type(v).__name__, v))
-                        return
-                    seen.append(plain(v.get("value")))
-                    update = {
-                        "op": "update",
-                        "pv": pv,
-                        "n": len(seen),
-                        "value": plain(v.todict()),
-                        "changed": sorted(v.changedSet()),
-                    }
-                    print(json.dumps(update), flush=True)
-                    if len(seen) >= want:
-                        done.set()
+            def cb(v):
+                if done.is_set():
+                    return
+                if isinstance(v, Exception):
+                    events.append("%s: %s" % (type(v).__name__, v))
+                    return
+                seen.append(plain(v.get("value")))
+                update = {
+                    "op": "update",
+                    "pv": pv,
+                    "n": len(seen),
+                    "value": plain(v.todict()),
+                    "changed": sorted(v.changedSet()),
+                }
+                print(json.dumps(update), flush=True)
+                if len(seen) >= want:
+                    done.set()
 
-                request = args[1] if len(args) > 1 else "record[queueSize=100000]"
-                sub = wake_after_start(ctx.monitor(pv, cb, request=request, notify_disconnect=True))
-                ok = done.wait(20.0)
-                sub.close()
-                result = {"op": "monitor", "pv": pv, "complete": ok, "values": seen, "events": events}
-                print(json.dumps(result))
-            elif kind == "info":
-                t = ctx.get(pv, timeout=OP_TIMEOUT).type()
-                info = {"op": "info", "pv": pv, "id": t.getID(), "type": str(t), "spec": plain(t.aspy())}
-                print(json.dumps(info))
-            else:
-                raise ValueError("unknown op " + kind)
-            sys.stdout.flush()
-    except Exception as e:  # report, never hang
-        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
-        return 1
+            request = args[1] if len(args) > 1 else "record[queueSize=100000]"
+            sub = wake_after_start(ctx.monitor(pv, cb, request=request, notify_disconnect=True))
+            ok = done.wait(20.0)
+            sub.close()
+            result = {"op": "monitor", "pv": pv, "complete": ok, "values": seen, "events": events}
+            print(json.dumps(result))
+        elif kind == "info":
+            t = ctx.get(pv, timeout=OP_TIMEOUT).type()
+            info = {"op": "info", "pv": pv, "id": t.getID(), "type": str(t), "spec": plain(t.aspy())}
+            print(json.dumps(info))
+        else:
+            raise ValueError("unknown op " + kind)
+
+    try:
+        return run_ops(argv, do_op)
     finally:
         ctx.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ told otherwise, prints READY, and reads commands on stdin, one a line:
 Exits when stdin closes, or after 120 s.
 """
 import sys
-import threading
 import time
 
 import numpy
 from p4p.nt import NTNDArray
 from p4p.server import Server
 from p4p.server.thread import SharedPV
+from stdin_server import commands
 
 name = sys.argv[1]
 counter = int(sys.argv[2]) if len(sys.argv) > 2 else 1
@@ -40,23 +40,7 @@ def frame(uid):
 # Plain Values, posted as they are.
 pv = SharedPV(initial=frame(wrap(counter - 1)))
 server = Server(providers=[{name: pv}])
-print("READY", flush=True)
-deadline = time.time() + 120
-
-
-def watchdog():
-    while time.time() < deadline:
-        time.sleep(0.5)
-    server.stop()
-    sys.exit(0)
-
-
-threading.Thread(target=watchdog, daemon=True).start()
-
-for line in sys.stdin:
-    parts = line.split()
-    if not parts:
-        continue
+for parts in commands(server):
     if parts[0] == "run":
         count, fps = int(parts[1]), float(parts[2])
         start = time.time()
@@ -71,4 +55,3 @@ for line in sys.stdin:
         counter = wrap(counter + int(parts[1]))
     elif parts[0] == "set":
         counter = wrap(int(parts[1]))
-server.stop()

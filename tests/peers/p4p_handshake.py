@@ -2,20 +2,16 @@
 read the PVI structure, put {"value": ...} to Request and to Command (choices by name), follow State until a final
 state, then try a command that the bridge must refuse. Prints one JSON object.
 
-Usage: p4p_handshake.py PREFIX REQUEST_JSON
-Every wait is bounded; an error prints {"error": "..."} and exits 1.
+Usage: p4p_handshake.py PREFIX REQUEST_JSON (as p4p_slot.play says).
 """
 import json
-import sys
 
-from p4p.client.thread import Context, RemoteError
+from p4p.client.thread import RemoteError
 
-from p4p_slot import FINAL, Slot, run
+from p4p_slot import FINAL, play
 
 
-def main(prefix, request):
-    ctx = Context("pva")
-    slot = Slot(ctx, prefix)
+def main(ctx, slot, request):
     pv = slot.pv
     seen = slot.seen
 
@@ -52,4 +48,4 @@ def main(prefix, request):
 
 
 if __name__ == "__main__":
-    run(main, sys.argv[1], sys.argv[2])
+    play(main)

@@ -7,14 +7,14 @@ Serves the PVs below under PREFIX, prints READY when up, and reads commands on s
 Exits when stdin closes, or after 120 s.
 """
 import sys
-import threading
-import time
 
 from p4p.nt import NTScalar, NTEnum, NTTable, NTNDArray
 from p4p.server import Server
 from p4p.server.thread import SharedPV
 from p4p import Type, Value
 import numpy
+
+from stdin_server import commands
 
 prefix = sys.argv[1]
 
@@ -94,25 +94,9 @@ pvs["counter"] = SharedPV(nt=NTScalar("l"), initial=0, handler=Writable())
 pvs["add"] = SharedPV(initial=0.0, nt=NTScalar("d"), handler=Adder())
 
 server = Server(providers=[{prefix + k: v for k, v in pvs.items()}])
-print("READY", flush=True)
-
-deadline = time.time() + 120
-
-
-def watchdog():
-    while time.time() < deadline:
-        time.sleep(0.5)
-    server.stop()
-    sys.exit(0)
-
-
-threading.Thread(target=watchdog, daemon=True).start()
-
-for line in sys.stdin:
-    parts = line.split()
+for parts in commands(server):
     if len(parts) == 3 and parts[0] == "count":
         pv = pvs[parts[1]]
         for i in range(1, int(parts[2]) + 1):
             pv.post(i)
         print("DONE", flush=True)
-server.stop()

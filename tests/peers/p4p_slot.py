@@ -1,8 +1,13 @@
 """What the p4p peer scripts that play the Bluesky side share: a slot's State read by name, a
-bounded wait on it, and the one-line JSON error every script ends with when something fails."""
+bounded wait on it, and the one-line JSON error every script ends with when something fails.
+
+Such a script is run as SCRIPT PREFIX REQUEST_JSON (see play); every wait is bounded, and an
+error prints {"error": "..."} and exits 1."""
 import json
 import sys
 import time
+
+from p4p.client.thread import Context
 
 FINAL = {"DONE", "FAILED", "ABORTED", "TIMEOUT"}
 
@@ -36,6 +41,16 @@ class Slot:
                 raise RuntimeError("run ended in %s waiting for %s" % (name, what))
             time.sleep(0.02)
         raise RuntimeError("timed out waiting for %s (last %s)" % (what, self.seen[-1:]))
+
+
+def play(main):
+    """Run main(ctx, slot, request) with a p4p client context and the slot named by the command
+    line's PREFIX; REQUEST_JSON is the request, as text."""
+    def with_slot(prefix, request):
+        ctx = Context("pva")
+        main(ctx, Slot(ctx, prefix), request)
+
+    run(with_slot, sys.argv[1], sys.argv[2])
 
 
 def run(main, *args):

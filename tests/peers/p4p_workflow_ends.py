@@ -2,20 +2,14 @@
 ACQ_STARTED, then follow State (without putting ACQ_DONE) until it leaves ACQUIRING, note Message,
 put the late ACQ_DONE (which must succeed) and wait for a final state. Prints one JSON object.
 
-Usage: p4p_workflow_ends.py PREFIX REQUEST_JSON
-Every wait is bounded; an error prints {"error": "..."} and exits 1.
+Usage: p4p_workflow_ends.py PREFIX REQUEST_JSON (as p4p_slot.play says).
 """
 import json
-import sys
 
-from p4p.client.thread import Context
-
-from p4p_slot import FINAL, Slot, run
+from p4p_slot import FINAL, play
 
 
-def main(prefix, request):
-    ctx = Context("pva")
-    slot = Slot(ctx, prefix)
+def main(ctx, slot, request):
     pv = slot.pv
     wait_until = slot.wait_until
     seen = slot.seen
@@ -39,4 +33,4 @@ def main(prefix, request):
 
 
 if __name__ == "__main__":
-    run(main, sys.argv[1], sys.argv[2])
+    play(main)

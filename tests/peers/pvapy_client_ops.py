@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import pvaccess as pva
+from ops_args import run_ops
 
 TYPES = {
     "boolean": pva.BOOLEAN,
@@ -112,72 +113,58 @@ def assign(obj, path, spec):
 
 
 def main(argv):
-    ops, cur = [], []
-    for a in argv:
-        if a == "--":
-            ops.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    if cur:
-        ops.append(cur)
-    try:
-        for op in ops:
-            kind, pv, args = op[0], op[1], op[2:]
-            ch = pva.Channel(pv)
-            ch.setTimeout(OP_TIMEOUT)
-            if kind == "get":
-                v = ch.get(args[0] if args else "field()")
-                got = {"op": "get", "pv": pv, "value": read(v), "type": plain(v.getIntrospectionDict())}
-                print(json.dumps(got))
-            elif kind == "put":
-                new = json.loads(args[0])
-                if isinstance(new, dict):
-                    cur = ch.get("field()")
-                    cur.set({"value": new})
-                    ch.put(cur)
-                elif isinstance(new, bool):
-                    # pvapy parses booleans from the lowercase words only.
-                    ch.put("true" if new else "false")
-                else:
-                    ch.put(new)
-                value = read(ch.get("field()"))
-                print(json.dumps({"op": "put", "pv": pv, "value": value["value"]}))
-            elif kind == "set":
+    def do_op(kind, pv, args):
+        ch = pva.Channel(pv)
+        ch.setTimeout(OP_TIMEOUT)
+        if kind == "get":
+            v = ch.get(args[0] if args else "field()")
+            got = {"op": "get", "pv": pv, "value": read(v), "type": plain(v.getIntrospectionDict())}
+            print(json.dumps(got))
+        elif kind == "put":
+            new = json.loads(args[0])
+            if isinstance(new, dict):
                 cur = ch.get("field()")
-                for path, spec in json.loads(args[0]).items():
-                    assign(cur, path, spec)
+                cur.set({"value": new})
                 ch.put(cur)
-                print(json.dumps({"op": "set", "pv": pv, "value": read(ch.get("field()"))}))
-            elif kind == "monitor":
-                # A queue read from this thread, not a callback: pvapy 5.6 calls monitor
-                # callbacks from its own thread and now and then does so without the GIL,
-                # which kills the interpreter ("PyThreadState_Get: ... the GIL is released").
-                want = int(args[0])
-                seen = []
-                queue = pva.PvObjectQueue()
-                ch.qMonitor(queue, args[1] if len(args) > 1 else "field()")
-                deadline = time.monotonic() + 20.0
-                while len(seen) < want and time.monotonic() < deadline:
-                    try:
-                        v = queue.get(min(1.0, max(0.0, deadline - time.monotonic())))
-                    except pva.QueueEmpty:
-                        continue
-                    value = read(v)
-                    seen.append(value.get("value"))
-                    print(json.dumps({"op": "update", "pv": pv, "n": len(seen), "value": value}), flush=True)
-                ch.stopMonitor()
-                print(json.dumps({"op": "monitor", "pv": pv, "complete": len(seen) >= want, "values": seen}))
-            elif kind == "info":
-                t = ch.getIntrospectionDict()
-                print(json.dumps({"op": "info", "pv": pv, "type": plain(t)}))
+            elif isinstance(new, bool):
+                # pvapy parses booleans from the lowercase words only.
+                ch.put("true" if new else "false")
             else:
-                raise ValueError("unknown op " + kind)
-            sys.stdout.flush()
-    except Exception as e:  # report, never hang
-        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
-        return 1
-    return 0
+                ch.put(new)
+            value = read(ch.get("field()"))
+            print(json.dumps({"op": "put", "pv": pv, "value": value["value"]}))
+        elif kind == "set":
+            cur = ch.get("field()")
+            for path, spec in json.loads(args[0]).items():
+                assign(cur, path, spec)
+            ch.put(cur)
+            print(json.dumps({"op": "set", "pv": pv, "value": read(ch.get("field()"))}))
+        elif kind == "monitor":
+            # A queue read from this thread, not a callback: pvapy 5.6 calls monitor
+            # callbacks from its own thread and now and then does so without the GIL,
+            # which kills the interpreter ("PyThreadState_Get: ... the GIL is released").
+            want = int(args[0])
+            seen = []
+            queue = pva.PvObjectQueue()
+            ch.qMonitor(queue, args[1] if len(args) > 1 else "field()")
+            deadline = time.monotonic() + 20.0
+            while len(seen) < want and time.monotonic() < deadline:
+                try:
+                    v = queue.get(min(1.0, max(0.0, deadline - time.monotonic())))
+                except pva.QueueEmpty:
+                    continue
+                value = read(v)
+                seen.append(value.get("value"))
+                print(json.dumps({"op": "update", "pv": pv, "n": len(seen), "value": value}), flush=True)
+            ch.stopMonitor()
+            print(json.dumps({"op": "monitor", "pv": pv, "complete": len(seen) >= want, "values": seen}))
+        elif kind == "info":
+            t = ch.getIntrospectionDict()
+            print(json.dumps({"op": "info", "pv": pv, "type": plain(t)}))
+        else:
+            raise ValueError("unknown op " + kind)
+
+    return run_ops(argv, do_op)
 
 
 if __name__ == "__main__":

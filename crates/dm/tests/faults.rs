@@ -214,6 +214,15 @@ async fn a_service_slower_than_the_timeout_gives_a_timeout_error() {
     .await;
 }
 
+/// `err` is DM error `code` sent with HTTP 200, and says `text`.
+fn assert_service_error(err: &DmError, code: i64, text: &str) {
+    assert!(
+        matches!(err, DmError::Service { http_status: 200, code: c, .. } if *c == code),
+        "{err}"
+    );
+    assert!(err.to_string().contains(text), "{err}");
+}
+
 #[tokio::test]
 async fn dm_errors_sent_with_http_200_are_errors() {
     let (url, _server) = start_fault_server(Fault::ErrorBodyWithOk).await;
@@ -223,40 +232,14 @@ async fn dm_errors_sent_with_http_200_are_errors() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DmError::Service {
-                http_status: 200,
-                code: 14,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("Processing job j1 does not exist."),
-        "{err}"
-    );
+    assert_service_error(&err, 14, "Processing job j1 does not exist.");
 
     let (url, server) = start_fault_server(Fault::ErrorHeaderWithOk).await;
     let client = fault_client(&url, Duration::from_secs(5), 2);
     let err = bounded(LIMIT, client.start_job("wf", &args(json!({}))))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DmError::Service {
-                http_status: 200,
-                code: 10,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("Invalid argsDict."), "{err}");
+    assert_service_error(&err, 10, "Invalid argsDict.");
     assert_eq!(server.seen.starts.load(Ordering::SeqCst), 1);
 }
 
@@ -297,17 +280,8 @@ async fn a_dropped_session_is_renewed_and_the_start_happens_once() {
             .await
             .unwrap();
         service.expire_sessions();
-        let job = client
-            .watch(&job.id, quick_watch(Duration::from_secs(10)))
-            .wait_final()
-            .await
-            .unwrap();
-        assert_eq!(job.status, JobStatus::Done);
-        assert_eq!(
-            client.list_jobs(&JobQuery::default()).await.unwrap().len(),
-            1,
-            "exactly one job"
-        );
+        assert_eq!(final_job(&client, &job.id).await.status, JobStatus::Done);
+        assert_eq!(job_count(&client).await, 1, "exactly one job");
     })
     .await;
     service.shutdown().await;
@@ -385,12 +359,13 @@ async fn a_watch_survives_the_service_going_down_and_up() {
         assert!(restored && outages >= 3, "the outage was seen: {outages}");
         let last = last.expect("the watch recovered");
         assert_eq!(last.status, JobStatus::Done);
-        assert_eq!(
-            client.list_jobs(&JobQuery::default()).await.unwrap().len(),
-            1,
-            "never a second job"
-        );
+        assert_eq!(job_count(&client).await, 1, "never a second job");
     })
     .await;
     service.shutdown().await;
+}
+
+/// How many jobs the service lists.
+async fn job_count(client: &DmClient) -> usize {
+    client.list_jobs(&JobQuery::default()).await.unwrap().len()
 }

@@ -23,10 +23,7 @@ fn children(job: &ProcessingJob, stage: &str) -> BTreeMap<String, ChildProcess> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_runs_its_stages_as_real_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
+    with_service(2, LIMIT, |Ctx { client, dir, .. }| async move {
         let stages = json!({
             "01-DATE": {
                 "command": "date -u +'today=%Y-%m-%d'",
@@ -109,7 +106,7 @@ async fn a_workflow_runs_its_stages_as_real_processes() {
         assert_eq!(failed.std_err, "detector file missing\n");
         assert!(children(&job, "06-NEVER").is_empty());
 
-        let working_dir = dir.path().join("data").join("jobs").join(&job.id);
+        let working_dir = dir.join("data").join("jobs").join(&job.id);
         assert_eq!(failed.working_dir, working_dir.display().to_string());
         assert_eq!(std::fs::read_to_string(working_dir.join("count")).unwrap(), "3\n");
 
@@ -142,47 +139,33 @@ async fn a_workflow_runs_its_stages_as_real_processes() {
         assert!(gap >= 0.04, "repeatPeriod waited between runs: {gap}");
     })
     .await;
-    service.shutdown().await;
-}
-
-async fn add(client: &DmClient, name: &str, stages: serde_json::Value) {
-    client.add_workflow(&workflow(name, stages)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaching_max_repeats_fails_the_stage() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
-        add(&client, "never-ready", json!({"01-POLL": {"command": "echo waiting", "repeatPeriod": 0.01, "repeatUntil": "False", "maxRepeats": 2}})).await;
-        let job = client.start_job("never-ready", &args(json!({"filePath": "x"}))).await.unwrap();
-        let job = client.watch(&job.id, quick_watch(Duration::from_secs(10))).wait_final().await.unwrap();
+    with_service(2, LIMIT, |Ctx { client, .. }| async move {
+        let poll = json!({"01-POLL": {"command": "echo waiting", "repeatPeriod": 0.01, "repeatUntil": "False", "maxRepeats": 2}});
+        let job = add_and_start(&client, "never-ready", poll, json!({"filePath": "x"})).await;
+        let job = final_job(&client, &job.id).await;
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.stage.as_deref(), Some("01-POLL"));
         assert!(job.error_message.unwrap().contains("maxRepeats (2)"));
         assert_eq!(children(&client.get_job(&job.id).await.unwrap(), "01-POLL").len(), 2);
     })
     .await;
-    service.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_a_file_spec_fails_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
-        add(
+    with_service(2, LIMIT, |Ctx { client, .. }| async move {
+        let stages = json!({"01-RUN": {"command": "touch ran"}});
+        let job = add_and_start(
             &client,
             "needs-files",
-            json!({"01-RUN": {"command": "touch ran"}}),
+            stages,
+            json!({"experimentName": "e1"}),
         )
         .await;
-        let job = client
-            .start_job("needs-files", &args(json!({"experimentName": "e1"})))
-            .await
-            .unwrap();
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(
             job.error_message.as_deref(),
@@ -193,16 +176,11 @@ async fn a_job_without_a_file_spec_fails_at_once() {
                 .start_job("needs-files", &args(json!({spec: "/data"})))
                 .await
                 .unwrap();
-            let job = client
-                .watch(&job.id, quick_watch(Duration::from_secs(10)))
-                .wait_final()
-                .await
-                .unwrap();
+            let job = final_job(&client, &job.id).await;
             assert_eq!(job.status, JobStatus::Done, "{spec} is a file spec");
         }
     })
     .await;
-    service.shutdown().await;
 }
 
 fn process_is_gone(pid: i32) -> bool {
@@ -217,13 +195,10 @@ fn process_is_gone(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_job_kills_its_process_group_and_aborts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
-        add(&client, "long", json!({"01-SLEEP": {"command": "sleep 30 & echo $! > background.pid; wait"}, "02-AFTER": {"command": "echo after"}})).await;
-        let job = client.start_job("long", &args(json!({"filePath": "x"}))).await.unwrap();
-        let pid_file = dir.path().join("data").join("jobs").join(&job.id).join("background.pid");
+    with_service(2, LIMIT, |Ctx { client, dir, .. }| async move {
+        let stages = json!({"01-SLEEP": {"command": "sleep 30 & echo $! > background.pid; wait"}, "02-AFTER": {"command": "echo after"}});
+        let job = add_and_start(&client, "long", stages, json!({"filePath": "x"})).await;
+        let pid_file = dir.join("data").join("jobs").join(&job.id).join("background.pid");
         let pid: i32 = bounded(Duration::from_secs(10), async {
             loop {
                 if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok()) {
@@ -243,7 +218,6 @@ async fn stopping_a_job_kills_its_process_group_and_aborts_it() {
         assert_eq!(again.status, JobStatus::Aborted, "stopping a finished job changes nothing");
     })
     .await;
-    service.shutdown().await;
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {
@@ -257,20 +231,9 @@ async fn wait_until(condition: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_past_the_running_limit_wait_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 1).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
-        add(
-            &client,
-            "short",
-            json!({"01-SLEEP": {"command": "sleep 1"}}),
-        )
-        .await;
-        let first = client
-            .start_job("short", &args(json!({"filePath": "a"})))
-            .await
-            .unwrap();
+    with_service(1, LIMIT, |Ctx { client, .. }| async move {
+        let stages = json!({"01-SLEEP": {"command": "sleep 1"}});
+        let first = add_and_start(&client, "short", stages, json!({"filePath": "a"})).await;
         let second = client
             .start_job("short", &args(json!({"filePath": "b"})))
             .await
@@ -294,11 +257,7 @@ async fn jobs_past_the_running_limit_wait_pending() {
             pending.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
             [second.id.as_str()]
         );
-        let second = client
-            .watch(&second.id, quick_watch(Duration::from_secs(10)))
-            .wait_final()
-            .await
-            .unwrap();
+        let second = final_job(&client, &second.id).await;
         let first = client.get_job(&first.id).await.unwrap();
         assert_eq!(
             (first.status, second.status),
@@ -323,120 +282,113 @@ async fn jobs_past_the_running_limit_wait_pending() {
         assert_eq!(page[0].id, first.id);
     })
     .await;
-    service.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_workflow_updates_and_the_run_catalog() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let alice = client(&service.url());
-    let bob = DmClient::new(quick_config(&service.url(), OTHER_USER, OTHER_PASSWORD)).unwrap();
-    bounded(LIMIT, async {
-        add(&alice, "mine", json!({"01-A": {"command": "true"}})).await;
-        let duplicate = alice
-            .add_workflow(&workflow("mine", json!({"01-A": {"command": "true"}})))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(duplicate, DmError::Service { code: 15, .. }),
-            "{duplicate}"
-        );
-        assert!(
-            duplicate.to_string().contains("already exists"),
-            "{duplicate}"
-        );
-
-        let mut changed = workflow("mine", json!({"01-A": {"command": "echo v2"}}));
-        changed.description = Some("second version".into());
-        alice.update_workflow(&changed).await.unwrap();
-        assert_eq!(
+    with_service(
+        2,
+        LIMIT,
+        |Ctx {
+             client: alice, url, ..
+         }| async move {
+            let bob = DmClient::new(quick_config(&url, OTHER_USER, OTHER_PASSWORD)).unwrap();
             alice
-                .get_workflow("mine")
+                .add_workflow(&workflow("mine", json!({"01-A": {"command": "true"}})))
                 .await
-                .unwrap()
-                .description
-                .as_deref(),
-            Some("second version")
-        );
-        let missing = alice
-            .update_workflow(&workflow("nope", json!({"01-A": {"command": "true"}})))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                missing,
-                DmError::Service {
-                    code: 14,
-                    http_status: 404,
-                    ..
-                }
-            ),
-            "{missing}"
-        );
+                .unwrap();
+            let duplicate = alice
+                .add_workflow(&workflow("mine", json!({"01-A": {"command": "true"}})))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(duplicate, DmError::Service { code: 15, .. }),
+                "{duplicate}"
+            );
+            assert!(
+                duplicate.to_string().contains("already exists"),
+                "{duplicate}"
+            );
 
-        let job = alice
-            .start_job("mine", &args(json!({"filePath": "f"})))
-            .await
-            .unwrap();
-        let foreign = bob.get_job(&job.id).await.unwrap_err();
-        assert!(
-            foreign.to_string().contains("does not exist"),
-            "bob sees only his own jobs: {foreign}"
-        );
-        assert!(bob.list_workflows().await.unwrap().is_empty());
-        assert!(bob
-            .start_job("mine", &args(json!({"filePath": "f"})))
-            .await
-            .is_err());
+            let mut changed = workflow("mine", json!({"01-A": {"command": "echo v2"}}));
+            changed.description = Some("second version".into());
+            alice.update_workflow(&changed).await.unwrap();
+            assert_eq!(
+                alice
+                    .get_workflow("mine")
+                    .await
+                    .unwrap()
+                    .description
+                    .as_deref(),
+                Some("second version")
+            );
+            let missing = alice
+                .update_workflow(&workflow("nope", json!({"01-A": {"command": "true"}})))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    missing,
+                    DmError::Service {
+                        code: 14,
+                        http_status: 404,
+                        ..
+                    }
+                ),
+                "{missing}"
+            );
 
-        let wrong_password = DmClient::new(quick_config(&service.url(), USER, "nope")).unwrap();
-        let refused = wrong_password.list_workflows().await.unwrap_err();
-        assert!(matches!(refused, DmError::Login { .. }), "{refused}");
+            let job = alice
+                .start_job("mine", &args(json!({"filePath": "f"})))
+                .await
+                .unwrap();
+            let foreign = bob.get_job(&job.id).await.unwrap_err();
+            assert!(
+                foreign.to_string().contains("does not exist"),
+                "bob sees only his own jobs: {foreign}"
+            );
+            assert!(bob.list_workflows().await.unwrap().is_empty());
+            assert!(bob
+                .start_job("mine", &args(json!({"filePath": "f"})))
+                .await
+                .is_err());
 
-        let run = ExperimentRun {
-            id: None,
-            experiment_name: "bdp-2024".into(),
-            run_id: ExperimentRun::run_id_for_uid("0123456789abcdef"),
-            metadata: args(json!({"frames": 100, "jobId": job.id})),
-        };
-        let added = alice.add_run(&run).await.unwrap();
-        assert!(added.id.is_some(), "the catalog gives the entry an id");
-        assert_eq!(added.run_id, "uid_01234567");
-        assert_eq!(
-            ExperimentRun {
+            let wrong_password = DmClient::new(quick_config(&url, USER, "nope")).unwrap();
+            let refused = wrong_password.list_workflows().await.unwrap_err();
+            assert!(matches!(refused, DmError::Login { .. }), "{refused}");
+
+            let run = ExperimentRun {
                 id: None,
-                ..added.clone()
-            },
-            run
-        );
-        assert!(
-            alice.add_run(&run).await.is_err(),
-            "a run id is unique in its experiment"
-        );
-        assert_eq!(bob.list_runs("bdp-2024").await.unwrap(), vec![added]);
-        assert!(alice.list_runs("other").await.unwrap().is_empty());
-    })
+                experiment_name: "bdp-2024".into(),
+                run_id: ExperimentRun::run_id_for_uid("0123456789abcdef"),
+                metadata: args(json!({"frames": 100, "jobId": job.id})),
+            };
+            let added = alice.add_run(&run).await.unwrap();
+            assert!(added.id.is_some(), "the catalog gives the entry an id");
+            assert_eq!(added.run_id, "uid_01234567");
+            assert_eq!(
+                ExperimentRun {
+                    id: None,
+                    ..added.clone()
+                },
+                run
+            );
+            assert!(
+                alice.add_run(&run).await.is_err(),
+                "a run id is unique in its experiment"
+            );
+            assert_eq!(bob.list_runs("bdp-2024").await.unwrap(), vec![added]);
+            assert!(alice.list_runs("other").await.unwrap().is_empty());
+        },
+    )
     .await;
-    service.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_timeout_stops_the_watching_not_the_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = start_service(dir.path(), 2).await;
-    let client = client(&service.url());
-    bounded(LIMIT, async {
-        add(
-            &client,
-            "slow",
-            json!({"01-SLEEP": {"command": "sleep 20"}}),
-        )
-        .await;
-        let job = client
-            .start_job("slow", &args(json!({"filePath": "x"})))
-            .await
-            .unwrap();
+    with_service(2, LIMIT, |Ctx { client, .. }| async move {
+        let stages = json!({"01-SLEEP": {"command": "sleep 20"}});
+        let job = add_and_start(&client, "slow", stages, json!({"filePath": "x"})).await;
         let began = std::time::Instant::now();
         let err = client
             .watch(&job.id, quick_watch(Duration::from_millis(300)))
@@ -455,5 +407,4 @@ async fn a_watch_timeout_stops_the_watching_not_the_job() {
         );
     })
     .await;
-    service.shutdown().await;
 }

@@ -202,21 +202,6 @@ impl StructDesc {
         }
     }
 
-    /// The type id, possibly empty.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The fields in wire order.
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
-    /// Index of the member called `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
-    }
-
     /// The member called `name`.
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)
@@ -309,22 +294,31 @@ impl UnionDesc {
             members,
         }
     }
-
-    /// The type id, possibly empty.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The possible members in selector order.
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
-    /// Index (selector) of the member called `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.name == name)
-    }
 }
+
+/// The accessors structures and unions share, written once: the type id and the members by
+/// position and by name.
+macro_rules! id_and_members {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The type id, possibly empty.
+            pub fn id(&self) -> &str {
+                &self.id
+            }
+
+            /// The members in wire order (a union's in selector order).
+            pub fn members(&self) -> &[Member] {
+                &self.members
+            }
+
+            /// Index of the member called `name` (a union's selector).
+            pub fn index_of(&self, name: &str) -> Option<usize> {
+                self.members.iter().position(|m| m.name == name)
+            }
+        }
+    )*};
+}
+id_and_members!(StructDesc, UnionDesc);
 
 impl FieldDesc {
     /// Number of BitSet bits a value of this type spans.

@@ -218,38 +218,20 @@ impl Value {
     /// A number as f64 (bools as 0/1, strings parsed).
     pub fn as_f64(&self) -> Option<f64> {
         Some(match self {
-            Value::Bool(v) => *v as u8 as f64,
-            Value::I8(v) => *v as f64,
-            Value::I16(v) => *v as f64,
-            Value::I32(v) => *v as f64,
-            Value::I64(v) => *v as f64,
-            Value::U8(v) => *v as f64,
-            Value::U16(v) => *v as f64,
-            Value::U32(v) => *v as f64,
-            Value::U64(v) => *v as f64,
             Value::F32(v) => *v as f64,
             Value::F64(v) => *v,
             Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
+            other => other.integer()? as f64,
         })
     }
 
     /// An integer as i64 (floats truncated; out-of-range unsigned fails).
     pub fn as_i64(&self) -> Option<i64> {
         Some(match self {
-            Value::Bool(v) => *v as i64,
-            Value::I8(v) => *v as i64,
-            Value::I16(v) => *v as i64,
-            Value::I32(v) => *v as i64,
-            Value::I64(v) => *v,
-            Value::U8(v) => *v as i64,
-            Value::U16(v) => *v as i64,
-            Value::U32(v) => *v as i64,
-            Value::U64(v) => i64::try_from(*v).ok()?,
             Value::F32(v) => *v as i64,
             Value::F64(v) => *v as i64,
             Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
+            other => i64::try_from(other.integer()?).ok()?,
         })
     }
 
@@ -412,9 +394,8 @@ fn scalar_from(v: &Value, t: ScalarType) -> Option<Value> {
 }
 
 impl Value {
-    /// An integer as i128 (floats only when whole; strings parsed), so every width converts
-    /// without loss before a range check.
-    fn as_i128(&self) -> Option<i128> {
+    /// A bool (as 0/1) or an integer of any width as i128, exactly; `None` for anything else.
+    fn integer(&self) -> Option<i128> {
         Some(match self {
             Value::Bool(v) => *v as i128,
             Value::I8(v) => *v as i128,
@@ -425,6 +406,14 @@ impl Value {
             Value::U16(v) => *v as i128,
             Value::U32(v) => *v as i128,
             Value::U64(v) => *v as i128,
+            _ => return None,
+        })
+    }
+
+    /// An integer as i128 (floats only when whole; strings parsed), so every width converts
+    /// without loss before a range check.
+    fn as_i128(&self) -> Option<i128> {
+        Some(match self {
             Value::F32(f) if f.fract() == 0.0 && f.is_finite() => *f as i128,
             Value::F64(f) if f.fract() == 0.0 && f.is_finite() => *f as i128,
             Value::String(s) => {
@@ -434,7 +423,7 @@ impl Value {
                     None => s.parse().ok()?,
                 }
             }
-            _ => return None,
+            other => other.integer()?,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use pva_codec::msg::{OpRequestBody, OpResponseBody, OpTypeTable};
 use pva_codec::nt::{EnumReading, NdArrayFrame, ScalarReading};
 use pva_codec::{
-    ByteOrder, DecodeContext, Direction, FieldDesc, FrameDecoder, Limits, Message, Segment,
+    ByteOrder, DecodeContext, Direction, FieldDesc, Frame, FrameDecoder, Limits, Message, Segment,
     StructValue, TypeCache, Value, ValueDecoder, ValueEncoder, Writer,
 };
 use serde_json::Value as Json;
@@ -52,12 +52,36 @@ fn decode_stream(bytes: &[u8]) -> Decoded {
     for piece in bytes.chunks(1000) {
         fd.extend(piece);
     }
-    let mut cache = TypeCache::new();
-    let limits = Limits::default();
-    let mut ops = OpTypeTable::new();
     let mut current: HashMap<u32, StructValue> = HashMap::new();
     let mut messages = Vec::new();
     let mut values = Vec::new();
+    decode_all(&mut fd, true, |_, m| {
+        if let Message::OpResponse(r) = &m {
+            if let OpResponseBody::Data { changed, value }
+            | OpResponseBody::Update { changed, value, .. } = &r.body
+            {
+                let full = current
+                    .entry(r.ioid)
+                    .or_insert_with(|| StructValue::new(value.desc().clone()));
+                full.merge_from(value, changed);
+                values.push(full.clone());
+            }
+        }
+        messages.push(m);
+    });
+    Decoded {
+        messages,
+        segments,
+        values,
+    }
+}
+
+/// Decode every message of `fd` but control messages, handing each to `each` with its frame;
+/// with `learn`, the operations' types are learnt from the messages, as a peer learns them.
+fn decode_all(fd: &mut FrameDecoder, learn: bool, mut each: impl FnMut(&Frame, Message)) {
+    let mut cache = TypeCache::new();
+    let limits = Limits::default();
+    let mut ops = OpTypeTable::new();
     while let Some(frame) = fd.next_frame().expect("valid framing") {
         if frame.header.control {
             continue;
@@ -71,28 +95,10 @@ fn decode_stream(bytes: &[u8]) -> Decoded {
             },
         )
         .unwrap_or_else(|e| panic!("command {:#x}: {e}", frame.header.command));
-        ops.learn(&m);
-        if let Message::OpResponse(r) = &m {
-            let (changed, partial) = match &r.body {
-                OpResponseBody::Data { changed, value } => (changed, value),
-                OpResponseBody::Update { changed, value, .. } => (changed, value),
-                _ => {
-                    messages.push(m);
-                    continue;
-                }
-            };
-            let full = current
-                .entry(r.ioid)
-                .or_insert_with(|| StructValue::new(partial.desc().clone()));
-            full.merge_from(partial, changed);
-            values.push(full.clone());
+        if learn {
+            ops.learn(&m);
         }
-        messages.push(m);
-    }
-    Decoded {
-        messages,
-        segments,
-        values,
+        each(&frame, m);
     }
 }
 
@@ -274,30 +280,15 @@ fn recorded_messages_re_encode_to_the_same_bytes() {
         let bytes = read(file);
         let mut fd = FrameDecoder::new(1 << 26);
         fd.extend(&bytes);
-        let mut cache = TypeCache::new();
-        let limits = Limits::default();
-        let ops = OpTypeTable::new();
-        while let Some(frame) = fd.next_frame().unwrap() {
-            if frame.header.control {
-                continue;
-            }
-            let m = Message::decode(
-                &frame,
-                &mut DecodeContext {
-                    cache: &mut cache,
-                    limits: &limits,
-                    ops: &ops,
-                },
-            )
-            .unwrap();
+        decode_all(&mut fd, false, |frame, m| {
             if !matches!(m, Message::CreateChannel(_) | Message::DestroyRequest(_)) {
-                continue;
+                return;
             }
             let mut w = Writer::new(frame.header.order);
             m.write(&mut w, Direction::FromClient, &mut ValueEncoder::default())
                 .unwrap();
             let out = w.finish_contiguous();
             assert_eq!(&out[8..], &frame.payload[..], "{file}: {m:?}");
-        }
+        });
     }
 }

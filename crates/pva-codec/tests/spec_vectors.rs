@@ -23,10 +23,18 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The bytes of `s` as a Size-prefixed string (lengths below 254).
-fn pv_string(s: &str) -> Vec<u8> {
-    let mut out = vec![s.len() as u8];
-    out.extend_from_slice(s.as_bytes());
+/// Bytes written as hex with quoted text: `'name'` stands for the Size-prefixed string `name`
+/// (lengths below 254), so a type description reads as the specification lays it out.
+fn wire(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, part) in s.split('\'').enumerate() {
+        if i % 2 == 0 {
+            out.extend(hex(part));
+        } else {
+            out.push(part.len() as u8);
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
     out
 }
 
@@ -117,15 +125,11 @@ fn status_examples() {
         .cycle()
         .take(219)
         .collect();
-    let mut error = vec![0x02];
-    error.extend(pv_string(message));
-    error.push(0xDB);
+    let mut error = wire(&format!("02 '{message}' DB"));
     error.extend_from_slice(call_tree.as_bytes());
     assert_eq!(error.len(), 264);
 
-    let mut warning = vec![0x01];
-    warning.extend(pv_string("Low memory"));
-    warning.push(0x00);
+    let warning = wire("01 'Low memory' 00");
     assert_eq!(warning, hex("01 0A 4C 6F 77 20 6D 65 6D 6F 72 79 00"));
 
     let cases = [
@@ -197,27 +201,27 @@ fn encode_full(desc: &FieldDesc, order: ByteOrder) -> Vec<u8> {
     w.finish_contiguous().to_vec()
 }
 
+/// A structure `id` of the scalar `members`.
+fn scalars(id: &str, members: &[(&str, ScalarType)]) -> StructDesc {
+    members
+        .iter()
+        .fold(StructDesc::builder(id), |b, (name, t)| b.scalar(*name, *t))
+        .build()
+}
+
 fn time_stamp_t() -> FieldDesc {
-    FieldDesc::Struct(Arc::new(
-        StructDesc::builder("timeStamp_t")
-            .scalar("secondsPastEpoch", ScalarType::I64)
-            .scalar("nanoSeconds", ScalarType::I32)
-            .scalar("userTag", ScalarType::I32)
-            .build(),
-    ))
+    FieldDesc::Struct(Arc::new(scalars(
+        "timeStamp_t",
+        &[
+            ("secondsPastEpoch", ScalarType::I64),
+            ("nanoSeconds", ScalarType::I32),
+            ("userTag", ScalarType::I32),
+        ],
+    )))
 }
 
 fn time_stamp_t_body() -> Vec<u8> {
-    let mut b = vec![0x80];
-    b.extend(pv_string("timeStamp_t"));
-    b.push(0x03);
-    b.extend(pv_string("secondsPastEpoch"));
-    b.push(0x23);
-    b.extend(pv_string("nanoSeconds"));
-    b.push(0x22);
-    b.extend(pv_string("userTag"));
-    b.push(0x22);
-    b
+    wire("80 'timeStamp_t' 03 'secondsPastEpoch' 23 'nanoSeconds' 22 'userTag' 22")
 }
 
 #[test]
@@ -266,19 +270,25 @@ fn example_structure() -> FieldDesc {
             )
             .structure(
                 "timeStamp",
-                StructDesc::builder("time_t")
-                    .scalar("secondsPastEpoch", ScalarType::I64)
-                    .scalar("nanoseconds", ScalarType::I32)
-                    .scalar("userTag", ScalarType::I32)
-                    .build(),
+                scalars(
+                    "time_t",
+                    &[
+                        ("secondsPastEpoch", ScalarType::I64),
+                        ("nanoseconds", ScalarType::I32),
+                        ("userTag", ScalarType::I32),
+                    ],
+                ),
             )
             .structure(
                 "alarm",
-                StructDesc::builder("alarm_t")
-                    .scalar("severity", ScalarType::I32)
-                    .scalar("status", ScalarType::I32)
-                    .scalar("message", ScalarType::String)
-                    .build(),
+                scalars(
+                    "alarm_t",
+                    &[
+                        ("severity", ScalarType::I32),
+                        ("status", ScalarType::I32),
+                        ("message", ScalarType::String),
+                    ],
+                ),
             )
             .field("valueUnion", FieldDesc::Union(Arc::new(value_union)))
             .field("variantUnion", FieldDesc::Any)
@@ -289,46 +299,25 @@ fn example_structure() -> FieldDesc {
 /// Example #2 as the specification encodes it: every structure, union and the variant union
 /// defined with a cache id (1 to 5, big-endian).
 fn example_2_bytes() -> Vec<u8> {
-    let mut b = hex("FD 00 01 80");
-    b.extend(pv_string("exampleStructure"));
-    b.push(0x07);
-    b.extend(pv_string("value"));
-    b.push(0x28);
-    b.extend(pv_string("boundedSizeArray"));
-    b.extend(hex("30 10"));
-    b.extend(pv_string("fixedSizeArray"));
-    b.extend(hex("38 04"));
-    b.extend(pv_string("timeStamp"));
-    b.extend(hex("FD 00 02 80"));
-    b.extend(pv_string("time_t"));
-    b.push(0x03);
-    b.extend(pv_string("secondsPastEpoch"));
-    b.push(0x23);
-    b.extend(pv_string("nanoseconds"));
-    b.push(0x22);
-    b.extend(pv_string("userTag"));
-    b.push(0x22);
-    b.extend(pv_string("alarm"));
-    b.extend(hex("FD 00 03 80"));
-    b.extend(pv_string("alarm_t"));
-    b.push(0x03);
-    b.extend(pv_string("severity"));
-    b.push(0x22);
-    b.extend(pv_string("status"));
-    b.push(0x22);
-    b.extend(pv_string("message"));
-    b.push(0x60);
-    b.extend(pv_string("valueUnion"));
-    b.extend(hex("FD 00 04 81 00 03"));
-    b.extend(pv_string("stringValue"));
-    b.push(0x60);
-    b.extend(pv_string("intValue"));
-    b.push(0x22);
-    b.extend(pv_string("doubleValue"));
-    b.push(0x43);
-    b.extend(pv_string("variantUnion"));
-    b.extend(hex("FD 00 05 82"));
-    b
+    wire(
+        "FD 00 01 80 'exampleStructure' 07
+             'value' 28
+             'boundedSizeArray' 30 10
+             'fixedSizeArray' 38 04
+             'timeStamp' FD 00 02 80 'time_t' 03
+                 'secondsPastEpoch' 23
+                 'nanoseconds' 22
+                 'userTag' 22
+             'alarm' FD 00 03 80 'alarm_t' 03
+                 'severity' 22
+                 'status' 22
+                 'message' 60
+             'valueUnion' FD 00 04 81 00 03
+                 'stringValue' 60
+                 'intValue' 22
+                 'doubleValue' 43
+             'variantUnion' FD 00 05 82",
+    )
 }
 
 #[test]
@@ -440,9 +429,9 @@ fn value_encoding_example() {
     let mut spec = hex("03 01 02 03 05 04 05 06 07 08 09 0A 0B 0C
          11 22 33 44 55 66 77 88 AA BB CC DD EE EE EE EE
          11 11 11 11 22 22 22 22");
-    spec.extend(pv_string("Allo, Allo!"));
-    spec.extend(hex("01 33 33 33 33 60"));
-    spec.extend(pv_string("String inside variant union."));
+    spec.extend(wire(
+        "'Allo, Allo!' 01 33 33 33 33 60 'String inside variant union.'",
+    ));
     assert_eq!(spec.len(), 85);
 
     assert_eq!(decode_value(&desc, &spec, order), value);

@@ -47,6 +47,35 @@ pub async fn start_service(dir: &Path, max_running_jobs: usize) -> RunningServic
     dm::service::start(config).await.expect("service starts")
 }
 
+/// What a test body gets from [`with_service`]: alice's client, the service's URL and the
+/// service's temporary directory.
+pub struct Ctx {
+    /// A client of the service as alice.
+    pub client: DmClient,
+    /// The service's base URL.
+    pub url: String,
+    /// The directory the service keeps its users file and data in.
+    pub dir: PathBuf,
+}
+
+/// Run `test` against a fresh service (at most `max_running_jobs` jobs at once) in a temporary
+/// directory, failing it after `limit`; then shut the service down.
+pub async fn with_service<F, Fut>(max_running_jobs: usize, limit: Duration, test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_service(dir.path(), max_running_jobs).await;
+    let ctx = Ctx {
+        client: client(&service.url()),
+        url: service.url(),
+        dir: dir.path().to_path_buf(),
+    };
+    bounded(limit, test(ctx)).await;
+    service.shutdown().await;
+}
+
 /// A client configuration with short timeouts and quick retries.
 pub fn quick_config(url: &str, username: &str, password: &str) -> ClientConfig {
     let mut config = ClientConfig::new(url, username, password);
@@ -102,4 +131,24 @@ pub async fn wait_for_job(
         }
     })
     .await
+}
+
+/// Add workflow `name` of `stages`, then start a job of it with `job_args` (a JSON object).
+pub async fn add_and_start(
+    client: &DmClient,
+    name: &str,
+    stages: Value,
+    job_args: Value,
+) -> ProcessingJob {
+    client.add_workflow(&workflow(name, stages)).await.unwrap();
+    client.start_job(name, &args(job_args)).await.unwrap()
+}
+
+/// The job once it is final, watched with quick polls for at most 10 s.
+pub async fn final_job(client: &DmClient, id: &str) -> ProcessingJob {
+    client
+        .watch(id, quick_watch(Duration::from_secs(10)))
+        .wait_final()
+        .await
+        .unwrap()
 }

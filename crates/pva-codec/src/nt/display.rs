@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{i32_member, make, member, string_member, struct_member, EnumValue};
+use super::{i32_member, make_by_name, member, string_member, struct_member, EnumValue};
 use crate::types::{FieldDesc, ScalarType, StructDesc};
 use crate::value::{StructValue, Value};
 
@@ -76,20 +76,17 @@ impl Display {
     /// This metadata as a value of `desc` (from [`Display::desc`]); members not in `desc` are
     /// left out.
     pub fn to_value(&self, desc: &Arc<StructDesc>) -> StructValue {
-        let fields = desc
-            .members()
-            .iter()
-            .map(|m| match (m.name.as_str(), &m.desc) {
+        make_by_name(desc, |name, d| {
+            Some(match (name, d) {
                 ("limitLow", FieldDesc::Scalar(t)) => num(*t, self.limit_low),
                 ("limitHigh", FieldDesc::Scalar(t)) => num(*t, self.limit_high),
                 ("description", _) => Value::String(self.description.clone()),
                 ("units", _) => Value::String(self.units.clone()),
                 ("precision", _) => Value::I32(self.precision),
                 ("form", _) => Value::Struct(self.form.clone().unwrap_or_default().to_value()),
-                (_, d) => Value::default_for(d),
+                _ => return None,
             })
-            .collect();
-        make(desc, fields)
+        })
     }
 
     /// Read display metadata by member name; missing members read as zero/empty.
@@ -119,17 +116,14 @@ impl Control {
 
     /// This metadata as a value of `desc` (from [`Control::desc`]).
     pub fn to_value(&self, desc: &Arc<StructDesc>) -> StructValue {
-        let fields = desc
-            .members()
-            .iter()
-            .map(|m| match (m.name.as_str(), &m.desc) {
+        make_by_name(desc, |name, d| {
+            Some(match (name, d) {
                 ("limitLow", FieldDesc::Scalar(t)) => num(*t, self.limit_low),
                 ("limitHigh", FieldDesc::Scalar(t)) => num(*t, self.limit_high),
                 ("minStep", FieldDesc::Scalar(t)) => num(*t, self.min_step),
-                (_, d) => Value::default_for(d),
+                _ => return None,
             })
-            .collect();
-        make(desc, fields)
+        })
     }
 
     /// Read control metadata by member name; missing members read as zero.

@@ -2,7 +2,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::{make, struct_member, type_name, Alarm, EnumValue, NtError, TimeStamp};
+use super::{
+    make_by_name, struct_or_default, unwrap_value, value_member, Alarm, EnumValue, NtError,
+    TimeStamp,
+};
 use crate::types::{FieldDesc, ScalarType, StructDesc};
 use crate::value::{StructValue, Value};
 
@@ -42,18 +45,14 @@ impl NtEnum {
 
     /// A value selecting `value.index` of `value.choices`.
     pub fn build_value(value: &EnumValue, alarm: &Alarm, time_stamp: TimeStamp) -> StructValue {
-        let desc = NtEnum::desc();
-        let fields = desc
-            .members()
-            .iter()
-            .map(|m| match m.name.as_str() {
-                "value" => Value::Struct(value.to_value()),
-                "alarm" => Value::Struct(alarm.to_value()),
-                "timeStamp" => Value::Struct(time_stamp.to_value()),
-                _ => Value::default_for(&m.desc),
-            })
-            .collect();
-        make(&desc, fields)
+        make_by_name(&NtEnum::desc(), |name, _| {
+            Some(Value::Struct(match name {
+                "value" => value.to_value(),
+                "alarm" => alarm.to_value(),
+                "timeStamp" => time_stamp.to_value(),
+                _ => return None,
+            }))
+        })
     }
 }
 
@@ -71,22 +70,11 @@ pub struct EnumReading {
 impl EnumReading {
     /// Read an NTEnum; its `value` must be a structure (an `enum_t`).
     pub fn from_value(v: &StructValue) -> Result<EnumReading, NtError> {
-        let raw = v
-            .get("value")
-            .ok_or_else(|| NtError::MissingField("value".into()))?;
-        let value = struct_member(v, "value").ok_or_else(|| NtError::WrongType {
-            field: "value".into(),
-            expected: "enum_t",
-            found: type_name(raw),
-        })?;
+        let value = value_member(v, "enum_t", |raw| unwrap_value(raw)?.as_struct())?;
         Ok(EnumReading {
             value: EnumValue::from_value(value),
-            alarm: struct_member(v, "alarm")
-                .map(Alarm::from_value)
-                .unwrap_or_default(),
-            time_stamp: struct_member(v, "timeStamp")
-                .map(TimeStamp::from_value)
-                .unwrap_or_default(),
+            alarm: struct_or_default(v, "alarm", Alarm::from_value),
+            time_stamp: struct_or_default(v, "timeStamp", TimeStamp::from_value),
         })
     }
 }

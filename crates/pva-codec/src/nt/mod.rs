@@ -125,5 +125,41 @@ fn type_name(v: &Value) -> String {
     v.desc().type_name()
 }
 
+/// Member `value` of `v` as `read` takes it; a missing member, or one `read` refuses, is an
+/// error that names what was `expected`.
+fn value_member<'a, T>(
+    v: &'a StructValue,
+    expected: &'static str,
+    read: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<T, NtError> {
+    let raw = v
+        .get("value")
+        .ok_or_else(|| NtError::MissingField("value".into()))?;
+    read(raw).ok_or_else(|| NtError::WrongType {
+        field: "value".into(),
+        expected,
+        found: type_name(raw),
+    })
+}
+
+/// Structure member `name` read by `read`, or the default (zero) when it is absent.
+fn struct_or_default<T: Default>(s: &StructValue, name: &str, read: fn(&StructValue) -> T) -> T {
+    struct_member(s, name).map(read).unwrap_or_default()
+}
+
+/// A structure of type `desc` whose members `field` gives by name and type; those it gives
+/// `None` for are at their defaults.
+fn make_by_name(
+    desc: &Arc<StructDesc>,
+    mut field: impl FnMut(&str, &FieldDesc) -> Option<Value>,
+) -> StructValue {
+    let fields = desc
+        .members()
+        .iter()
+        .map(|m| field(&m.name, &m.desc).unwrap_or_else(|| Value::default_for(&m.desc)))
+        .collect();
+    make(desc, fields)
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,9 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{
-    i32_member, int_member, make, member, string_member, strings_member, struct_member, type_name,
-    unwrap_value, Alarm, Display, NtError, TimeStamp,
+    i32_member, int_member, make, make_by_name, member, string_member, strings_member,
+    struct_member, struct_or_default, unwrap_value, value_member, Alarm, Display, NtError,
+    TimeStamp,
 };
 use crate::array::ScalarArray;
 use crate::types::{ArrayKind, FieldDesc, Member, ScalarType, StructDesc, UnionDesc};
@@ -225,19 +226,14 @@ impl NdArrayFrame {
     /// Read an NTNDArray by member name. Needs only `value` (the typed-array union, an `any`
     /// holding an array, or a bare array); every other member is optional.
     pub fn from_value(v: &StructValue) -> Result<NdArrayFrame, NtError> {
-        let raw = v
-            .get("value")
-            .ok_or_else(|| NtError::MissingField("value".into()))?;
-        let data = match unwrap_value(raw) {
-            Some(Value::Array(a)) => a.clone(),
-            _ => {
-                return Err(NtError::WrongType {
-                    field: "value".into(),
-                    expected: "a scalar array (in a union or any)",
-                    found: type_name(raw),
-                })
-            }
-        };
+        let data = value_member(
+            v,
+            "a scalar array (in a union or any)",
+            |raw| match unwrap_value(raw)? {
+                Value::Array(a) => Some(a.clone()),
+                _ => None,
+            },
+        )?;
         let dims = match v.get("dimension") {
             Some(Value::StructArray(a)) => a
                 .items
@@ -261,15 +257,9 @@ impl NdArrayFrame {
         Ok(NdArrayFrame {
             dims,
             unique_id: i32_member(v, "uniqueId").unwrap_or_default(),
-            data_time_stamp: struct_member(v, "dataTimeStamp")
-                .map(TimeStamp::from_value)
-                .unwrap_or_default(),
-            time_stamp: struct_member(v, "timeStamp")
-                .map(TimeStamp::from_value)
-                .unwrap_or_default(),
-            alarm: struct_member(v, "alarm")
-                .map(Alarm::from_value)
-                .unwrap_or_default(),
+            data_time_stamp: struct_or_default(v, "dataTimeStamp", TimeStamp::from_value),
+            time_stamp: struct_or_default(v, "timeStamp", TimeStamp::from_value),
+            alarm: struct_or_default(v, "alarm", Alarm::from_value),
             codec,
             compressed_size: int_member(v, "compressedSize").unwrap_or(bytes),
             uncompressed_size: int_member(v, "uncompressedSize").unwrap_or(bytes),
@@ -456,20 +446,17 @@ impl NtNdArray {
 
 fn attribute_value(desc: &Arc<StructDesc>, a: &NdAttribute) -> StructValue {
     let value = to_any(a.value.as_ref());
-    let fields = desc
-        .members()
-        .iter()
-        .map(|m| match m.name.as_str() {
+    make_by_name(desc, |name, _| {
+        Some(match name {
             "name" => Value::String(a.name.clone()),
             "value" => Value::Any(value.clone()),
             "tags" => Value::Array(ScalarArray::String(a.tags.clone())),
             "descriptor" => Value::String(a.descriptor.clone()),
             "sourceType" => Value::I32(a.source_type),
             "source" => Value::String(a.source.clone()),
-            _ => Value::default_for(&m.desc),
+            _ => return None,
         })
-        .collect();
-    make(desc, fields)
+    })
 }
 
 /// Wrap a value for an `any` member (an `any` given as the value is used as it is).

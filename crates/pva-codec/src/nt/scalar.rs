@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    make, string_member, struct_member, type_name, unwrap_value, Alarm, Control, Display, NtError,
-    TimeStamp,
+    make, string_member, struct_member, struct_or_default, unwrap_value, value_member, Alarm,
+    Control, Display, NtError, TimeStamp,
 };
 use crate::types::{ArrayKind, FieldDesc, ScalarType, StructDesc};
 use crate::value::{StructValue, Value};
@@ -202,25 +202,14 @@ impl ScalarReading {
 
     /// Read an NTScalar or NTScalarArray (or any structure with a scalar `value`).
     pub fn from_value(v: &StructValue) -> Result<ScalarReading, NtError> {
-        let raw = v
-            .get("value")
-            .ok_or_else(|| NtError::MissingField("value".into()))?;
-        let value = unwrap_value(raw)
-            .filter(|x| x.scalar_type().is_some() || matches!(x, Value::Array(_)))
-            .ok_or_else(|| NtError::WrongType {
-                field: "value".into(),
-                expected: "a scalar or scalar array",
-                found: type_name(raw),
-            })?
-            .clone();
+        let value = value_member(v, "a scalar or scalar array", |raw| {
+            unwrap_value(raw).filter(|x| x.scalar_type().is_some() || matches!(x, Value::Array(_)))
+        })?
+        .clone();
         Ok(ScalarReading {
             value,
-            alarm: struct_member(v, "alarm")
-                .map(Alarm::from_value)
-                .unwrap_or_default(),
-            time_stamp: struct_member(v, "timeStamp")
-                .map(TimeStamp::from_value)
-                .unwrap_or_default(),
+            alarm: struct_or_default(v, "alarm", Alarm::from_value),
+            time_stamp: struct_or_default(v, "timeStamp", TimeStamp::from_value),
             descriptor: string_member(v, "descriptor"),
             display: struct_member(v, "display").map(Display::from_value),
             control: struct_member(v, "control").map(Control::from_value),

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{make, strings_member, struct_member, type_name, Alarm, NtError, TimeStamp};
+use super::{
+    make, strings_member, struct_or_default, unwrap_value, value_member, Alarm, NtError, TimeStamp,
+};
 use crate::array::ScalarArray;
 use crate::types::{ArrayKind, FieldDesc, ScalarType, StructDesc};
 use crate::value::{StructValue, Value};
@@ -109,17 +111,12 @@ pub struct TableReading {
 impl TableReading {
     /// Read an NTTable; its `value` must be a structure.
     pub fn from_value(v: &StructValue) -> Result<TableReading, NtError> {
-        let raw = v
-            .get("value")
-            .ok_or_else(|| NtError::MissingField("value".into()))?;
-        let value = struct_member(v, "value").ok_or_else(|| NtError::WrongType {
-            field: "value".into(),
-            expected: "a structure of columns",
-            found: type_name(raw),
+        let value = value_member(v, "a structure of columns", |raw| {
+            unwrap_value(raw)?.as_struct()
         })?;
         let columns: Vec<(String, ScalarArray)> = value
             .iter()
-            .filter_map(|(name, c)| match super::unwrap_value(c)? {
+            .filter_map(|(name, c)| match unwrap_value(c)? {
                 Value::Array(a) => Some((name.to_owned(), a.clone())),
                 _ => None,
             })
@@ -129,12 +126,8 @@ impl TableReading {
         Ok(TableReading {
             labels,
             columns,
-            alarm: struct_member(v, "alarm")
-                .map(Alarm::from_value)
-                .unwrap_or_default(),
-            time_stamp: struct_member(v, "timeStamp")
-                .map(TimeStamp::from_value)
-                .unwrap_or_default(),
+            alarm: struct_or_default(v, "alarm", Alarm::from_value),
+            time_stamp: struct_or_default(v, "timeStamp", TimeStamp::from_value),
         })
     }
 

@@ -1,10 +1,10 @@
 //! Our server against the p4p (pvxs) and pvapy (pvAccessCPP) clients: get, put, info and
 //! monitor of every scalar and of the type matrix, over loopback.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use common::p4p_monitor::P4pMonitor;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -19,20 +19,53 @@ use pva_codec::{
 };
 use serde_json::{json, Value as Json};
 
+/// For each `check: p4p_test, pvapy_test;`, a test of `check` with each Python client, p4p
+/// (pvxs) and pvapy (pvAccessCPP): `check` takes the client's peer script.
+macro_rules! with_each_client {
+    ($($check:ident: $p4p:ident, $pvapy:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $p4p() {
+            $check("p4p_client_ops.py").await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pvapy() {
+            $check("pvapy_client_ops.py").await;
+        }
+    )*};
+}
+
+with_each_client! {
+    check_scalars:
+        p4p_client_gets_puts_and_reads_types_of_every_scalar,
+        pvapy_client_gets_puts_and_reads_types_of_every_scalar;
+    check_monitor:
+        p4p_client_monitor_sees_every_update_in_order,
+        pvapy_client_monitor_sees_every_update_in_order;
+    check_matrix_get_info_put:
+        p4p_client_gets_reads_types_of_and_puts_the_type_matrix,
+        pvapy_client_gets_reads_types_of_and_puts_the_type_matrix;
+    check_matrix_monitor:
+        p4p_client_monitors_the_type_matrix,
+        pvapy_client_monitors_the_type_matrix;
+    check_field_selection:
+        p4p_client_gets_and_monitors_a_field_selection,
+        pvapy_client_gets_and_monitors_a_field_selection;
+}
+
+/// An isolated server of `source`, and its UDP port.
+async fn serve(source: Arc<StaticSource>) -> (Server, u16) {
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("server starts");
+    let udp = server.udp_addr().port();
+    (server, udp)
+}
+
 fn scalar_pv(t: ScalarType, v: impl Into<Value>) -> SharedPv {
     let mut s: StructValue = NtScalar::new(t).create();
     s.set("value", v).expect("value fits its type");
     SharedPv::mailbox(s)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_puts_and_reads_types_of_every_scalar() {
-    check_scalars("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_puts_and_reads_types_of_every_scalar() {
-    check_scalars("pvapy_client_ops.py").await;
 }
 
 async fn check_scalars(script: &'static str) {
@@ -175,25 +208,12 @@ fn source_value(source: &StaticSource, name: &str) -> Value {
         .expect("value field")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_monitor_sees_every_update_in_order() {
-    check_monitor("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_monitor_sees_every_update_in_order() {
-    check_monitor("pvapy_client_ops.py").await;
-}
-
-/// A server of one i64 PV, `name`, starting at `initial`; and its UDP port.
+/// An isolated server of one i64 PV, `name`, starting at `initial`; and its UDP port.
 async fn serve_counter(name: &str, initial: i64) -> (Server, SharedPv, u16) {
     let source = Arc::new(StaticSource::new());
     let pv = scalar_pv(ScalarType::I64, initial);
     source.add(name, pv.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     (server, pv, udp)
 }
 
@@ -886,10 +906,7 @@ async fn check_matrix_monitor(script: &'static str) {
             pv
         })
         .collect();
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let peer = peer_name(script);
     tokio::task::spawn_blocking(move || {
         let mut args = Vec::new();
@@ -955,26 +972,6 @@ async fn check_matrix_monitor(script: &'static str) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_reads_types_of_and_puts_the_type_matrix() {
-    check_matrix_get_info_put("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_reads_types_of_and_puts_the_type_matrix() {
-    check_matrix_get_info_put("pvapy_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_monitors_the_type_matrix() {
-    check_matrix_monitor("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_monitors_the_type_matrix() {
-    check_matrix_monitor("pvapy_client_ops.py").await;
-}
-
 /// A get with `field(value,alarm.severity)` serves only those fields, with the PV's type ids;
 /// a monitor with `field(value)` sends only changes of `value`.
 async fn check_field_selection(script: &'static str) {
@@ -986,10 +983,7 @@ async fn check_field_selection(script: &'static str) {
     let pv = SharedPv::mailbox(initial.clone());
     let source = Arc::new(StaticSource::new());
     source.add("t:sel", pv.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let peer = peer_name(script);
     tokio::task::spawn_blocking(move || {
         let args: Vec<String> = [
@@ -1057,16 +1051,6 @@ async fn check_field_selection(script: &'static str) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p4p_client_gets_and_monitors_a_field_selection() {
-    check_field_selection("p4p_client_ops.py").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pvapy_client_gets_and_monitors_a_field_selection() {
-    check_field_selection("pvapy_client_ops.py").await;
-}
-
 /// Null elements of a structure array (p4p only: pvapy's Python layer crashes on them, from a
 /// pvxs server too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1093,10 +1077,7 @@ async fn p4p_client_reads_null_structure_array_elements() {
     });
     let source = Arc::new(StaticSource::new());
     source.add("t:nulls", SharedPv::readonly(v));
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("server starts");
-    let udp = server.udp_addr().port();
+    let (server, udp) = serve(source).await;
     let results = tokio::task::spawn_blocking(move || {
         peer_client("p4p_client_ops.py", udp, &["get", "t:nulls"])
     })

@@ -1,6 +1,7 @@
 //! Our client against independently written servers: p4p (pvxs) and pvapy (pvAccessCPP),
 //! started as Python processes on loopback ports of their own.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use std::collections::HashMap;

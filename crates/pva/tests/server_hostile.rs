@@ -2,6 +2,7 @@
 //! gets an error reply or is closed (with one log line naming it), the server's memory stays
 //! bounded, and a p4p client monitoring a counter throughout misses no update.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use common::p4p_monitor::P4pMonitor;
@@ -363,9 +364,13 @@ async fn expect_error_reply(addr: SocketAddr, what: &str, bytes: impl FnOnce(u32
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_is_refused_and_harms_no_other_client() {
-    logs();
+/// A malformed message a server must close the connection on: the PV the connection opens, what
+/// the message is, and its bytes given that channel's server id.
+type Malformed = (&'static str, &'static str, fn(u32) -> Vec<u8>);
+
+/// A server of `t:count` (a counter) and `t:mailbox` with `config` and `options`, and the p4p
+/// monitor that watches the counter tick while a test attacks the server.
+async fn serve_watched(config: ServerConfig, options: ServerOptions) -> (Server, Watch) {
     let counter = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
     let source = Arc::new(StaticSource::new());
     source.add("t:count", counter.clone());
@@ -373,6 +378,16 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         "t:mailbox",
         SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
     );
+    let server = Server::start_with(config, vec![source], options)
+        .await
+        .expect("server starts");
+    let watch = Watch::start(counter, server.udp_addr().port(), "t:count").await;
+    (server, watch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_harms_no_other_client() {
+    logs();
     let config = ServerConfig {
         idle_timeout: Duration::from_secs(3),
         ..ServerConfig::isolated()
@@ -387,89 +402,66 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         },
         ..ServerOptions::default()
     };
-    let server = Server::start_with(config, vec![source], options)
-        .await
-        .expect("server starts");
-    let addr = server.tcp_addr();
-    let udp = server.udp_addr();
-
-    let watch = Watch::start(counter, udp.port(), "t:count").await;
+    let (server, watch) = serve_watched(config, options).await;
+    let (addr, udp) = (server.tcp_addr(), server.udp_addr());
     let before = common::resident_bytes();
 
     timeout(Duration::from_secs(120), async {
-        expect_closed(addr, "t:count", "wrong magic", |_| {
-            vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
-        })
-        .await;
-        expect_closed(addr, "t:count", "a size claiming 3 GiB", |_| {
-            let mut m = message(cmd::GET, Segment::None, &[]);
-            m[4..8].copy_from_slice(&0xC000_0000u32.to_le_bytes());
-            m.extend_from_slice(&[0u8; 64]);
-            m
-        })
-        .await;
-        expect_closed(addr, "t:count", "a truncated create-channel", |_| {
-            message(cmd::CREATE_CHANNEL, Segment::None, &[0x01, 0x00, 0x07])
-        })
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a pvRequest nested 64 levels deep",
-            |sid| {
+        // Each is closed at once, with one log line about it.
+        let closing: [Malformed; 8] = [
+            ("t:count", "wrong magic", |_| {
+                vec![0x00, 0x02, 0x00, 0x07, 0, 0, 0, 0]
+            }),
+            ("t:count", "a size claiming 3 GiB", |_| {
+                let mut m = message(cmd::GET, Segment::None, &[]);
+                m[4..8].copy_from_slice(&0xC000_0000u32.to_le_bytes());
+                m.extend_from_slice(&[0u8; 64]);
+                m
+            }),
+            ("t:count", "a truncated create-channel", |_| {
+                message(cmd::CREATE_CHANNEL, Segment::None, &[0x01, 0x00, 0x07])
+            }),
+            ("t:count", "a pvRequest nested 64 levels deep", |sid| {
                 let mut p = op(sid, 1, SUB_INIT);
                 p.extend(nested_type(64));
                 message(cmd::GET, Segment::None, &p)
-            },
-        )
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a type-cache reference never defined",
-            |sid| {
+            }),
+            ("t:count", "a type-cache reference never defined", |sid| {
                 let mut p = op(sid, 1, SUB_INIT);
                 p.extend_from_slice(&[0xFE, 0x34, 0x12]);
                 message(cmd::GET, Segment::None, &p)
-            },
-        )
-        .await;
-        expect_closed(
-            addr,
-            "t:count",
-            "a segmented message that never ends",
-            |_| {
+            }),
+            ("t:count", "a segmented message that never ends", |_| {
                 let chunk = vec![0u8; 256 * 1024];
                 let mut bytes = message(cmd::CREATE_CHANNEL, Segment::First, &chunk);
                 for _ in 0..(2 * MAX_MESSAGE / chunk.len()) {
                     bytes.extend(message(cmd::CREATE_CHANNEL, Segment::Middle, &chunk));
                 }
                 bytes
-            },
-        )
-        .await;
-        expect_closed(addr, "t:count", "a first segment and then silence", |_| {
-            message(cmd::CREATE_CHANNEL, Segment::First, &[0x01, 0x00])
-        })
-        .await;
-        expect_closed(
-            addr,
-            "t:mailbox",
-            "a put whose bitset runs past the structure",
-            |sid| {
-                // Put INIT with an empty pvRequest, then data whose bitset marks bit 100.
-                let mut init = op(sid, 5, SUB_INIT);
-                init.extend_from_slice(&[0x80, 0x00, 0x00]);
-                let mut put = op(sid, 5, 0x00);
-                put.push(13);
-                put.extend_from_slice(&[0u8; 12]);
-                put.push(0x10);
-                let mut bytes = message(cmd::PUT, Segment::None, &init);
-                bytes.extend(message(cmd::PUT, Segment::None, &put));
-                bytes
-            },
-        )
-        .await;
+            }),
+            ("t:count", "a first segment and then silence", |_| {
+                message(cmd::CREATE_CHANNEL, Segment::First, &[0x01, 0x00])
+            }),
+            (
+                "t:mailbox",
+                "a put whose bitset runs past the structure",
+                |sid| {
+                    // Put INIT with an empty pvRequest, then data whose bitset marks bit 100.
+                    let mut init = op(sid, 5, SUB_INIT);
+                    init.extend_from_slice(&[0x80, 0x00, 0x00]);
+                    let mut put = op(sid, 5, 0x00);
+                    put.push(13);
+                    put.extend_from_slice(&[0u8; 12]);
+                    put.push(0x10);
+                    let mut bytes = message(cmd::PUT, Segment::None, &init);
+                    bytes.extend(message(cmd::PUT, Segment::None, &put));
+                    bytes
+                },
+            ),
+        ];
+        for (pv, what, bytes) in closing {
+            expect_closed(addr, pv, what, bytes).await;
+        }
         expect_error_reply(addr, "a get on a channel that does not exist", |_| {
             let mut p = op(9999, 1, SUB_INIT);
             p.extend_from_slice(&[0x80, 0x00, 0x00]);
@@ -486,16 +478,7 @@ async fn hostile_input_is_refused_and_harms_no_other_client() {
         let reply_port = sock.local_addr().unwrap().port();
         for i in 0..20_000u32 {
             let datagram = if i % 2 == 0 {
-                let mut s = i.to_le_bytes().to_vec();
-                s.extend_from_slice(&[0x81, 0, 0, 0]);
-                s.extend_from_slice(&[0u8; 16]);
-                s.extend_from_slice(&reply_port.to_le_bytes());
-                s.push(1);
-                s.extend(string("tcp"));
-                s.extend_from_slice(&1u16.to_le_bytes());
-                s.extend_from_slice(&i.to_le_bytes());
-                s.extend(string("t:count"));
-                message(cmd::SEARCH, Segment::None, &s)
+                search(i, reply_port, "t:count")
             } else {
                 vec![0xCA, 0x02, 0x00, 0x03, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]
             };
@@ -610,13 +593,6 @@ async fn limits_refuse_only_the_peer_that_reaches_them() {
     const PER_HOST: usize = 4;
     const IN_ALL: usize = 8;
     const SEARCHES_PER_SECOND: u32 = 20;
-    let counter = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
-    let source = Arc::new(StaticSource::new());
-    source.add("t:count", counter.clone());
-    source.add(
-        "t:mailbox",
-        SharedPv::mailbox(NtScalar::new(ScalarType::F64).create()),
-    );
     let options = ServerOptions {
         limits: ServerLimits {
             connection: ConnLimits {
@@ -632,13 +608,9 @@ async fn limits_refuse_only_the_peer_that_reaches_them() {
         },
         ..ServerOptions::default()
     };
-    let server = Server::start_with(ServerConfig::isolated(), vec![source], options)
-        .await
-        .expect("server starts");
-    let addr = server.tcp_addr();
-    let udp = server.udp_addr();
     // The p4p monitor connects from 127.0.0.1, one connection of the eight.
-    let watch = Watch::start(counter, udp.port(), "t:count").await;
+    let (server, watch) = serve_watched(ServerConfig::isolated(), options).await;
+    let (addr, udp) = (server.tcp_addr(), server.udp_addr());
 
     timeout(Duration::from_secs(60), async {
         // Channels and operations past their limits: an error status, and the connection

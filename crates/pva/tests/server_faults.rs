@@ -1,6 +1,7 @@
 //! Our server under faults: a client that stops reading must not cost memory or slow other
 //! clients, and a monitoring p4p client must get updates again after the server restarts.
 
+#[path = "../../../tests/common/peers.rs"]
 mod common;
 
 use common::p4p_monitor::P4pMonitor;
