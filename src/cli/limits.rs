@@ -54,6 +54,13 @@ pub struct LimitArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     max_queue_size: u64,
 
+    /// Most bytes of array data one monitor's queue may hold; past it, newer updates squash
+    /// into the newest (counted as missed by the client), so frames stay bounded in memory.
+    #[arg(long, env = "PVABRIDGE_MAX_QUEUE_BYTES", value_name = "BYTES",
+          default_value_t = defaults().connection.max_queue_bytes as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_queue_bytes: u64,
+
     /// UDP searches answered per second for one source address (0: answer none); past it,
     /// that address's searches are dropped and counted.
     #[arg(long, env = "PVABRIDGE_MAX_SEARCHES_PER_SECOND", value_name = "N",
@@ -80,6 +87,7 @@ impl LimitArgs {
                 max_operations: count(self.max_operations),
                 max_operations_per_channel: count(self.max_operations_per_channel),
                 max_queue_size: count(self.max_queue_size),
+                max_queue_bytes: count(self.max_queue_bytes),
             },
             max_connections: count(self.max_connections),
             max_connections_per_host: count(self.max_connections_per_host),

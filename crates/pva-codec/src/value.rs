@@ -394,6 +394,25 @@ fn scalar_from(v: &Value, t: ScalarType) -> Option<Value> {
 }
 
 impl Value {
+    /// Bytes held in the arrays of this value, unions, `any` and structure arrays included
+    /// (strings by their UTF-8 length): what holding it costs beyond its fixed fields, the
+    /// measure a queue of large frames is bounded by.
+    pub fn array_bytes(&self) -> usize {
+        let any = |a: &AnyValue| a.0.as_deref().map_or(0, Value::array_bytes);
+        let union = |u: &UnionValue| u.selected.as_ref().map_or(0, |(_, v)| v.array_bytes());
+        match self {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.byte_len(),
+            Value::Struct(s) => s.array_bytes(),
+            Value::StructArray(a) => a.items.iter().flatten().map(StructValue::array_bytes).sum(),
+            Value::Union(u) => union(u),
+            Value::UnionArray(a) => a.items.iter().flatten().map(union).sum(),
+            Value::Any(a) => any(a),
+            Value::AnyArray(items) => items.iter().flatten().map(any).sum(),
+            _ => 0,
+        }
+    }
+
     /// A bool (as 0/1) or an integer of any width as i128, exactly; `None` for anything else.
     fn integer(&self) -> Option<i128> {
         Some(match self {
@@ -489,6 +508,11 @@ impl StructValue {
     /// The type id.
     pub fn id(&self) -> &str {
         self.desc.id()
+    }
+
+    /// Bytes held in the arrays of this structure (see [`Value::array_bytes`]).
+    pub fn array_bytes(&self) -> usize {
+        self.fields.iter().map(Value::array_bytes).sum()
     }
 
     /// Field values in member order.

@@ -96,6 +96,10 @@ pub struct SquashQueue<X, E> {
     /// Updates among `items`.
     updates: usize,
     capacity: usize,
+    /// Most bytes of arrays the queued updates may hold, when bounded by bytes as well.
+    byte_budget: Option<usize>,
+    /// Bytes of arrays the queued updates hold (kept only with a byte budget).
+    bytes: usize,
     /// Updates lost since the start (squashed or dropped).
     squashed: u64,
 }
@@ -107,19 +111,34 @@ impl<X: Carry, E> SquashQueue<X, E> {
             items: VecDeque::with_capacity(capacity.min(64)),
             updates: 0,
             capacity: capacity.max(1),
+            byte_budget: None,
+            bytes: 0,
             squashed: 0,
         }
     }
 
+    /// Bound the queue by the bytes its updates' arrays hold as well as by their count: an
+    /// update that would take the queue past `budget` squashes into the newest, so a queue of
+    /// large frames holds at most about `budget` bytes whatever its capacity in updates.
+    pub fn with_byte_budget(mut self, budget: usize) -> Self {
+        self.byte_budget = Some(budget);
+        self
+    }
+
     /// Queue an update, squashing it into the newest queued update when the queue is full.
     pub fn push(&mut self, update: Update<X>) -> Pushed {
-        if self.updates >= self.capacity {
+        let size = self.byte_budget.map(|_| update.value.array_bytes());
+        if !self.fits(size) {
             if let Some(Entry::Update(last)) = self.items.back_mut() {
+                if let Some(size) = size {
+                    self.bytes = self.bytes - last.value.array_bytes() + size;
+                }
                 self.squashed += 1 + update.squashed;
                 last.absorb(update);
                 return Pushed::Squashed;
             }
         }
+        self.bytes += size.unwrap_or(0);
         self.updates += 1;
         self.items.push_back(Entry::Update(update));
         if self.updates > 2 * self.capacity {
@@ -133,11 +152,28 @@ impl<X: Carry, E> SquashQueue<X, E> {
         self.items.push_back(Entry::Event(event));
     }
 
+    /// Whether an update of `size` bytes (when counted) joins the queue without squashing.
+    fn fits(&self, size: Option<usize>) -> bool {
+        let bytes_fit = match (self.byte_budget, size) {
+            (Some(budget), Some(size)) => self.updates == 0 || self.bytes + size <= budget,
+            _ => true,
+        };
+        self.updates < self.capacity && bytes_fit
+    }
+
+    /// An update left the queue.
+    fn took(&mut self, update: &Update<X>) {
+        self.updates -= 1;
+        if self.byte_budget.is_some() {
+            self.bytes -= update.value.array_bytes();
+        }
+    }
+
     /// Take the oldest item.
     pub fn pop(&mut self) -> Option<Entry<X, E>> {
         let item = self.items.pop_front()?;
-        if matches!(item, Entry::Update(_)) {
-            self.updates -= 1;
+        if let Entry::Update(update) = &item {
+            self.took(update);
         }
         Some(item)
     }
@@ -148,17 +184,21 @@ impl<X: Carry, E> SquashQueue<X, E> {
         let mut n = 0;
         while n < max && matches!(self.items.front(), Some(Entry::Update(_))) {
             if let Some(Entry::Update(u)) = self.items.pop_front() {
+                self.took(&u);
                 into.push(u);
                 n += 1;
             }
         }
-        self.updates -= n;
         n
     }
 
-    /// True when one more update fits without squashing.
+    /// True when one more update (of no more bytes than the newest) fits without squashing.
     pub fn has_room(&self) -> bool {
-        self.updates < self.capacity
+        let newest = self.byte_budget.and_then(|_| match self.items.back() {
+            Some(Entry::Update(u)) => Some(u.value.array_bytes()),
+            _ => None,
+        });
+        self.fits(newest)
     }
 
     /// True when nothing is queued.
@@ -180,6 +220,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
     pub fn clear(&mut self) {
         self.items.clear();
         self.updates = 0;
+        self.bytes = 0;
     }
 
     /// Drop the oldest update, counting it on the next one (which there is: the one just
@@ -195,7 +236,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
         let Some(Entry::Update(dropped)) = self.items.remove(pos) else {
             return;
         };
-        self.updates -= 1;
+        self.took(&dropped);
         let lost = 1 + dropped.squashed;
         self.squashed += lost;
         dropped.carry.dropped(lost);
@@ -214,7 +255,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
 mod tests {
     use std::sync::Arc;
 
-    use pva_codec::{ScalarType, StructDesc, Value};
+    use pva_codec::{ArrayKind, FieldDesc, ScalarArray, ScalarType, StructDesc, Value};
 
     use super::*;
 
@@ -268,6 +309,61 @@ mod tests {
         assert_eq!(bits(&out[1].overrun), vec![2]);
         assert_eq!(out[1].squashed, 2);
         assert!(q.is_empty());
+    }
+
+    /// A frame `{data}` of `len` bytes, its first byte `n`.
+    fn frame(n: u8, len: usize) -> Update {
+        let desc = StructDesc::builder("frame")
+            .field(
+                "data",
+                FieldDesc::ScalarArray(ScalarType::U8, ArrayKind::Variable),
+            )
+            .build();
+        let mut v = StructValue::new(Arc::new(desc));
+        let mut bytes = vec![0u8; len];
+        bytes[0] = n;
+        v.set("data", Value::Array(ScalarArray::U8(bytes.into())))
+            .unwrap();
+        Update::new(v, BitSet::with(1), ())
+    }
+
+    fn first_byte(u: &Update) -> u8 {
+        match u.value.get("data") {
+            Some(Value::Array(ScalarArray::U8(a))) => a.get(0).unwrap(),
+            other => panic!("data = {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_byte_budget_squashes_large_frames_long_before_the_count_is_reached() {
+        let mut q = Queue::new(100).with_byte_budget(3_000);
+        for n in 1..=3 {
+            assert_eq!(q.push(frame(n, 1_000)), Pushed::Queued);
+        }
+        assert!(!q.has_room());
+        assert_eq!(q.push(frame(4, 1_000)), Pushed::Squashed);
+        assert_eq!(q.push(frame(5, 1_000)), Pushed::Squashed);
+        assert_eq!((q.updates(), q.squashed()), (3, 2));
+        let mut out = Vec::new();
+        assert_eq!(q.pop_updates(1, &mut out), 1);
+        assert!(q.has_room());
+        assert_eq!(q.push(frame(6, 1_000)), Pushed::Queued);
+        q.pop_updates(10, &mut out);
+        let firsts: Vec<u8> = out.iter().map(first_byte).collect();
+        assert_eq!(firsts, vec![1, 2, 5, 6]);
+        assert_eq!(out[2].squashed, 2);
+        // One frame larger than the whole budget still goes through, alone.
+        assert_eq!(q.push(frame(7, 10_000)), Pushed::Queued);
+        assert_eq!(q.push(frame(8, 10)), Pushed::Squashed);
+    }
+
+    #[test]
+    fn small_updates_fill_a_byte_bounded_queue_to_its_count() {
+        let mut q = Queue::new(4).with_byte_budget(1 << 20);
+        for n in 1..=4 {
+            assert_eq!(q.push(frame(n, 8)), Pushed::Queued);
+        }
+        assert_eq!(q.push(frame(5, 8)), Pushed::Squashed);
     }
 
     #[test]

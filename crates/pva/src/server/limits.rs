@@ -12,6 +12,7 @@
 //! | [`ConnLimits::max_operations`] | 4096 | the operation's create answers an error status |
 //! | [`ConnLimits::max_operations_per_channel`] | 256 | the operation's create answers an error status |
 //! | [`ConnLimits::max_queue_size`] | 1024 | a monitor asking for more gets this many |
+//! | [`ConnLimits::max_queue_bytes`] | 64 MiB | a monitor's newer updates squash into its newest |
 //!
 //! Every refusal is counted in the server's [`StatsSnapshot`](super::StatsSnapshot).
 

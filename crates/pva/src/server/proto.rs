@@ -73,6 +73,9 @@ pub struct ConnLimits {
     /// Largest monitor queue a client may ask for with `record[queueSize=N]`; a larger one is
     /// cut to this (default 1024).
     pub max_queue_size: usize,
+    /// Most bytes of arrays one monitor's queue may hold on the server; past it, newer updates
+    /// squash into the newest (default 64 MiB: 32 frames of 2 MiB, any number of scalars).
+    pub max_queue_bytes: usize,
 }
 
 impl Default for ConnLimits {
@@ -82,6 +85,7 @@ impl Default for ConnLimits {
             max_operations: 4096,
             max_operations_per_channel: 256,
             max_queue_size: 1024,
+            max_queue_bytes: 64 << 20,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct SubscribeOptions {
     /// The subscriber's share of the updates (its pvRequest's `pydistributor` option), instead
     /// of every update.
     pub distributor: Option<DistributorRequest>,
+    /// Most bytes of arrays its queue may hold (a monitor's limit on the connection): past
+    /// it, newer updates squash into the newest, so large frames stay bounded in memory
+    /// however deep a queue the subscriber asked for. Unbounded in bytes when `None`.
+    pub max_bytes: Option<usize>,
 }
 
 /// A subscription's counters, shared with its PV so they outlive the subscriber.
@@ -239,7 +243,10 @@ impl Subscribers {
         let sub = Arc::new(Subscription {
             interest: options.interest,
             queue: Mutex::new(QueueState {
-                updates: SquashQueue::new(capacity),
+                updates: match options.max_bytes {
+                    Some(budget) => SquashQueue::new(capacity).with_byte_budget(budget),
+                    None => SquashQueue::new(capacity),
+                },
                 finished: false,
             }),
             wake,

@@ -299,6 +299,7 @@ impl ServerConn {
                             peer: Some(self.peer.addr),
                             interest,
                             distributor,
+                            max_bytes: Some(self.limits.max_queue_bytes),
                         },
                     ),
                     pipeline,

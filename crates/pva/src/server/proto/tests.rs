@@ -12,7 +12,8 @@ use pva_codec::msg::{
 };
 use pva_codec::nt::NtScalar;
 use pva_codec::{
-    AnyValue, BitSet, FrameDecoder, PvRequest, ScalarType, StructDesc, StructValue, Value,
+    AnyValue, ArrayKind, BitSet, FieldDesc, FrameDecoder, PvRequest, ScalarArray, ScalarType,
+    StructDesc, StructValue, Value,
 };
 
 use super::*;
@@ -648,6 +649,42 @@ fn a_monitor_queue_is_cut_to_the_largest_allowed() {
         update_values(c.replies()),
         [0.0, 1.0, 10.0],
         "the initial value and 2 more, the last squashed"
+    );
+}
+
+#[test]
+fn a_monitor_queue_holds_no_more_bytes_than_allowed() {
+    let limits = ConnLimits {
+        max_queue_bytes: 3_000,
+        ..ConnLimits::default()
+    };
+    let desc = StructDesc::builder("frame")
+        .scalar("value", ScalarType::F64)
+        .field(
+            "data",
+            FieldDesc::ScalarArray(ScalarType::U8, ArrayKind::Variable),
+        )
+        .build();
+    let mut frame = StructValue::new(Arc::new(desc));
+    frame
+        .set(
+            "data",
+            Value::Array(ScalarArray::U8(vec![0u8; 1_000].into())),
+        )
+        .unwrap();
+    let source = Arc::new(StaticSource::new());
+    let frames = SharedPv::mailbox(frame);
+    source.add("t:frames", frames.clone());
+    let mut c = validated(source, "u", "h", limits, None);
+    let sid = create(&mut c, 1, "t:frames").unwrap();
+    start_monitor(&mut c, sid, 1, "record[queueSize=100]", None);
+    for x in 1..=10 {
+        post(&frames, f64::from(x));
+    }
+    assert_eq!(
+        update_values(c.replies()),
+        [0.0, 1.0, 10.0],
+        "three frames of 1,000 bytes fill 3,000 bytes: the rest squash into the last"
     );
 }
 
