@@ -12,8 +12,8 @@ use pva_codec::msg::{
 };
 use pva_codec::nt::NtScalar;
 use pva_codec::{
-    AnyValue, ArrayKind, BitSet, FieldDesc, FrameDecoder, PvRequest, ScalarArray, ScalarType,
-    StructDesc, StructValue, Value,
+    AnyValue, BitSet, FrameDecoder, PvRequest, ScalarArray, ScalarType, StructDesc, StructValue,
+    Value,
 };
 
 use super::*;
@@ -21,6 +21,8 @@ use crate::client::proto::{self as client, ClientConn, Credentials, Output, Requ
 use crate::server::access::AccessRules;
 use crate::server::shared_pv::CLOSED;
 use crate::server::source::StaticSource;
+
+mod limits;
 
 /// A waker that counts its wake-ups.
 #[derive(Default)]
@@ -581,111 +583,6 @@ fn a_client_state_machine_reads_through_the_server_state_machine() {
     assert_eq!(id, ioid);
     assert_eq!(value.get("value"), Some(&Value::F64(4.25)));
     assert_eq!(server.server.peer().user, "alice");
-}
-
-#[test]
-fn channels_past_the_limit_get_an_error_and_the_rest_go_on() {
-    let limits = ConnLimits {
-        max_channels: 2,
-        ..ConnLimits::default()
-    };
-    let mut c = validated(source().0, "u", "h", limits, None);
-    let sid = create(&mut c, 1, "t:mailbox").unwrap();
-    create(&mut c, 2, "t:other").unwrap();
-    let e = create(&mut c, 3, "t:mailbox").unwrap_err();
-    assert!(e.message.contains("max_channels = 2"), "{e:?}");
-    assert_eq!(c.server.stats.snapshot().refused_channels, 1);
-    assert!(
-        put(&mut c, sid, 1, 1.5).is_success(),
-        "the connection goes on"
-    );
-}
-
-#[test]
-fn operations_past_either_limit_get_an_error() {
-    let limits = ConnLimits {
-        max_operations: 3,
-        max_operations_per_channel: 2,
-        ..ConnLimits::default()
-    };
-    let mut c = validated(source().0, "u", "h", limits, None);
-    let a = create(&mut c, 1, "t:mailbox").unwrap();
-    let b = create(&mut c, 2, "t:other").unwrap();
-    assert!(init(&mut c, cmd::GET, a, 1, "").is_success());
-    assert!(init(&mut c, cmd::MONITOR, a, 2, "").is_success());
-    let e = init(&mut c, cmd::GET, a, 3, "");
-    assert!(
-        e.message.contains("max_operations_per_channel = 2"),
-        "{e:?}"
-    );
-    assert!(init(&mut c, cmd::GET, b, 4, "").is_success());
-    let e = init(&mut c, cmd::GET, b, 5, "");
-    assert!(e.message.contains("max_operations = 3"), "{e:?}");
-    let s = c.server.stats.snapshot();
-    assert_eq!(
-        (s.refused_operations_per_channel, s.refused_operations),
-        (1, 1)
-    );
-    // Destroying an operation frees its place.
-    c.send(Message::DestroyRequest(RequestRef { sid: a, ioid: 1 }))
-        .unwrap();
-    assert!(init(&mut c, cmd::GET, a, 6, "").is_success());
-}
-
-#[test]
-fn a_monitor_queue_is_cut_to_the_largest_allowed() {
-    let limits = ConnLimits {
-        max_queue_size: 3,
-        ..ConnLimits::default()
-    };
-    let (source, mailbox) = source();
-    let mut c = validated(source, "u", "h", limits, None);
-    let sid = create(&mut c, 1, "t:mailbox").unwrap();
-    start_monitor(&mut c, sid, 1, "record[queueSize=100000]", None);
-    for x in 1..=10 {
-        post(&mailbox, f64::from(x));
-    }
-    assert_eq!(
-        update_values(c.replies()),
-        [0.0, 1.0, 10.0],
-        "the initial value and 2 more, the last squashed"
-    );
-}
-
-#[test]
-fn a_monitor_queue_holds_no_more_bytes_than_allowed() {
-    let limits = ConnLimits {
-        max_queue_bytes: 3_000,
-        ..ConnLimits::default()
-    };
-    let desc = StructDesc::builder("frame")
-        .scalar("value", ScalarType::F64)
-        .field(
-            "data",
-            FieldDesc::ScalarArray(ScalarType::U8, ArrayKind::Variable),
-        )
-        .build();
-    let mut frame = StructValue::new(Arc::new(desc));
-    frame
-        .set(
-            "data",
-            Value::Array(ScalarArray::U8(vec![0u8; 1_000].into())),
-        )
-        .unwrap();
-    let source = Arc::new(StaticSource::new());
-    let frames = SharedPv::mailbox(frame);
-    source.add("t:frames", frames.clone());
-    let mut c = validated(source, "u", "h", limits, None);
-    let sid = create(&mut c, 1, "t:frames").unwrap();
-    start_monitor(&mut c, sid, 1, "record[queueSize=100]", None);
-    for x in 1..=10 {
-        post(&frames, f64::from(x));
-    }
-    assert_eq!(
-        update_values(c.replies()),
-        [0.0, 1.0, 10.0],
-        "three frames of 1,000 bytes fill 3,000 bytes: the rest squash into the last"
-    );
 }
 
 fn rules() -> AccessRules {
