@@ -92,7 +92,16 @@ fn the_demo_runs_a_streaming_workflow_to_done_with_every_frame_and_its_statistic
         "the second stage counts the rows"
     );
     assert_eq!(summary["runCatalog"], "sent");
-    assert!(summary["rates"]["workflowFps"].as_f64().unwrap() > 0.0);
+    // The consumer's rates and latency reach the summary through its report to the bridge.
+    let rates = &summary["rates"];
+    assert!(rates["workflowFps"].as_f64().unwrap() > 0.0, "{rates}");
+    assert!(rates["workflowMbPerS"].as_f64().unwrap() > 0.0, "{rates}");
+    let (p50, p99) = (
+        rates["latencyP50Ms"].as_f64(),
+        rates["latencyP99Ms"].as_f64(),
+    );
+    assert!(p50.unwrap() <= p99.unwrap(), "{rates}");
+    assert_eq!(summary["frames"]["outOfOrder"], 0);
 
     assert_eq!(summary["results"]["kept"], true);
     assert_eq!(summary["results"]["rows"], FRAMES);
