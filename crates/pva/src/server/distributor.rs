@@ -266,6 +266,11 @@ impl Routing {
         }
     }
 
+    /// Whether `delivery` goes to every subscriber, none of them asking for a share.
+    pub fn delivers_to_all(&self, delivery: Delivery) -> bool {
+        delivery == Delivery::Every && self.distributors.is_empty()
+    }
+
     /// Subscriber `id` is gone.
     pub fn leave(&mut self, id: u64) {
         self.distributors.leave(id);

@@ -271,7 +271,7 @@ impl SharedPv {
             .subscribers
             .deliver(&value, &changed, Delivery::Next);
         drop(live);
-        chosen.first().copied()
+        chosen
     }
 
     /// True when every subscriber's queue can take one more update without squashing.

@@ -299,15 +299,22 @@ impl Subscribers {
     }
 
     /// Queue `value`, with `changed` fields, for the subscribers `delivery` and their requests
-    /// choose. Returns the ids of those it went to, and the live subscriptions (to be dropped
-    /// outside the PV's lock).
+    /// choose. Returns the id of the first it went to (the one a [`Delivery::Next`] chose),
+    /// and the live subscriptions (to be dropped outside the PV's lock).
     pub(super) fn deliver(
         &mut self,
         value: &StructValue,
         changed: &BitSet,
         delivery: Delivery,
-    ) -> (Vec<u64>, Vec<Arc<Subscription>>) {
+    ) -> (Option<u64>, Vec<Arc<Subscription>>) {
         let live = self.live();
+        if self.routing.delivers_to_all(delivery) {
+            // The common case, on the path of every post: no lists of ids to build.
+            for sub in &live {
+                sub.push(value, changed);
+            }
+            return (live.first().map(|s| s.counters.id), live);
+        }
         let ids: Vec<u64> = live.iter().map(|s| s.counters.id).collect();
         let chosen = self.routing.route(delivery, value, &ids);
         // `chosen` keeps the order of `ids`: one walk along both.
@@ -317,7 +324,7 @@ impl Subscribers {
                 sub.push(value, changed);
             }
         }
-        (chosen, live)
+        (chosen.first().copied(), live)
     }
 
     /// Every subscriber leaves: returns their subscriptions, to finish outside the PV's lock.
