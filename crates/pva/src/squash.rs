@@ -100,6 +100,9 @@ pub struct SquashQueue<X, E> {
     byte_budget: Option<usize>,
     /// Bytes of arrays the queued updates hold (kept only with a byte budget).
     bytes: usize,
+    /// The bytes of each queued update, oldest first (kept only with a byte budget), so that
+    /// an update is measured once, when it comes.
+    sizes: VecDeque<usize>,
     /// Updates lost since the start (squashed or dropped).
     squashed: u64,
 }
@@ -113,6 +116,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
             capacity: capacity.max(1),
             byte_budget: None,
             bytes: 0,
+            sizes: VecDeque::new(),
             squashed: 0,
         }
     }
@@ -127,18 +131,30 @@ impl<X: Carry, E> SquashQueue<X, E> {
 
     /// Queue an update, squashing it into the newest queued update when the queue is full.
     pub fn push(&mut self, update: Update<X>) -> Pushed {
-        let size = self.byte_budget.map(|_| update.value.array_bytes());
+        let bytes = self.byte_budget.map_or(0, |_| update.value.array_bytes());
+        self.push_measured(update, bytes)
+    }
+
+    /// [`SquashQueue::push`] for an update whose arrays the caller measured already
+    /// ([`Value::array_bytes`](pva_codec::Value::array_bytes)): a value posted to many
+    /// queues is measured once.
+    pub fn push_measured(&mut self, update: Update<X>, bytes: usize) -> Pushed {
+        let size = self.byte_budget.map(|_| bytes);
         if !self.fits(size) {
             if let Some(Entry::Update(last)) = self.items.back_mut() {
-                if let Some(size) = size {
-                    self.bytes = self.bytes - last.value.array_bytes() + size;
+                if let (Some(size), Some(newest)) = (size, self.sizes.back_mut()) {
+                    self.bytes = self.bytes - *newest + size;
+                    *newest = size;
                 }
                 self.squashed += 1 + update.squashed;
                 last.absorb(update);
                 return Pushed::Squashed;
             }
         }
-        self.bytes += size.unwrap_or(0);
+        if let Some(size) = size {
+            self.bytes += size;
+            self.sizes.push_back(size);
+        }
         self.updates += 1;
         self.items.push_back(Entry::Update(update));
         if self.updates > 2 * self.capacity {
@@ -161,19 +177,19 @@ impl<X: Carry, E> SquashQueue<X, E> {
         self.updates < self.capacity && bytes_fit
     }
 
-    /// An update left the queue.
-    fn took(&mut self, update: &Update<X>) {
+    /// The oldest queued update left the queue.
+    fn took_oldest(&mut self) {
         self.updates -= 1;
-        if self.byte_budget.is_some() {
-            self.bytes -= update.value.array_bytes();
+        if let Some(size) = self.sizes.pop_front() {
+            self.bytes -= size;
         }
     }
 
     /// Take the oldest item.
     pub fn pop(&mut self) -> Option<Entry<X, E>> {
         let item = self.items.pop_front()?;
-        if let Entry::Update(update) = &item {
-            self.took(update);
+        if matches!(item, Entry::Update(_)) {
+            self.took_oldest();
         }
         Some(item)
     }
@@ -184,7 +200,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
         let mut n = 0;
         while n < max && matches!(self.items.front(), Some(Entry::Update(_))) {
             if let Some(Entry::Update(u)) = self.items.pop_front() {
-                self.took(&u);
+                self.took_oldest();
                 into.push(u);
                 n += 1;
             }
@@ -194,11 +210,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
 
     /// True when one more update (of no more bytes than the newest) fits without squashing.
     pub fn has_room(&self) -> bool {
-        let newest = self.byte_budget.and_then(|_| match self.items.back() {
-            Some(Entry::Update(u)) => Some(u.value.array_bytes()),
-            _ => None,
-        });
-        self.fits(newest)
+        self.fits(self.sizes.back().copied())
     }
 
     /// True when nothing is queued.
@@ -221,6 +233,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
         self.items.clear();
         self.updates = 0;
         self.bytes = 0;
+        self.sizes.clear();
     }
 
     /// Drop the oldest update, counting it on the next one (which there is: the one just
@@ -236,7 +249,7 @@ impl<X: Carry, E> SquashQueue<X, E> {
         let Some(Entry::Update(dropped)) = self.items.remove(pos) else {
             return;
         };
-        self.took(&dropped);
+        self.took_oldest();
         let lost = 1 + dropped.squashed;
         self.squashed += lost;
         dropped.carry.dropped(lost);

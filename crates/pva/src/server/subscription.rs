@@ -96,7 +96,8 @@ impl Subscription {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, value: &StructValue, changed: &BitSet) {
+    /// Queue `value`, whose arrays hold `bytes` (measured once for all subscribers).
+    fn push(&self, value: &StructValue, changed: &BitSet, bytes: usize) {
         if let Some(interest) = &self.interest {
             if !changed.iter().any(|bit| interest.get(bit)) {
                 return;
@@ -106,7 +107,7 @@ impl Subscription {
         let pushed = self
             .lock()
             .updates
-            .push(Update::new(value.clone(), changed.clone(), ()));
+            .push_measured(Update::new(value.clone(), changed.clone(), ()), bytes);
         if pushed == squash::Pushed::Squashed {
             self.counters.squashed.fetch_add(1, Ordering::Relaxed);
         }
@@ -255,7 +256,7 @@ impl Subscribers {
         });
         match first {
             Some(value) => {
-                sub.push(value, &BitSet::with(0));
+                sub.push(value, &BitSet::with(0), value.array_bytes());
                 self.routing.join(counters.id, options.distributor.as_ref());
                 self.list.push(Subscriber {
                     sub: Arc::downgrade(&sub),
@@ -308,10 +309,11 @@ impl Subscribers {
         delivery: Delivery,
     ) -> (Option<u64>, Vec<Arc<Subscription>>) {
         let live = self.live();
+        let bytes = value.array_bytes();
         if self.routing.delivers_to_all(delivery) {
             // The common case, on the path of every post: no lists of ids to build.
             for sub in &live {
-                sub.push(value, changed);
+                sub.push(value, changed, bytes);
             }
             return (live.first().map(|s| s.counters.id), live);
         }
@@ -321,7 +323,7 @@ impl Subscribers {
         let mut next = chosen.iter().peekable();
         for sub in &live {
             if next.next_if_eq(&&sub.counters.id).is_some() {
-                sub.push(value, changed);
+                sub.push(value, changed, bytes);
             }
         }
         (chosen.first().copied(), live)
