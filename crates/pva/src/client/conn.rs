@@ -149,7 +149,7 @@ impl ConnTask {
         timeout: Duration,
     ) {
         let (read, mut write) = stream.into_split();
-        let mut reader = FrameReader::new(read, max_message);
+        let mut reader = FrameReader::tcp(read, max_message);
         let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<Bytes>>();
         let writer = tokio::spawn(async move {
             while let Some(mut chunks) = wrx.recv().await {

@@ -46,7 +46,7 @@ pub(super) async fn serve_connection(
     let bad_input = || shared.stats.closed_for_bad_input();
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, limits.decode.max_message_size);
+    let mut reader = FrameReader::tcp(rd, limits.decode.max_message_size);
     let wake = Arc::new(Notify::new());
     let mut conn = ServerConn::new(
         peer,
