@@ -199,6 +199,10 @@ pub struct Hooks {
 /// processing step.
 struct Workers {
     tx: Option<crossbeam_channel::Sender<Frame>>,
+    /// A processing step to run or processing time to simulate. Without either, only
+    /// compressed frames go to a thread (to be decompressed there); the others are done with
+    /// on the receiving task, sparing a hand-off and a wake-up per frame.
+    has_work: bool,
     threads: Vec<std::thread::JoinHandle<()>>,
     processed: Arc<AtomicU64>,
     errors: Arc<ErrorFrames>,
@@ -233,6 +237,7 @@ impl ErrorFrames {
 
 impl Workers {
     fn start(config: &ConsumerConfig, step: Option<ProcessFn>) -> Workers {
+        let has_work = step.is_some() || !config.process_time.is_zero();
         let (tx, rx) = crossbeam_channel::bounded::<Frame>(config.backlog.max(1));
         let processed = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(ErrorFrames::default());
@@ -270,6 +275,7 @@ impl Workers {
             .collect();
         Workers {
             tx: Some(tx),
+            has_work,
             threads,
             processed,
             errors,
@@ -282,6 +288,10 @@ impl Workers {
 
     /// Hand a frame over, waiting while the backlog is full.
     fn give(&self, frame: Frame) {
+        if !self.has_work && crate::codec::codec_name(&frame.value).is_none() {
+            self.processed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
             // Blocking here is the point: the receiver stops taking updates. A send fails only
@@ -363,7 +373,9 @@ pub async fn consume_with(
     let deadline = config.runtime.map(|r| tokio::time::Instant::now() + r);
     let mut ticker = tokio::time::interval(report_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tokio::pin!(stop);
+    // One timer for the whole run, not one per event.
+    let runtime_over = sleep_until(deadline);
+    tokio::pin!(stop, runtime_over);
     let snapshot =
         |ledger: &Ledger, bytes: u64, first_at: Option<Instant>, last_at: Instant, backlog| {
             let span = first_at.map_or(Duration::ZERO, |f| last_at - f);
@@ -390,14 +402,17 @@ pub async fn consume_with(
         if config.expected.is_some_and(|n| ledger.accounted() >= n) {
             break EndedBy::Expected;
         }
+        // The end of the run and the progress ticks come first, so that a stream that never
+        // pauses cannot hold them off; they cost little to poll.
         let event = tokio::select! {
-            ev = monitor.recv() => ev,
+            biased;
+            _ = &mut runtime_over => break EndedBy::Runtime,
+            _ = &mut stop => break EndedBy::Stopped,
             _ = ticker.tick() => {
                 progress(&snapshot(&ledger, bytes, first_at, last_at, workers.backlog()));
                 continue;
             }
-            _ = sleep_until(deadline) => break EndedBy::Runtime,
-            _ = &mut stop => break EndedBy::Stopped,
+            ev = monitor.recv() => ev,
         };
         match event {
             Some(MonitorEvent::Update(update)) => {

@@ -1,5 +1,6 @@
 //! The consumer's hooks, in one process on loopback: the subscription is announced before any
-//! frame is published, and the processing step sees every frame once, in order.
+//! frame is published, and the processing step sees every frame once, in order; without a
+//! step, frames are still all processed and compressed ones still checked.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,9 @@ use pva::client::Context;
 use pva::server::{Server, StaticSource};
 use pva::{ClientConfig, ServerConfig};
 use pva_codec::ScalarType;
+use stream::codec::Codec;
 use stream::consumer::{consume_with, ConsumerConfig, Hooks};
-use stream::simdet::{SimDet, SimDetConfig};
+use stream::simdet::{FrameOptions, SimDet, SimDetConfig};
 use stream::stats::FrameStats;
 
 const FRAMES: u64 = 50;
@@ -99,5 +101,92 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
         subscribed_rx.try_recv().is_err(),
         "announced once, without reconnection"
     );
+    server.stop().await;
+}
+
+/// Without a processing step, plain frames are done with on the receiving side and compressed
+/// ones still go to a processing thread to be decompressed: every frame counts as processed,
+/// and a corrupt compressed frame is an error frame, not a processed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_step_every_frame_is_processed_and_corrupt_ones_are_error_frames() {
+    let config = SimDetConfig {
+        nx: 16,
+        ny: 8,
+        dtype: ScalarType::U16,
+        fps: 0.0,
+        frames: None,
+        runtime: None,
+        start_delay: Duration::ZERO,
+        seed: 6,
+        counter: false,
+        start_id: 1,
+    };
+    let plain = SimDet::new(config.clone()).unwrap();
+    let packed = SimDet::with_options(
+        config,
+        FrameOptions {
+            codec: Some(Codec::Lz4),
+            ..FrameOptions::default()
+        },
+    )
+    .unwrap();
+    let pv = plain.pv().clone();
+    let source = Arc::new(StaticSource::new());
+    source.add("h:mixed", pv.clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .unwrap();
+    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = Hooks {
+        subscribed: Some(Box::new(move || {
+            let _ = subscribed_tx.send(());
+        })),
+        ..Hooks::default()
+    };
+    // Frames 1-10 plain, 11-20 compressed, 15 of them with a size that does not match.
+    let publisher = tokio::spawn(async move {
+        subscribed_rx.recv().await.expect("subscribed");
+        for id in 1..=20 {
+            let value = if id <= 10 {
+                plain.frame(id)
+            } else {
+                let mut v = packed.frame(id);
+                if id == 15 {
+                    v.set("uncompressedSize", 12i64).unwrap();
+                }
+                v
+            };
+            assert!(pv.wait_for_room(Duration::from_secs(10)));
+            pv.post(value);
+        }
+    });
+    let config = ConsumerConfig {
+        pv: "h:mixed".into(),
+        expected: Some(20),
+        runtime: Some(Duration::from_secs(30)),
+        origin: stream::Origin::Id(1),
+        ..ConsumerConfig::default()
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        consume_with(
+            &ctx,
+            &config,
+            hooks,
+            Duration::from_secs(1),
+            std::future::pending(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("the consumer ends in time")
+    .unwrap();
+    publisher.await.unwrap();
+    assert_eq!(report.counts.received, 20, "{report:?}");
+    assert_eq!(report.counts.missed, 0, "{report:?}");
+    assert_eq!(report.error_frames, 1, "{report:?}");
+    assert!(report.errors[0].starts_with("frame 15:"), "{report:?}");
+    assert_eq!(report.processed, 19, "{report:?}");
     server.stop().await;
 }
