@@ -178,6 +178,10 @@ fn rates(frames: u64, bytes: u64, span: Duration) -> (f64, f64) {
     ((frames - 1) as f64 / s, bytes as f64 * scale / s / 1e6)
 }
 
+/// Most events taken from the monitor's queue in a burst before the run's end and progress
+/// ticks are looked at again.
+const BURST: usize = 64;
+
 /// Most frames gathered before they are handed to the processing threads.
 const MAX_HANDOVER: usize = 64;
 
@@ -287,11 +291,17 @@ impl Workers {
     }
 
     /// Hand a frame over, waiting while the backlog is full.
-    fn give(&self, frame: Frame) {
+    /// Count `frame` as processed at once when it needs no thread; else give it back, to be
+    /// handed over.
+    fn finish_here(&self, frame: Frame) -> Option<Frame> {
         if !self.has_work && crate::codec::codec_name(&frame.value).is_none() {
             self.processed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
+        Some(frame)
+    }
+
+    fn give(&self, frame: Frame) {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
             // Blocking here is the point: the receiver stops taking updates. A send fails only
@@ -391,6 +401,7 @@ pub async fn consume_with(
     // Frames booked but not yet handed over: gathered while more updates are waiting, then
     // handed over together; with the backlog they never exceed `config.backlog`.
     let mut batch: Vec<Frame> = Vec::new();
+    let mut burst = 0;
     let ended_by = loop {
         if !batch.is_empty()
             && (batch.len() >= MAX_HANDOVER
@@ -402,17 +413,32 @@ pub async fn consume_with(
         if config.expected.is_some_and(|n| ledger.accounted() >= n) {
             break EndedBy::Expected;
         }
-        // The end of the run and the progress ticks come first, so that a stream that never
-        // pauses cannot hold them off; they cost little to poll.
-        let event = tokio::select! {
-            biased;
-            _ = &mut runtime_over => break EndedBy::Runtime,
-            _ = &mut stop => break EndedBy::Stopped,
-            _ = ticker.tick() => {
-                progress(&snapshot(&ledger, bytes, first_at, last_at, workers.backlog()));
-                continue;
+        // Events already queued are taken in bursts; between bursts, and whenever the queue
+        // is empty, the end of the run and the progress ticks are looked at first, so that a
+        // stream that never pauses cannot hold them off.
+        let queued = if burst < BURST {
+            monitor.try_recv()
+        } else {
+            None
+        };
+        let event = match queued {
+            Some(event) => {
+                burst += 1;
+                Some(event)
             }
-            ev = monitor.recv() => ev,
+            None => {
+                burst = 0;
+                tokio::select! {
+                    biased;
+                    _ = &mut runtime_over => break EndedBy::Runtime,
+                    _ = &mut stop => break EndedBy::Stopped,
+                    _ = ticker.tick() => {
+                        progress(&snapshot(&ledger, bytes, first_at, last_at, workers.backlog()));
+                        continue;
+                    }
+                    ev = monitor.recv() => ev,
+                }
+            }
         };
         match event {
             Some(MonitorEvent::Update(update)) => {
@@ -461,8 +487,10 @@ pub async fn consume_with(
                         .to_system_time()
                         .and_then(|t| SystemTime::now().duration_since(t).ok()),
                 );
-                batch.push(frame);
-                max_backlog = max_backlog.max(workers.backlog() + batch.len());
+                if let Some(frame) = workers.finish_here(frame) {
+                    batch.push(frame);
+                    max_backlog = max_backlog.max(workers.backlog() + batch.len());
+                }
             }
             Some(MonitorEvent::Connected) => {
                 tracing::info!("'{}': connected", config.pv);

@@ -193,7 +193,26 @@ impl Monitor {
                 self.queue.recv().await?
             }
         };
-        Some(match item {
+        Some(self.take(item))
+    }
+
+    /// The next event if one is already queued, without waiting: lets a busy user take a
+    /// burst of updates without polling its other futures for each. `None` when nothing is
+    /// queued (or the monitor ended: [`Monitor::recv`] tells which).
+    pub fn try_recv(&mut self) -> Option<MonitorEvent> {
+        match self.queue.try_recv() {
+            Some(item) => Some(self.take(item)),
+            None => {
+                // The user will wait next: the server must know of everything taken so far.
+                self.flush_acks();
+                None
+            }
+        }
+    }
+
+    /// Turn a queued item into the user's event, acknowledging pipelined updates in batches.
+    fn take(&mut self, item: MonitorItem) -> MonitorEvent {
+        match item {
             MonitorItem::Connected => {
                 self.flush_acks();
                 MonitorEvent::Connected
@@ -242,7 +261,7 @@ impl Monitor {
                     status,
                 })
             }),
-        })
+        }
     }
 }
 
