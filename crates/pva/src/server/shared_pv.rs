@@ -276,14 +276,16 @@ impl SharedPv {
 
     /// True when every subscriber's queue can take one more update without squashing.
     pub fn has_room(&self) -> bool {
-        let live = self.lock().subscribers.live();
-        live.iter().all(|s| s.has_room())
+        self.lock().subscribers.all_have_room()
     }
 
     /// Wait (blocking, up to `timeout`) until every subscriber's queue can take one more
     /// update; true when they can. Lets a publisher go as fast as its slowest subscriber
     /// without losing updates.
     pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        if self.has_room() {
+            return true;
+        }
         let room = self.lock().subscribers.room();
         room.wait(timeout, || self.has_room())
     }

@@ -220,6 +220,15 @@ pub(super) struct Subscribers {
 }
 
 impl Subscribers {
+    /// True when every live subscriber's queue can take one more update (departed ones are
+    /// left for the next post to clear away): the check a publisher makes before each post,
+    /// so it builds no list.
+    pub(super) fn all_have_room(&self) -> bool {
+        self.list
+            .iter()
+            .all(|s| s.sub.upgrade().is_none_or(|sub| sub.has_room()))
+    }
+
     /// The room that the publisher of these subscribers waits in.
     pub(super) fn room(&self) -> Arc<Room> {
         self.room.clone()
