@@ -28,7 +28,9 @@ wrap past 2147483647 is no loss. A counter that goes back (a reset, an IOC resta
 sequence, counted once in counter_resets.
 
 Frames then go to processing threads; a slow processing step shows as a backlog (--backlog
-bounds it; beyond, the server holds and, at worst, drops frames, which show as missed).
+bounds it; beyond, the server holds and, at worst, drops frames, which show as missed). A plain
+frame with nothing to do (no --stats, no --process-time) is counted as processed at once, without
+a hand-over to a thread.
 
 pvapy's server (pvapy 5.6, pvAccessCPP) re-sends old frames to pipelined monitors: use
 --no-pipeline with it.
