@@ -330,8 +330,7 @@ impl SimDet {
         loop {
             if stop.load(Ordering::Relaxed)
                 || self.config.frames.is_some_and(|n| published >= n)
-                // The last post's time stands for now: one clock read per frame, not two.
-                || self.config.runtime.is_some_and(|r| last - start >= r)
+                || self.config.runtime.is_some_and(|r| start.elapsed() >= r)
             {
                 break;
             }
