@@ -122,8 +122,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some((set, current)) = &mut self.low_water {
                 let wanted = low_water_for(missing);
                 if wanted != *current {
-                    set(&self.io, wanted)?;
-                    *current = wanted;
+                    match set(&self.io, wanted) {
+                        Ok(()) => *current = wanted,
+                        // Never set yet: the socket wakes at every packet, as without the mark.
+                        Err(e) if *current == 1 => {
+                            tracing::debug!("reading without a low-water mark: {e}");
+                            self.low_water = None;
+                        }
+                        // A mark left higher than the next message may owe could stall it.
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             if self.io.read_buf(self.decoder.buffer()).await? == 0 {
