@@ -290,7 +290,6 @@ impl Workers {
         self.tx.as_ref().map_or(0, |t| t.len())
     }
 
-    /// Hand a frame over, waiting while the backlog is full.
     /// Count `frame` as processed at once when it needs no thread; else give it back, to be
     /// handed over.
     fn finish_here(&self, frame: Frame) -> Option<Frame> {
@@ -301,6 +300,7 @@ impl Workers {
         Some(frame)
     }
 
+    /// Hand a frame over, waiting while the backlog is full.
     fn give(&self, frame: Frame) {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
