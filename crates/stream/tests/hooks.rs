@@ -11,11 +11,29 @@ use pva::server::{Server, StaticSource};
 use pva::{ClientConfig, ServerConfig};
 use pva_codec::ScalarType;
 use stream::codec::Codec;
-use stream::consumer::{consume_with, ConsumerConfig, Hooks};
+use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
 use stream::simdet::{FrameOptions, SimDet, SimDetConfig};
 use stream::stats::FrameStats;
 
 const FRAMES: u64 = 50;
+
+/// Run a consumer with `hooks` to its end, within a minute.
+async fn consume_until_done(ctx: &Context, config: &ConsumerConfig, hooks: Hooks) -> Report {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        consume_with(
+            ctx,
+            config,
+            hooks,
+            Duration::from_secs(1),
+            std::future::pending(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("the consumer ends in time")
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_published_after_the_subscription_hook_are_all_processed_in_order() {
@@ -76,20 +94,7 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
         runtime: Some(Duration::from_secs(30)),
         ..ConsumerConfig::default()
     };
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        consume_with(
-            &ctx,
-            &config,
-            hooks,
-            Duration::from_secs(1),
-            std::future::pending(),
-            |_| {},
-        ),
-    )
-    .await
-    .expect("the consumer ends in time")
-    .unwrap();
+    let report = consume_until_done(&ctx, &config, hooks).await;
     let (published, mut subscribed_rx) = publisher.await.unwrap();
     assert_eq!(published.frames, FRAMES);
     assert_eq!(report.counts.received, FRAMES, "{report:?}");
@@ -168,20 +173,7 @@ async fn without_a_step_every_frame_is_processed_and_corrupt_ones_are_error_fram
         origin: stream::Origin::Id(1),
         ..ConsumerConfig::default()
     };
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        consume_with(
-            &ctx,
-            &config,
-            hooks,
-            Duration::from_secs(1),
-            std::future::pending(),
-            |_| {},
-        ),
-    )
-    .await
-    .expect("the consumer ends in time")
-    .unwrap();
+    let report = consume_until_done(&ctx, &config, hooks).await;
     publisher.await.unwrap();
     assert_eq!(report.counts.received, 20, "{report:?}");
     assert_eq!(report.counts.missed, 0, "{report:?}");
