@@ -222,6 +222,11 @@ impl StructDesc {
         self.bits
     }
 
+    /// Whether a value of this structure can hold an array (see [`FieldDesc::holds_arrays`]).
+    pub fn holds_arrays(&self) -> bool {
+        self.members.iter().any(|m| m.desc.holds_arrays())
+    }
+
     /// The BitSet bit of a dotted field path (`alarm.severity`), relative to this structure.
     pub fn bit_of(&self, path: &str) -> Option<usize> {
         let mut desc = self;
@@ -326,6 +331,21 @@ impl FieldDesc {
         match self {
             FieldDesc::Struct(s) => s.bit_count(),
             _ => 1,
+        }
+    }
+
+    /// Whether a value of this type can hold an array (itself, in a member, or in a union's
+    /// member), so that the encoded size of one value says little about the next one's.
+    pub fn holds_arrays(&self) -> bool {
+        match self {
+            FieldDesc::Scalar(_) | FieldDesc::BoundedString(_) => false,
+            FieldDesc::Struct(s) => s.holds_arrays(),
+            FieldDesc::Union(u) => u.members().iter().any(|m| m.desc.holds_arrays()),
+            FieldDesc::ScalarArray(..)
+            | FieldDesc::StructArray(_)
+            | FieldDesc::UnionArray(_)
+            | FieldDesc::Any
+            | FieldDesc::AnyArray => true,
         }
     }
 
@@ -652,6 +672,37 @@ mod tests {
         assert_eq!(s.bit_of("alarm.message"), Some(5));
         assert_eq!(s.bit_of("extra"), Some(6));
         assert_eq!(s.bit_of("nope"), None);
+    }
+
+    #[test]
+    fn arrays_are_found_in_members_and_union_members() {
+        use crate::nt::{NtNdArray, NtScalar};
+        assert!(!NtScalar::new(ScalarType::F64)
+            .with_display()
+            .desc()
+            .holds_arrays());
+        assert!(NtScalar::array(ScalarType::U8).desc().holds_arrays());
+        assert!(NtNdArray::new().desc().holds_arrays());
+        let only_scalars = UnionDesc::new("", vec![member("a", FieldDesc::Scalar(ScalarType::I8))]);
+        let nested = StructDesc::builder("")
+            .structure(
+                "inner",
+                StructDesc::builder("").array("a", ScalarType::I8).build(),
+            )
+            .build();
+        assert!(!FieldDesc::Union(Arc::new(only_scalars)).holds_arrays());
+        assert!(FieldDesc::Struct(Arc::new(nested)).holds_arrays());
+        assert!(
+            FieldDesc::Any.holds_arrays(),
+            "a variant union can hold anything"
+        );
+    }
+
+    fn member(name: &str, desc: FieldDesc) -> Member {
+        Member {
+            name: name.into(),
+            desc,
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The client's monitor queue over a loopback server: bounded, every squashed update counted,
 //! a dropped monitor destroyed on the server at once; and the byte-counted window, where a fast
 //! server of 2 MiB frames and a slow user keep no more bytes in flight than the budget (counted
-//! by a TCP relay between the client and the server) while small updates get a deep window.
+//! by a TCP relay between the client and the server), also when the PV's first value is an
+//! empty image, while small updates get a deep window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -171,7 +172,8 @@ async fn relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Atomi
     (addr, down)
 }
 
-fn frame_pv() -> SharedPv {
+/// A PV of frames whose current value holds `len` bytes.
+fn frame_pv(len: usize) -> SharedPv {
     let desc = Arc::new(
         StructDesc::builder("frame_t")
             .scalar("count", ScalarType::I64)
@@ -181,15 +183,61 @@ fn frame_pv() -> SharedPv {
     let mut v = StructValue::new(desc);
     v.set(
         "value",
-        Value::Array(ScalarArray::U8(PodArray::from_vec(vec![7u8; FRAME]))),
+        Value::Array(ScalarArray::U8(PodArray::from_vec(vec![7u8; len]))),
     )
     .unwrap();
     SharedPv::readonly(v)
 }
 
+/// Subscribe with `subscribe` and take the first value at once; then post 2 MiB frames to
+/// `frames` far faster than the user takes them (one per 20 ms), and check that the bytes in
+/// flight through the relay (counted by `down`) stay within `budget` while the server fills
+/// the window.
+async fn a_slow_user_takes_frames(
+    frames: &SharedPv,
+    subscribe: impl FnOnce() -> Monitor,
+    down: &AtomicU64,
+    budget: u64,
+) {
+    let before = down.load(Ordering::SeqCst);
+    let mut m = subscribe();
+    let mut taken_bytes = next_update(&mut m).await.value.array_bytes() as u64;
+    let poster = {
+        let frames = frames.clone();
+        let mut frame = frame_pv(FRAME).current();
+        tokio::spawn(async move {
+            for n in 1.. {
+                frame.set("count", n).unwrap();
+                frames.post(frame.clone());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut most = 0u64;
+    for taken in 0..40 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let in_flight = down.load(Ordering::SeqCst) - before - taken_bytes;
+        most = most.max(in_flight);
+        assert!(
+            in_flight <= budget,
+            "{in_flight} bytes in flight after {taken} frames taken, budget {budget}"
+        );
+        let held = m.pending() as u64;
+        assert!(held <= budget / FRAME as u64, "{held} frames held");
+        let u = next_update(&mut m).await;
+        assert_eq!(u.squashed, 0, "the client queue never squashes");
+        taken_bytes += u.value.array_bytes() as u64;
+    }
+    poster.abort();
+    assert!(
+        most >= 3 * FRAME as u64,
+        "the server filled the window (at most {most} bytes were in flight)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget() {
-    let frames = frame_pv();
+    let frames = frame_pv(FRAME);
     let scalars = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
     let source = Arc::new(StaticSource::new());
     source.add("w:frames", frames.clone());
@@ -228,37 +276,33 @@ async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget
     );
     drop(small);
 
-    // 2 MiB frames, posted far faster than the user takes them.
-    let poster = {
-        let frames = frames.clone();
-        tokio::spawn(async move {
-            for n in 1.. {
-                let mut v = frames.current();
-                v.set("count", n).unwrap();
-                frames.post(v);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
+    a_slow_user_takes_frames(&frames, || monitor("w:frames"), &down, budget).await;
+}
+
+/// An empty image before the first frame (an areaDetector PV before acquisition, simdet's
+/// first value) must not make the client grant the frames a window sized for tiny updates:
+/// for a type that holds arrays the credit grows at most twofold per ack, so the first ack
+/// after the empty image lets at most twice the first window of 4 be in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_first_image_does_not_open_the_window_to_the_frames_after_it() {
+    let frames = frame_pv(0);
+    let source = Arc::new(StaticSource::new());
+    source.add("e:frames", frames.clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .expect("start server");
+    let (via, down) = relay(server.tcp_addr()).await;
+    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    // 8 frames of 2 MiB (and their headers) fit; a ninth does not.
+    let budget = 17 * MIB;
+    let subscribe = || {
+        ctx.monitor("e:frames")
+            .queue_size(256)
+            .pipeline(true)
+            .byte_budget(budget)
+            .server(via)
+            .exec()
+            .unwrap()
     };
-    let mut m = monitor("w:frames");
-    let before = down.load(Ordering::SeqCst);
-    let mut most = 0u64;
-    for taken in 0..40u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let in_flight = down.load(Ordering::SeqCst) - before - taken * FRAME as u64;
-        most = most.max(in_flight);
-        assert!(
-            in_flight <= budget,
-            "{in_flight} bytes in flight after {taken} frames taken, budget {}",
-            budget
-        );
-        assert!(m.pending() <= 4, "{} frames held", m.pending());
-        let u = next_update(&mut m).await;
-        assert_eq!(u.squashed, 0, "the client queue never squashes");
-    }
-    poster.abort();
-    assert!(
-        most >= 3 * FRAME as u64,
-        "the server filled the window (at most {most} bytes were in flight)"
-    );
+    a_slow_user_takes_frames(&frames, subscribe, &down, budget).await;
 }

@@ -6,6 +6,14 @@
 //! scalars flow with a deep window and 2 MiB frames with a shallow one, and the memory in flight
 //! stays bounded whatever the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
 //! to the window, so acknowledging more updates than were taken deepens it, and fewer shrinks it.
+//!
+//! Credit given cannot be taken back. For a type that can hold arrays, a small first value
+//! (an empty image before the first frame) says nothing of the frames after it, so the credit
+//! grows at most twofold per ack. For other types the first value's size is trusted at once:
+//! pvxs sends what an ack allows only at its next post, so a burst of small posts right after
+//! the subscription needs the deep window before the burst ends.
+
+use pva_codec::StructDesc;
 
 /// Default bytes a pipelined monitor lets the server have in flight (sent and not acknowledged).
 pub const DEFAULT_BYTE_BUDGET: u64 = 64 << 20;
@@ -34,6 +42,8 @@ pub struct Window {
     /// update and decays by 1/64 of the difference towards smaller ones, so that streams of
     /// mixed sizes are counted at their large updates.
     size: u64,
+    /// Whether the credit grows at most twofold per ack: the updates' type can hold arrays.
+    step_by_step: bool,
 }
 
 impl Window {
@@ -48,6 +58,7 @@ impl Window {
             outstanding: 0,
             unacked: 0,
             size: 0,
+            step_by_step: false,
         }
     }
 
@@ -57,6 +68,12 @@ impl Window {
         self.budget = Some(bytes.max(1));
         self.window = self.first_window();
         self
+    }
+
+    /// The server announced the updates' type: when it can hold arrays, the credit grows step
+    /// by step (at most twofold per ack) instead of trusting the first update's size.
+    pub fn typed(&mut self, desc: &StructDesc) {
+        self.step_by_step = desc.holds_arrays();
     }
 
     /// Whether acks are sent at all.
@@ -138,16 +155,23 @@ impl Window {
     }
 
     /// The user took `n` updates; returns how many to acknowledge now, if it is time to. The
-    /// ack brings the server's credit to [`Window::credit`]: more than was taken while the
-    /// credit grows, fewer (or none yet) while it shrinks.
+    /// ack brings the server's credit to [`Window::credit`] (step by step for types that can
+    /// hold arrays): more than was taken while the credit grows, fewer (or none yet) while it
+    /// shrinks.
     pub fn consumed(&mut self, n: u32) -> Option<u32> {
         if !self.pipeline || n == 0 {
             return None;
         }
         self.unacked = self.unacked.saturating_add(n).min(self.outstanding);
-        let credit = self.credit();
-        let ack = (self.unacked + credit).saturating_sub(self.in_flight());
-        if ack == 0 || ack < (credit / 2).max(1) {
+        let in_flight = self.in_flight();
+        let aim = match self.step_by_step {
+            true => self
+                .credit()
+                .min(in_flight.saturating_mul(2).max(self.first_window())),
+            false => self.credit(),
+        };
+        let ack = (self.unacked + aim).saturating_sub(in_flight);
+        if ack == 0 || ack < (aim / 2).max(1) {
             return None;
         }
         self.outstanding -= self.unacked;
@@ -160,6 +184,8 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pva_codec::nt::{NtNdArray, NtScalar};
+    use pva_codec::ScalarType;
 
     const MIB: usize = 1 << 20;
 
@@ -258,6 +284,38 @@ mod tests {
         assert_eq!(w.report_batch(), 1024);
         stream(&mut w, 2000, 2 * MIB, u64::MAX);
         assert_eq!(w.report_batch(), 8);
+    }
+
+    #[test]
+    fn a_small_first_image_does_not_open_the_window_to_the_frames_after_it() {
+        let mut w = budgeted(4096);
+        w.typed(&NtNdArray::new().desc());
+        // An empty image, then frames of 2 MiB.
+        assert!(w.received(82));
+        let first = w
+            .consumed(1)
+            .expect("the first window is acknowledged at once");
+        assert!(
+            first <= 2 * FIRST_WINDOW,
+            "the credit grows step by step: {first}"
+        );
+        stream(&mut w, 1000, 2 * MIB, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.in_flight(), 32);
+        // Small images after that: the credit still grows, a doubling per ack.
+        let acks = stream(&mut w, 2000, 64, DEFAULT_BYTE_BUDGET);
+        assert_eq!(w.in_flight(), 4096, "acks: {acks:?}");
+    }
+
+    #[test]
+    fn a_small_first_scalar_opens_the_window_at_once() {
+        let mut w = budgeted(4096);
+        w.typed(&NtScalar::new(ScalarType::I64).desc());
+        assert!(w.received(40));
+        assert_eq!(
+            w.consumed(1),
+            Some(4093),
+            "a burst of posts right after the subscription may all be sent"
+        );
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl ClientConn {
                     return;
                 };
                 op.full = Some(StructValue::new(desc.clone()));
+                op.window.typed(&desc);
                 op.phase = Phase::Running;
                 self.send_op(ioid, cmd::MONITOR, MONITOR_START, OpRequestBody::Empty);
                 self.events.push_back(Event::MonitorStarted { ioid, desc });
