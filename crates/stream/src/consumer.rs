@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::TrySendError;
 use pva::client::{Context, MonitorEvent};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::accounting::{Books, Counts, Latency, LatencySummary, Ledger, Origin, Verdict};
 use crate::frame::{Frame, FrameError};
@@ -203,6 +204,10 @@ pub struct Hooks {
 /// processing step.
 struct Workers {
     tx: Option<crossbeam_channel::Sender<Frame>>,
+    /// Signalled by a thread each time it takes a frame (and when it ends), so that a receiver
+    /// waiting for room in a full backlog waits without holding its thread: the receiving
+    /// task may share that thread with the connection's.
+    room: Arc<Notify>,
     /// A processing step to run or processing time to simulate. Without either, only
     /// compressed frames go to a thread (to be decompressed there); the others are done with
     /// on the receiving task, sparing a hand-off and a wake-up per frame.
@@ -239,12 +244,23 @@ impl ErrorFrames {
     }
 }
 
+/// A processing thread's hold on the room signal: it signals once more when the thread ends
+/// (even by a panic), so that a receiver waiting for room finds the channel without it.
+struct RoomOnExit(Arc<Notify>);
+
+impl Drop for RoomOnExit {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
 impl Workers {
     fn start(config: &ConsumerConfig, step: Option<ProcessFn>) -> Workers {
         let has_work = step.is_some() || !config.process_time.is_zero();
         let (tx, rx) = crossbeam_channel::bounded::<Frame>(config.backlog.max(1));
         let processed = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(ErrorFrames::default());
+        let room = Arc::new(Notify::new());
         let threads = (0..config.threads.max(1))
             .map(|i| {
                 let rx = rx.clone();
@@ -252,10 +268,12 @@ impl Workers {
                 let errors = errors.clone();
                 let work = config.process_time;
                 let step = step.clone();
+                let room = RoomOnExit(room.clone());
                 std::thread::Builder::new()
                     .name(format!("process-{i}"))
                     .spawn(move || {
                         for frame in rx {
+                            room.0.notify_one();
                             let id = frame.meta.unique_id;
                             let frame = match frame.decompressed() {
                                 Ok(frame) => frame,
@@ -279,6 +297,7 @@ impl Workers {
             .collect();
         Workers {
             tx: Some(tx),
+            room,
             has_work,
             threads,
             processed,
@@ -300,23 +319,27 @@ impl Workers {
         Some(frame)
     }
 
-    /// Hand a frame over, waiting while the backlog is full.
-    fn give(&self, frame: Frame) {
+    /// Hand a frame over, waiting while the backlog is full. Waiting is the point: the
+    /// receiver stops taking updates. A frame is dropped only when every processing thread is
+    /// gone, and then there is nothing to hand it to.
+    async fn give(&self, mut frame: Frame) {
         let Some(tx) = &self.tx else { return };
-        if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
-            // Blocking here is the point: the receiver stops taking updates. A send fails only
-            // when every processing thread is gone, and then there is nothing to hand it to.
-            tokio::task::block_in_place(|| {
-                let _ = tx.send(frame);
-            });
+        loop {
+            // Asked for before trying, so that room made in between is not missed.
+            let room = self.room.notified();
+            match tx.try_send(frame) {
+                Err(TrySendError::Full(back)) => frame = back,
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+            }
+            room.await;
         }
     }
 
     /// Hand over every frame of `batch` in a burst, so that a processing thread woken by the
     /// first finds the rest waiting instead of being woken again for each.
-    fn give_all(&self, batch: &mut Vec<Frame>) {
+    async fn give_all(&self, batch: &mut Vec<Frame>) {
         for frame in batch.drain(..) {
-            self.give(frame);
+            self.give(frame).await;
         }
     }
 
@@ -332,8 +355,8 @@ impl Workers {
 
 /// Monitor `config.pv` and account for every frame until the run ends (expected count,
 /// runtime, the server ends it, or `stop` resolves). `progress` is called about once every
-/// `report_every`. Needs a multi-threaded tokio runtime (the receiver blocks while the
-/// processing backlog is full).
+/// `report_every`. Runs on any tokio runtime: while the processing backlog is full the
+/// receiver waits without holding its thread.
 pub async fn consume(
     ctx: &Context,
     config: &ConsumerConfig,
@@ -408,7 +431,7 @@ pub async fn consume_with(
                 || workers.backlog() + batch.len() >= config.backlog
                 || monitor.pending() == 0)
         {
-            workers.give_all(&mut batch);
+            workers.give_all(&mut batch).await;
         }
         if config.expected.is_some_and(|n| ledger.accounted() >= n) {
             break EndedBy::Expected;
@@ -506,7 +529,7 @@ pub async fn consume_with(
             Some(MonitorEvent::Finished(Err(e))) => return Err(e.into()),
         }
     };
-    workers.give_all(&mut batch);
+    workers.give_all(&mut batch).await;
     let client_squashed = monitor.squashed();
     drop(monitor);
     let (processed, (error_frames, errors)) = workers.finish();

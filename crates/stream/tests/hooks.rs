@@ -1,6 +1,7 @@
 //! The consumer's hooks, in one process on loopback: the subscription is announced before any
 //! frame is published, and the processing step sees every frame once, in order; without a
-//! step, frames are still all processed and compressed ones still checked.
+//! step, frames are still all processed and compressed ones still checked; a full backlog
+//! holds the receiver back without holding its thread.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -180,5 +181,71 @@ async fn without_a_step_every_frame_is_processed_and_corrupt_ones_are_error_fram
     assert_eq!(report.error_frames, 1, "{report:?}");
     assert!(report.errors[0].starts_with("frame 15:"), "{report:?}");
     assert_eq!(report.processed, 19, "{report:?}");
+    server.stop().await;
+}
+
+/// On a current-thread runtime, shared here by the server, the connection and the consumer, a
+/// step slower than the stream fills the backlog of one frame again and again: the receiver
+/// waits for room without holding the thread, and every frame arrives and is processed once,
+/// in order.
+#[tokio::test]
+async fn a_full_backlog_waits_without_holding_a_current_thread_runtime() {
+    const SLOW_FRAMES: u64 = 30;
+    let det = Arc::new(
+        SimDet::new(SimDetConfig {
+            nx: 16,
+            ny: 8,
+            dtype: ScalarType::U8,
+            fps: 0.0,
+            frames: Some(SLOW_FRAMES),
+            runtime: None,
+            start_delay: Duration::ZERO,
+            seed: 7,
+            counter: false,
+            start_id: 1,
+        })
+        .unwrap(),
+    );
+    let source = Arc::new(StaticSource::new());
+    source.add("h:slow", det.pv().clone());
+    let server = Server::start(ServerConfig::isolated(), vec![source])
+        .await
+        .unwrap();
+    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks {
+        process: Some({
+            let seen = seen.clone();
+            Arc::new(move |frame: &stream::Frame| {
+                std::thread::sleep(Duration::from_millis(5));
+                seen.lock().unwrap().push(frame.meta.unique_id);
+            })
+        }),
+        subscribed: Some(Box::new(move || {
+            let _ = subscribed_tx.send(());
+        })),
+    };
+    let publisher = tokio::spawn(async move {
+        subscribed_rx.recv().await.expect("subscribed");
+        tokio::task::spawn_blocking(move || det.run(&AtomicBool::new(false), |_| {}))
+            .await
+            .unwrap()
+    });
+    let config = ConsumerConfig {
+        pv: "h:slow".into(),
+        expected: Some(SLOW_FRAMES),
+        runtime: Some(Duration::from_secs(30)),
+        threads: 1,
+        backlog: 1,
+        ..ConsumerConfig::default()
+    };
+    let report = consume_until_done(&ctx, &config, hooks).await;
+    assert_eq!(publisher.await.unwrap().frames, SLOW_FRAMES);
+    assert_eq!(report.counts.received, SLOW_FRAMES, "{report:?}");
+    assert_eq!(report.counts.missed, 0, "{report:?}");
+    assert_eq!(report.processed, SLOW_FRAMES, "{report:?}");
+    let expected: Vec<i64> = (1..=SLOW_FRAMES as i64).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
     server.stop().await;
 }

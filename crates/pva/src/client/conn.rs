@@ -171,7 +171,12 @@ impl ConnTask {
             if !chunks.is_empty() && wtx.send(chunks).is_err() {
                 break;
             }
-            self.dispatch();
+            if self.dispatch() {
+                // Let the monitors' users take what was delivered before reading on: with
+                // data always waiting, this task would otherwise keep a thread the users
+                // share (a current-thread runtime, or the same worker) to itself.
+                tokio::task::yield_now().await;
+            }
             if !cmds_open && self.sinks.is_empty() {
                 break;
             }
@@ -256,9 +261,11 @@ impl ConnTask {
         }
     }
 
-    fn dispatch(&mut self) {
+    /// Hand the protocol's events to their users; true when monitor updates were delivered.
+    fn dispatch(&mut self) -> bool {
         // Consecutive updates of one monitor go to its queue together.
         let mut updates: Option<(Ioid, Vec<MonitorItem>)> = None;
+        let mut delivered = false;
         while let Some(ev) = self.proto.poll_event() {
             if let Event::MonitorUpdate {
                 ioid,
@@ -290,6 +297,7 @@ impl ConnTask {
                     .get_or_insert_with(|| (ioid, Vec::new()))
                     .1
                     .push(item);
+                delivered = true;
                 continue;
             }
             self.deliver(updates.take());
@@ -334,6 +342,7 @@ impl ConnTask {
             }
         }
         self.deliver(updates.take());
+        delivered
     }
 
     /// Hand a monitor's updates to its queue at once.
