@@ -114,12 +114,21 @@ pub fn effective_config() -> anyhow::Result<String> {
     .join("\n"))
 }
 
-/// The runtime of every command: multi-threaded, at least two workers (a stream consumer
-/// blocks one while its backlog is full), timers and I/O on.
+/// The runtime of most commands: multi-threaded (at least two workers), timers and I/O on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(2))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The runtime of a stream consumer: one thread for the connection and the receiving loop,
+/// so that each update passes from one to the other in memory, without waking another
+/// thread (processing runs on the consumer's own threads). Measured in BENCHMARKS.md.
+pub fn consumer_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -12,7 +12,7 @@ use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
 use stream::stats::StatsFile;
 use stream::Origin;
 
-use super::common::{duration, positive_duration, runtime, shutdown_signal};
+use super::common::{consumer_runtime, duration, positive_duration, shutdown_signal};
 use super::streaming::Progress;
 
 /// Receive a stream and account for every frame.
@@ -203,7 +203,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         }),
         ..Hooks::default()
     };
-    let report = runtime()?.block_on(async {
+    let report = consumer_runtime()?.block_on(async {
         let ctx = Context::from_env()?;
         let progress = Progress::new("consume", args.expected, args.quiet);
         let report = consume_with(&ctx, &config, hooks, report_every, shutdown_signal(), |p| {

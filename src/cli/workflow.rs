@@ -113,7 +113,11 @@ pub fn run(args: WorkflowArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    super::common::runtime()?.block_on(async move {
+    let runtime = match args.command {
+        WorkflowCommand::Consume(_) => super::common::consumer_runtime()?,
+        _ => super::common::runtime()?,
+    };
+    runtime.block_on(async move {
         let ctx = Context::from_env()?;
         let slot = HandshakeClient::new(ctx.clone(), prefix).with_timeout(timeout);
         match args.command {
