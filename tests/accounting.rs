@@ -78,6 +78,30 @@ fn consume_joining_a_running_p4p_detector_misses_nothing() {
     assert!(id(&r, "initial_id") > 5000, "{r}");
 }
 
+/// pvxs sends what an ack allows only at its next post: a burst posted at once right after the
+/// subscription must find the window already open, or its tail waits at the server for a post
+/// that never comes. The p4p detector's first value is a frame, so the window trusts its size.
+#[test]
+fn a_burst_from_a_p4p_detector_right_after_the_subscription_all_arrives() {
+    let udp = common::free_udp_port();
+    let mut det = p4p_detector(udp, "acc:burst", 1);
+    let args = [
+        "--pv",
+        "acc:burst",
+        "--expected",
+        "30",
+        "--require-complete",
+        "--runtime",
+        "10",
+    ];
+    let cons = subscribed_consumer(udp, &args);
+    det.send("run 30 0");
+    let (code, r) = cons.finish(LIMIT);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(count(&r, "received"), 30, "{r}");
+    assert_eq!(count(&r, "missed"), 0, "{r}");
+}
+
 #[test]
 fn consume_joining_a_running_pvapy_ad_sim_server_misses_nothing() {
     let udp = common::free_udp_port();

@@ -413,6 +413,27 @@ impl Value {
         }
     }
 
+    /// Whether a scalar array anywhere in this value (in members, unions, `any` and structure
+    /// arrays) holds an element: false for an image before its first frame.
+    pub fn holds_array_data(&self) -> bool {
+        let any = |a: &AnyValue| a.0.as_deref().is_some_and(Value::holds_array_data);
+        let union = |u: &UnionValue| {
+            u.selected
+                .as_ref()
+                .is_some_and(|(_, v)| v.holds_array_data())
+        };
+        match self {
+            Value::Array(a) => !a.is_empty(),
+            Value::Struct(s) => s.holds_array_data(),
+            Value::StructArray(a) => a.items.iter().flatten().any(StructValue::holds_array_data),
+            Value::Union(u) => union(u),
+            Value::UnionArray(a) => a.items.iter().flatten().any(union),
+            Value::Any(a) => any(a),
+            Value::AnyArray(items) => items.iter().flatten().any(any),
+            _ => false,
+        }
+    }
+
     /// A bool (as 0/1) or an integer of any width as i128, exactly; `None` for anything else.
     fn integer(&self) -> Option<i128> {
         Some(match self {
@@ -513,6 +534,12 @@ impl StructValue {
     /// Bytes held in the arrays of this structure (see [`Value::array_bytes`]).
     pub fn array_bytes(&self) -> usize {
         self.fields.iter().map(Value::array_bytes).sum()
+    }
+
+    /// Whether a scalar array anywhere in this structure holds an element (see
+    /// [`Value::holds_array_data`]).
+    pub fn holds_array_data(&self) -> bool {
+        self.fields.iter().any(Value::holds_array_data)
     }
 
     /// Field values in member order.
@@ -658,6 +685,23 @@ mod tests {
         v.set("alarm.message", 3i32).unwrap();
         assert_eq!(v.get("alarm.message"), Some(&Value::String("3".into())));
         assert_eq!(v.set("nope", 1), Err(ValueError::NoField("nope".into())));
+    }
+
+    #[test]
+    fn array_data_is_found_in_unions_and_strings_are_not_array_data() {
+        use crate::nt::{NdArrayFrame, NtNdArray};
+        let mut image = NtNdArray::new().create();
+        image.set("codec.name", "lz4").unwrap();
+        assert!(
+            !image.holds_array_data(),
+            "an empty image with a codec name"
+        );
+        let pixels = ScalarArray::U8(crate::PodArray::from_vec(vec![1u8; 4]));
+        let frame = NtNdArray::new()
+            .build_value(NdArrayFrame::new(pixels, &[2, 2], 1))
+            .unwrap();
+        assert!(frame.holds_array_data(), "pixels in the value union");
+        assert!(!StructValue::new(nt()).holds_array_data());
     }
 
     #[test]

@@ -281,10 +281,10 @@ async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget
 
 /// An empty image before the first frame (an areaDetector PV before acquisition, simdet's
 /// first value) must not make the client grant the frames a window sized for tiny updates:
-/// for a type that holds arrays the credit grows at most twofold per ack, so the first ack
-/// after the empty image lets at most twice the first window of 4 be in flight.
+/// after it the credit grows at most twofold per ack, so the first ack lets at most twice the
+/// first window of 4 be in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_first_image_does_not_open_the_window_to_the_frames_after_it() {
+async fn an_empty_first_image_does_not_open_the_window_to_the_frames_after_it() {
     let frames = frame_pv(0);
     let source = Arc::new(StaticSource::new());
     source.add("e:frames", frames.clone());

@@ -7,13 +7,13 @@
 //! stays bounded whatever the size. The credit moves through the acks alone: pvxs (and our server) add any ack's count
 //! to the window, so acknowledging more updates than were taken deepens it, and fewer shrinks it.
 //!
-//! Credit given cannot be taken back. For a type that can hold arrays, a small first value
-//! (an empty image before the first frame) says nothing of the frames after it, so the credit
-//! grows at most twofold per ack. For other types the first value's size is trusted at once:
-//! pvxs sends what an ack allows only at its next post, so a burst of small posts right after
-//! the subscription needs the deep window before the burst ends.
+//! Credit given cannot be taken back. An empty first value of a type that can hold arrays (an
+//! image before the first frame) says nothing of the frames after it, so then the credit grows
+//! at most twofold per ack. Any other first value's size is trusted at once: pvxs sends what an
+//! ack allows only at its next post, so a burst of small posts right after the subscription
+//! needs the deep window before the burst ends, or its tail waits for a post that never comes.
 
-use pva_codec::StructDesc;
+use pva_codec::StructValue;
 
 /// Default bytes a pipelined monitor lets the server have in flight (sent and not acknowledged).
 pub const DEFAULT_BYTE_BUDGET: u64 = 64 << 20;
@@ -42,7 +42,9 @@ pub struct Window {
     /// update and decays by 1/64 of the difference towards smaller ones, so that streams of
     /// mixed sizes are counted at their large updates.
     size: u64,
-    /// Whether the credit grows at most twofold per ack: the updates' type can hold arrays.
+    /// No update has come since the subscription began: the next one is its first value.
+    awaiting_first: bool,
+    /// Whether the credit grows at most twofold per ack: the first value was an empty image.
     step_by_step: bool,
 }
 
@@ -58,6 +60,7 @@ impl Window {
             outstanding: 0,
             unacked: 0,
             size: 0,
+            awaiting_first: true,
             step_by_step: false,
         }
     }
@@ -70,10 +73,13 @@ impl Window {
         self
     }
 
-    /// The server announced the updates' type: when it can hold arrays, the credit grows step
-    /// by step (at most twofold per ack) instead of trusting the first update's size.
-    pub fn typed(&mut self, desc: &StructDesc) {
-        self.step_by_step = desc.holds_arrays();
+    /// Look at an update before [`Window::received`] counts it. The subscription's first value
+    /// decides how the credit grows: step by step (at most twofold per ack) after an empty
+    /// image, a type that can hold arrays holding none; at once after anything else.
+    pub fn note_value(&mut self, value: &StructValue) {
+        if std::mem::take(&mut self.awaiting_first) {
+            self.step_by_step = value.desc().holds_arrays() && !value.holds_array_data();
+        }
     }
 
     /// Whether acks are sent at all.
@@ -131,6 +137,7 @@ impl Window {
         self.window = self.first_window();
         self.outstanding = 0;
         self.unacked = 0;
+        self.awaiting_first = true;
     }
 
     /// An update of `bytes` arrived; false when the server exceeded the window.
@@ -155,8 +162,8 @@ impl Window {
     }
 
     /// The user took `n` updates; returns how many to acknowledge now, if it is time to. The
-    /// ack brings the server's credit to [`Window::credit`] (step by step for types that can
-    /// hold arrays): more than was taken while the credit grows, fewer (or none yet) while it
+    /// ack brings the server's credit to [`Window::credit`] (step by step after an empty first
+    /// image): more than was taken while the credit grows, fewer (or none yet) while it
     /// shrinks.
     pub fn consumed(&mut self, n: u32) -> Option<u32> {
         if !self.pipeline || n == 0 {
@@ -184,8 +191,8 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pva_codec::nt::{NtNdArray, NtScalar};
-    use pva_codec::ScalarType;
+    use pva_codec::nt::{NdArrayFrame, NtNdArray, NtScalar};
+    use pva_codec::{PodArray, ScalarArray, ScalarType};
 
     const MIB: usize = 1 << 20;
 
@@ -287,10 +294,10 @@ mod tests {
     }
 
     #[test]
-    fn a_small_first_image_does_not_open_the_window_to_the_frames_after_it() {
+    fn an_empty_first_image_does_not_open_the_window_to_the_frames_after_it() {
         let mut w = budgeted(4096);
-        w.typed(&NtNdArray::new().desc());
         // An empty image, then frames of 2 MiB.
+        w.note_value(&NtNdArray::new().create());
         assert!(w.received(82));
         let first = w
             .consumed(1)
@@ -304,18 +311,34 @@ mod tests {
         // Small images after that: the credit still grows, a doubling per ack.
         let acks = stream(&mut w, 2000, 64, DEFAULT_BYTE_BUDGET);
         assert_eq!(w.in_flight(), 4096, "acks: {acks:?}");
+        // A new subscription whose first value is a frame trusts its size again.
+        w.reset();
+        w.note_value(&small_image());
+        assert!(w.received(300));
+        assert_eq!(w.consumed(1), Some(4093));
     }
 
     #[test]
-    fn a_small_first_scalar_opens_the_window_at_once() {
-        let mut w = budgeted(4096);
-        w.typed(&NtScalar::new(ScalarType::I64).desc());
-        assert!(w.received(40));
-        assert_eq!(
-            w.consumed(1),
-            Some(4093),
-            "a burst of posts right after the subscription may all be sent"
-        );
+    fn a_small_first_frame_or_scalar_opens_the_window_at_once() {
+        for first in [small_image(), NtScalar::new(ScalarType::I64).create()] {
+            let mut w = budgeted(4096);
+            w.note_value(&first);
+            assert!(w.received(300));
+            assert_eq!(
+                w.consumed(1),
+                Some(4093),
+                "a burst of posts right after the subscription may all be sent: {}",
+                first.id()
+            );
+        }
+    }
+
+    /// A 16x8 image of 16-bit pixels, as NTNDArray.
+    fn small_image() -> StructValue {
+        let pixels = ScalarArray::U16(PodArray::from_vec(vec![7u16; 16 * 8]));
+        NtNdArray::new()
+            .build_value(NdArrayFrame::new(pixels, &[16, 8], 1))
+            .unwrap()
     }
 
     #[test]

@@ -199,7 +199,6 @@ impl ClientConn {
                     return;
                 };
                 op.full = Some(StructValue::new(desc.clone()));
-                op.window.typed(&desc);
                 op.phase = Phase::Running;
                 self.send_op(ioid, cmd::MONITOR, MONITOR_START, OpRequestBody::Empty);
                 self.events.push_back(Event::MonitorStarted { ioid, desc });
@@ -216,6 +215,7 @@ impl ClientConn {
                     overrun,
                 },
             ) => {
+                op.window.note_value(&value);
                 if !op.window.received(bytes) {
                     tracing::debug!("server exceeded the monitor window of request {ioid}");
                 }
