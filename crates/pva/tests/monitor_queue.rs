@@ -4,6 +4,7 @@
 //! by a TCP relay between the client and the server), also when the PV's first value is an
 //! empty image, while small updates get a deep window.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,7 +147,7 @@ async fn dropping_a_monitor_destroys_the_subscription_on_the_server_at_once() {
 
 /// A relay on loopback to `server`; the returned counter holds the bytes it has passed from
 /// the server to the client.
-async fn relay(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+async fn relay(server: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let down = Arc::new(AtomicU64::new(0));
@@ -189,18 +190,55 @@ fn frame_pv(len: usize) -> SharedPv {
     SharedPv::readonly(v)
 }
 
-/// Subscribe with `subscribe` and take the first value at once; then post 2 MiB frames to
-/// `frames` far faster than the user takes them (one per 20 ms), and check that the bytes in
-/// flight through the relay (counted by `down`) stay within `budget` while the server fills
-/// the window.
-async fn a_slow_user_takes_frames(
-    frames: &SharedPv,
-    subscribe: impl FnOnce() -> Monitor,
-    down: &AtomicU64,
-    budget: u64,
-) {
+/// A server of some PVs reached through a byte-counting [`relay`], and a client of it.
+struct Relayed {
+    _server: Server,
+    ctx: Context,
+    via: SocketAddr,
+    /// Bytes the relay has passed from the server to the client.
+    down: Arc<AtomicU64>,
+}
+
+impl Relayed {
+    async fn serve(pvs: &[(&str, &SharedPv)]) -> Relayed {
+        let source = Arc::new(StaticSource::new());
+        for &(name, pv) in pvs {
+            source.add(name, pv.clone());
+        }
+        let server = Server::start(ServerConfig::isolated(), vec![source])
+            .await
+            .expect("start server");
+        let (via, down) = relay(server.tcp_addr()).await;
+        let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+        Relayed {
+            _server: server,
+            ctx,
+            via,
+            down,
+        }
+    }
+
+    /// A pipelined monitor of `name` through the relay: a queue of 256, at most `budget` bytes
+    /// in flight.
+    fn monitor(&self, name: &str, budget: u64) -> Monitor {
+        self.ctx
+            .monitor(name)
+            .queue_size(256)
+            .pipeline(true)
+            .byte_budget(budget)
+            .server(self.via)
+            .exec()
+            .unwrap()
+    }
+}
+
+/// Subscribe to `name` and take the first value at once; then post 2 MiB frames to `frames`
+/// far faster than the user takes them (one per 20 ms), and check that the bytes in flight
+/// through the relay stay within `budget` while the server fills the window.
+async fn a_slow_user_takes_frames(frames: &SharedPv, relayed: &Relayed, name: &str, budget: u64) {
+    let down = &relayed.down;
     let before = down.load(Ordering::SeqCst);
-    let mut m = subscribe();
+    let mut m = relayed.monitor(name, budget);
     let mut taken_bytes = next_update(&mut m).await.value.array_bytes() as u64;
     let poster = {
         let frames = frames.clone();
@@ -239,28 +277,12 @@ async fn a_slow_user_takes_frames(
 async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget() {
     let frames = frame_pv(FRAME);
     let scalars = SharedPv::readonly(NtScalar::new(ScalarType::I64).create());
-    let source = Arc::new(StaticSource::new());
-    source.add("w:frames", frames.clone());
-    source.add("w:scalars", scalars.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("start server");
-    let (via, down) = relay(server.tcp_addr()).await;
-    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    let relayed = Relayed::serve(&[("w:frames", &frames), ("w:scalars", &scalars)]).await;
     // 4 frames of 2 MiB (and their headers) fit; a fifth does not.
     let budget = 9 * MIB;
-    let monitor = |name: &str| {
-        ctx.monitor(name)
-            .queue_size(256)
-            .pipeline(true)
-            .byte_budget(budget)
-            .server(via)
-            .exec()
-            .unwrap()
-    };
 
     // Small updates: after the first, the client grants far more than its first window of 4.
-    let mut small = monitor("w:scalars");
+    let mut small = relayed.monitor("w:scalars", budget);
     next_update(&mut small).await;
     for n in 1..=200i64 {
         let mut v = scalars.current();
@@ -276,7 +298,7 @@ async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget
     );
     drop(small);
 
-    a_slow_user_takes_frames(&frames, || monitor("w:frames"), &down, budget).await;
+    a_slow_user_takes_frames(&frames, &relayed, "w:frames", budget).await;
 }
 
 /// An empty image before the first frame (an areaDetector PV before acquisition, simdet's
@@ -286,23 +308,8 @@ async fn a_slow_user_of_2_mib_frames_keeps_the_bytes_in_flight_within_the_budget
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_first_image_does_not_open_the_window_to_the_frames_after_it() {
     let frames = frame_pv(0);
-    let source = Arc::new(StaticSource::new());
-    source.add("e:frames", frames.clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .expect("start server");
-    let (via, down) = relay(server.tcp_addr()).await;
-    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    let relayed = Relayed::serve(&[("e:frames", &frames)]).await;
     // 8 frames of 2 MiB (and their headers) fit; a ninth does not.
     let budget = 17 * MIB;
-    let subscribe = || {
-        ctx.monitor("e:frames")
-            .queue_size(256)
-            .pipeline(true)
-            .byte_budget(budget)
-            .server(via)
-            .exec()
-            .unwrap()
-    };
-    a_slow_user_takes_frames(&frames, subscribe, &down, budget).await;
+    a_slow_user_takes_frames(&frames, &relayed, "e:frames", budget).await;
 }

@@ -15,6 +15,7 @@ use stream::codec::Codec;
 use stream::consumer::{consume_with, ConsumerConfig, Hooks, Report};
 use stream::simdet::{FrameOptions, SimDet, SimDetConfig};
 use stream::stats::FrameStats;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const FRAMES: u64 = 50;
 
@@ -36,15 +37,16 @@ async fn consume_until_done(ctx: &Context, config: &ConsumerConfig, hooks: Hooks
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_published_after_the_subscription_hook_are_all_processed_in_order() {
+/// A simulated detector of `frames` 16x8 8-bit frames at `fps` (0: as fast as they are taken),
+/// served as `name` by a loopback server; and a client context that finds it.
+async fn detector_on_loopback(name: &str, fps: f64, frames: u64) -> (Arc<SimDet>, Server, Context) {
     let det = Arc::new(
         SimDet::new(SimDetConfig {
             nx: 16,
             ny: 8,
             dtype: ScalarType::U8,
-            fps: 500.0,
-            frames: Some(FRAMES),
+            fps,
+            frames: Some(frames),
             runtime: None,
             start_delay: Duration::ZERO,
             seed: 5,
@@ -54,20 +56,29 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
         .unwrap(),
     );
     let source = Arc::new(StaticSource::new());
-    source.add("h:det", det.pv().clone());
+    source.add(name, det.pv().clone());
     let server = Server::start(ServerConfig::isolated(), vec![source])
         .await
         .unwrap();
     let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
+    (det, server, ctx)
+}
 
-    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// Frame ids in the order the processing step saw them.
+type Seen = Arc<Mutex<Vec<i64>>>;
+
+/// Hooks whose step runs `step` on each frame and then records its id, and that announce each
+/// subscription on the returned receiver.
+fn recording_hooks(
+    step: impl Fn(&stream::Frame) + Send + Sync + 'static,
+) -> (Hooks, Seen, UnboundedReceiver<()>) {
+    let (subscribed_tx, subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen = Seen::default();
     let hooks = Hooks {
         process: Some({
             let seen = seen.clone();
             Arc::new(move |frame: &stream::Frame| {
-                let stats = FrameStats::of(frame).expect("a pixel frame has statistics");
-                assert_eq!(stats.count, 16 * 8);
+                step(frame);
                 seen.lock().unwrap().push(frame.meta.unique_id);
             })
         }),
@@ -75,6 +86,17 @@ async fn frames_published_after_the_subscription_hook_are_all_processed_in_order
             let _ = subscribed_tx.send(());
         })),
     };
+    (hooks, seen, subscribed_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_published_after_the_subscription_hook_are_all_processed_in_order() {
+    let (det, server, ctx) = detector_on_loopback("h:det", 500.0, FRAMES).await;
+
+    let (hooks, seen, mut subscribed_rx) = recording_hooks(|frame| {
+        let stats = FrameStats::of(frame).expect("a pixel frame has statistics");
+        assert_eq!(stats.count, 16 * 8);
+    });
     let publisher = {
         let det = det.clone();
         tokio::spawn(async move {
@@ -191,41 +213,9 @@ async fn without_a_step_every_frame_is_processed_and_corrupt_ones_are_error_fram
 #[tokio::test]
 async fn a_full_backlog_waits_without_holding_a_current_thread_runtime() {
     const SLOW_FRAMES: u64 = 30;
-    let det = Arc::new(
-        SimDet::new(SimDetConfig {
-            nx: 16,
-            ny: 8,
-            dtype: ScalarType::U8,
-            fps: 0.0,
-            frames: Some(SLOW_FRAMES),
-            runtime: None,
-            start_delay: Duration::ZERO,
-            seed: 7,
-            counter: false,
-            start_id: 1,
-        })
-        .unwrap(),
-    );
-    let source = Arc::new(StaticSource::new());
-    source.add("h:slow", det.pv().clone());
-    let server = Server::start(ServerConfig::isolated(), vec![source])
-        .await
-        .unwrap();
-    let ctx = Context::new(ClientConfig::isolated(server.udp_addr())).unwrap();
-    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let hooks = Hooks {
-        process: Some({
-            let seen = seen.clone();
-            Arc::new(move |frame: &stream::Frame| {
-                std::thread::sleep(Duration::from_millis(5));
-                seen.lock().unwrap().push(frame.meta.unique_id);
-            })
-        }),
-        subscribed: Some(Box::new(move || {
-            let _ = subscribed_tx.send(());
-        })),
-    };
+    let (det, server, ctx) = detector_on_loopback("h:slow", 0.0, SLOW_FRAMES).await;
+    let (hooks, seen, mut subscribed_rx) =
+        recording_hooks(|_| std::thread::sleep(Duration::from_millis(5)));
     let publisher = tokio::spawn(async move {
         subscribed_rx.recv().await.expect("subscribed");
         tokio::task::spawn_blocking(move || det.run(&AtomicBool::new(false), |_| {}))
