@@ -78,11 +78,13 @@ fn consume_joining_a_running_p4p_detector_misses_nothing() {
     assert!(id(&r, "initial_id") > 5000, "{r}");
 }
 
-/// pvxs sends what an ack allows only at its next post: a burst posted at once right after the
-/// subscription must find the window already open, or its tail waits at the server for a post
-/// that never comes. The p4p detector's first value is a frame, so the window trusts its size.
+/// pvxs sends what an ack allows only at its next post: a burst that finds the window shut
+/// leaves its tail at the server until a post that never comes. The p4p detector's first value
+/// is a frame, so the ack of it opens the whole window at once, and a burst posted while the
+/// consumer is busy (each frame takes it 50 ms, with a backlog of 1) all comes; a credit grown
+/// step by step let 18 of 30 through.
 #[test]
-fn a_burst_from_a_p4p_detector_right_after_the_subscription_all_arrives() {
+fn a_burst_from_a_p4p_detector_while_the_consumer_is_busy_all_arrives() {
     let udp = common::free_udp_port();
     let mut det = p4p_detector(udp, "acc:burst", 1);
     let args = [
@@ -93,8 +95,17 @@ fn a_burst_from_a_p4p_detector_right_after_the_subscription_all_arrives() {
         "--require-complete",
         "--runtime",
         "10",
+        "--process-time",
+        "50",
+        "--backlog",
+        "1",
+        "--threads",
+        "1",
     ];
     let cons = subscribed_consumer(udp, &args);
+    // The burst starts once the first value's ack has had ample time to reach the server: a
+    // burst that beats it meets the first window of 4 whatever the window's policy.
+    std::thread::sleep(Duration::from_secs(1));
     det.send("run 30 0");
     let (code, r) = cons.finish(LIMIT);
     assert_eq!(code, Some(0), "{r}");
