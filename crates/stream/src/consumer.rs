@@ -325,13 +325,12 @@ impl Workers {
     async fn give(&self, mut frame: Frame) {
         let Some(tx) = &self.tx else { return };
         loop {
-            // Asked for before trying, so that room made in between is not missed.
-            let room = self.room.notified();
             match tx.try_send(frame) {
                 Err(TrySendError::Full(back)) => frame = back,
                 Ok(()) | Err(TrySendError::Disconnected(_)) => return,
             }
-            room.await;
+            // A thread that took a frame since the try left a permit: no room made is missed.
+            self.room.notified().await;
         }
     }
 

@@ -171,11 +171,11 @@ impl Window {
         }
         self.unacked = self.unacked.saturating_add(n).min(self.outstanding);
         let in_flight = self.in_flight();
-        let aim = match self.step_by_step {
-            true => self
-                .credit()
-                .min(in_flight.saturating_mul(2).max(self.first_window())),
-            false => self.credit(),
+        let aim = if self.step_by_step {
+            let doubled = in_flight.saturating_mul(2).max(self.first_window());
+            self.credit().min(doubled)
+        } else {
+            self.credit()
         };
         let ack = (self.unacked + aim).saturating_sub(in_flight);
         if ack == 0 || ack < (aim / 2).max(1) {
