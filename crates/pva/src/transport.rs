@@ -20,19 +20,21 @@ pub struct FrameReader<R> {
     low_water: Option<(SetLowWater<R>, usize)>,
 }
 
-/// The most a reader waits for before it is woken in a large message: enough that a 2 MiB
-/// frame takes a few reads and wake-ups rather than a dozen, little enough that copying the
-/// last part once the frame is complete adds little latency.
+/// The most a reader waits for before it is woken in a large message: a 2 MiB frame takes a
+/// few reads and wake-ups rather than a dozen.
 const LOW_WATER_MAX: usize = 1024 * 1024;
 
 /// Below this many bytes still to come, the reader is woken by any data (the kernel's default).
 const LOW_WATER_MIN: usize = 64 * 1024;
 
-/// The low-water mark for a message of which `missing` bytes are still to come: never more
-/// than the peer is bound to send, so the reader cannot wait for bytes that never come.
+/// The low-water mark for a message of which `missing` bytes are still to come: half of them,
+/// within the bounds above. Halving keeps the reader close behind the writer, so that once the
+/// last byte is in, at most `LOW_WATER_MIN` is left to copy; a mark of all that is missing left
+/// up to `LOW_WATER_MAX` to copy after the last byte (latency figures in BENCHMARKS.md). Never
+/// more than the peer is bound to send, so the reader cannot wait for bytes that never come.
 fn low_water_for(missing: Option<usize>) -> usize {
     match missing {
-        Some(m) if m >= LOW_WATER_MIN => m.min(LOW_WATER_MAX),
+        Some(m) if m >= LOW_WATER_MIN => (m / 2).clamp(LOW_WATER_MIN, LOW_WATER_MAX),
         _ => 1,
     }
 }
@@ -196,8 +198,12 @@ mod tests {
         assert_eq!(low_water_for(None), 1);
         assert_eq!(low_water_for(Some(LOW_WATER_MIN - 1)), 1);
         assert_eq!(low_water_for(Some(LOW_WATER_MIN)), LOW_WATER_MIN);
-        assert_eq!(low_water_for(Some(700_000)), 700_000);
+        assert_eq!(low_water_for(Some(2 * LOW_WATER_MIN - 1)), LOW_WATER_MIN);
+        assert_eq!(low_water_for(Some(700_000)), 350_000);
         assert_eq!(low_water_for(Some(50 << 20)), LOW_WATER_MAX);
+        for missing in [LOW_WATER_MIN, 100_000, 700_000, 3 << 20] {
+            assert!(low_water_for(Some(missing)) <= missing);
+        }
     }
 
     /// A large message that trickles in, its last piece smaller than any low-water mark, then
