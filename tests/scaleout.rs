@@ -261,7 +261,11 @@ impl Drop for Group {
     fn drop(&mut self) {
         for k in 0..MEMBERS {
             if let Ok(pid) = std::fs::read_to_string(self.path(&format!("m{k}.pid"))) {
-                let _ = Command::new("kill").arg(pid.trim()).status();
+                // Usually the member ended already: kill's "No such process" is not news.
+                let _ = Command::new("kill")
+                    .arg(pid.trim())
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
     }

@@ -44,6 +44,7 @@ struct Snapshot {
     first_id: Option<i64>,
     last_id: Option<i64>,
     last: Option<FrameStats>,
+    ended: bool,
 }
 
 impl Snapshot {
@@ -98,7 +99,7 @@ impl Books {
         self.edit(|s| s.count(&progress.counts, (progress.fps, progress.mb_per_s)));
     }
 
-    /// The consumer's final books.
+    /// The consumer's final books: the member has ended, and its next report is its last.
     pub fn finish(&self, report: &Report) {
         self.edit(|s| {
             s.count(&report.counts, (report.fps, report.mb_per_s));
@@ -106,6 +107,7 @@ impl Books {
             s.processed = report.processed;
             s.first_id = report.first_id.or(s.first_id);
             s.last_id = report.last_id.or(s.last_id);
+            s.ended = true;
         });
     }
 
@@ -127,6 +129,7 @@ impl Books {
             mb_per_s: s.mb_per_s,
             latency_p50_ms: s.latency.as_ref().map(|l| l.p50_ms),
             latency_p99_ms: s.latency.as_ref().map(|l| l.p99_ms),
+            ended: s.ended,
         }
     }
 

@@ -11,7 +11,8 @@ impl Machine {
     /// From READY to DRAINING, a member of a group silent for `member_silence` is lost: Message
     /// names it, and the frames it never reported count missed when draining ends (expected
     /// minus the group's received), so nothing is counted twice and nobody waits for it. A
-    /// member that reported after acquisition ended has finished, not died: it stops reporting.
+    /// member that sent its final report, or reported after acquisition ended, has finished,
+    /// not died: it stops reporting.
     pub(super) fn check_members(&mut self, now: f64) {
         let state = self.record.state;
         let draining_since = (state == State::Draining).then_some(self.record.state_since);
@@ -28,6 +29,7 @@ impl Machine {
             .filter(|(k, seen)| {
                 now - **seen >= silence
                     && draining_since.is_none_or(|since| **seen < since)
+                    && !run.members.get(k).is_some_and(|m| m.ended)
                     && !run.lost_members.contains_key(k)
             })
             .map(|(k, seen)| (*k, *seen))
@@ -37,6 +39,34 @@ impl Machine {
             let why = format!(
                 "no report for {:.0} s (in {state}, {received} frames received); \
                  the frames it was given and never reported count missed",
+                now - seen
+            );
+            tracing::warn!("member {member} lost: {why}");
+            run.lost_members.insert(member, why);
+        }
+    }
+
+    /// The DM job `ended` (e.g. "failed") while the run was active: the members it ran that
+    /// never sent their final report died with it, however short their silence, and are named
+    /// lost. (A member killed just after a report leaves the group's books whole, so the run
+    /// can leave DRAINING before its silence is long enough to call it lost.)
+    pub(super) fn name_unended_members(&mut self, ended: &str, now: f64) {
+        let Some(run) = self.record.run.as_mut() else {
+            return;
+        };
+        let unended: Vec<(u32, f64)> = run
+            .member_seen
+            .iter()
+            .filter(|(k, _)| {
+                !run.members.get(k).is_some_and(|m| m.ended) && !run.lost_members.contains_key(k)
+            })
+            .map(|(k, seen)| (*k, *seen))
+            .collect();
+        for (member, seen) in unended {
+            let received = run.members.get(&member).map_or(0, |m| m.received);
+            let why = format!(
+                "it had not sent its final report when the DM job {ended} \
+                 (last report {:.1} s before, {received} frames received)",
                 now - seen
             );
             tracing::warn!("member {member} lost: {why}");

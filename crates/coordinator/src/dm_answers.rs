@@ -167,10 +167,12 @@ impl Machine {
         match (status, state) {
             (JobStatus::Failed, s) if s.is_active() => {
                 let text = format!("DM job {job_id} failed in stage {stage}: {reason}");
+                self.name_unended_members("failed", now);
                 self.end(State::Failed, text, false, now, out);
             }
             (JobStatus::Aborted, s) if s.is_active() => {
                 let text = format!("DM job {job_id} was aborted outside the bridge");
+                self.name_unended_members("was aborted", now);
                 self.end(State::Aborted, text, false, now, out);
             }
             (JobStatus::Done, State::Draining | State::Processing) => {
@@ -181,6 +183,7 @@ impl Machine {
                 let text = format!(
                     "DM job {job_id} ended (done, stage {stage}) in {s}, before the run was over: the workflow is gone"
                 );
+                self.name_unended_members("ended", now);
                 self.end(State::Failed, text, false, now, out);
             }
             (JobStatus::Running, State::WaitReady) if ready_stage_reached => {

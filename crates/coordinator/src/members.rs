@@ -47,6 +47,10 @@ pub struct MemberReport {
     /// 99th percentile of that latency, ms; known once the member ended.
     #[serde(default)]
     pub latency_p99_ms: Option<f64>,
+    /// This is the member's final report: it has ended, and its silence from now on is not a
+    /// loss.
+    #[serde(default)]
+    pub ended: bool,
 }
 
 /// A latency not measured yet, on the wire (a real latency is never negative).
@@ -78,6 +82,7 @@ impl MemberReport {
                 .scalar("mbPerS", F64)
                 .scalar("latencyP50Ms", F64)
                 .scalar("latencyP99Ms", F64)
+                .scalar("ended", Bool)
                 .build(),
         )
     }
@@ -107,6 +112,7 @@ impl MemberReport {
                 "latencyP99Ms",
                 Value::F64(self.latency_p99_ms.unwrap_or(UNKNOWN)),
             ),
+            ("ended", Value::Bool(self.ended)),
         ];
         for (name, value) in members {
             let _ = v.set(name, value);
@@ -119,6 +125,9 @@ impl MemberReport {
     pub fn from_value(v: &StructValue) -> Result<MemberReport, String> {
         let int = |name: &str| v.get(name).and_then(Value::as_i64);
         let real = |name: &str| v.get(name).and_then(Value::as_f64);
+        let flag = |name: &str| {
+            int(name).is_some_and(|n| n != 0) || matches!(v.get(name), Some(Value::Bool(true)))
+        };
         let count = |name: &str| match int(name) {
             None => Ok(0),
             Some(n) => {
@@ -135,8 +144,7 @@ impl MemberReport {
         };
         Ok(MemberReport {
             member,
-            ready: int("ready").is_some_and(|n| n != 0)
-                || matches!(v.get("ready"), Some(Value::Bool(true))),
+            ready: flag("ready"),
             received: count("received")?,
             missed: count("missed")?,
             duplicates: count("duplicates")?,
@@ -149,6 +157,7 @@ impl MemberReport {
             mb_per_s: real("mbPerS").unwrap_or(0.0),
             latency_p50_ms: real("latencyP50Ms").filter(|ms| *ms >= 0.0),
             latency_p99_ms: real("latencyP99Ms").filter(|ms| *ms >= 0.0),
+            ended: flag("ended"),
         })
     }
 }
@@ -299,6 +308,7 @@ mod tests {
             mb_per_s: 2.25,
             latency_p50_ms: Some(0.5),
             latency_p99_ms: Some(1.75),
+            ended: true,
         };
         assert_eq!(MemberReport::from_value(&report.to_value()), Ok(report));
         let running = MemberReport {

@@ -75,6 +75,53 @@ fn a_silent_member_is_named_lost_and_its_frames_count_missed() {
     assert!(view.message.contains("member 1 lost"), "{}", view.message);
 }
 
+/// A member killed right after a report leaves no frame unreported: the group's books can
+/// reach the expected count at ACQ_DONE, and the run leaves DRAINING before the member's
+/// silence is long enough to call it lost. When the job then fails (its stage failed with the
+/// member), the members that never sent their final report are the lost ones.
+#[test]
+fn the_members_without_a_final_report_are_named_lost_when_the_job_fails() {
+    let mut m = job_running_with(r#"{"workflow":"w","expectedFrames":12,"consumers":3}"#);
+    for k in 0..3 {
+        m.report(report(k, true, 0, 0, 0), T0 + 1.0).unwrap();
+    }
+    m.command(Command::AcqStarted, T0 + 1.5).unwrap();
+    m.report(report(1, true, 2, 0, 2), T0 + 2.0).unwrap();
+    m.report(report(0, true, 5, 0, 5), T0 + 2.5).unwrap();
+    m.report(report(2, true, 5, 0, 5), T0 + 2.5).unwrap();
+    m.command(Command::AcqDone, T0 + 2.6).unwrap();
+    assert_eq!(m.state(), State::Processing, "{}", m.message());
+    for k in [0, 2] {
+        let last = MemberReport {
+            ended: true,
+            ..report(k, true, 5, 0, 5)
+        };
+        m.report(last, T0 + 3.0).unwrap();
+    }
+    assert!(!m.view(T0 + 3.0).message.contains("lost"));
+    let mut failed = job("j1", JobStatus::Failed, "01-CONSUME");
+    failed.error_message = Some("its command ended with exit status 137".into());
+    m.handle(Input::JobPolled(JobPoll::Seen(failed)), T0 + 3.5);
+    let view = m.view(T0 + 3.5);
+    assert_eq!(view.state, State::Failed);
+    assert!(
+        view.message.contains(
+            "member 1 lost: it had not sent its final report when the DM job failed \
+             (last report 1.5 s before, 2 frames received)"
+        ),
+        "{}",
+        view.message
+    );
+    for k in [0, 2] {
+        assert!(
+            !view.message.contains(&format!("member {k} lost")),
+            "{}",
+            view.message
+        );
+    }
+    assert_eq!((view.frames_received, view.frames_missed), (12, 0));
+}
+
 #[test]
 fn the_view_shows_the_run_time_of_a_running_job() {
     let (m, _) = at(State::Acquiring);
