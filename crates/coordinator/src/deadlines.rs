@@ -29,8 +29,7 @@ impl Machine {
             .filter(|(k, seen)| {
                 now - **seen >= silence
                     && draining_since.is_none_or(|since| **seen < since)
-                    && !run.members.get(k).is_some_and(|m| m.ended)
-                    && !run.lost_members.contains_key(k)
+                    && run.member_may_be_lost(**k)
             })
             .map(|(k, seen)| (*k, *seen))
             .collect();
@@ -57,9 +56,7 @@ impl Machine {
         let unended: Vec<(u32, f64)> = run
             .member_seen
             .iter()
-            .filter(|(k, _)| {
-                !run.members.get(k).is_some_and(|m| m.ended) && !run.lost_members.contains_key(k)
-            })
+            .filter(|(k, _)| run.member_may_be_lost(**k))
             .map(|(k, seen)| (*k, *seen))
             .collect();
         for (member, seen) in unended {

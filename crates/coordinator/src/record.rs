@@ -198,6 +198,12 @@ impl Run {
         }
     }
 
+    /// Member `k` has not sent its final report and has not been named lost: its silence may
+    /// still be a loss.
+    pub(crate) fn member_may_be_lost(&self, k: u32) -> bool {
+        !self.members.get(&k).is_some_and(|m| m.ended) && !self.lost_members.contains_key(&k)
+    }
+
     /// `; member K lost: why` for each member lost during the run, for Message.
     pub fn lost_summary(&self) -> String {
         self.lost_members
